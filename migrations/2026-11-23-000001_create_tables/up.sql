@@ -1,0 +1,87 @@
+-- The api_web schema: the seed design's columns plus what the state machines need.
+-- ids compare byte-wise (utf8mb4_bin); names compare case-insensitively for the fuzzy filters.
+-- Sizes: image_size in bytes, volume_size in GiB, memory in MiB; times are unix seconds.
+
+CREATE TABLE `image` (
+  `image_id` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `image_name` VARCHAR(255) NOT NULL,
+  `image_size` BIGINT UNSIGNED NOT NULL,
+  `os_type` VARCHAR(16) NOT NULL,
+  `describe` VARCHAR(4096) NOT NULL DEFAULT '',
+  `status` VARCHAR(16) NOT NULL,
+  `error_message` VARCHAR(2048) NULL,
+  `snapshot_name` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  `update_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`image_id`),
+  KEY `idx_image_name` (`image_name`),
+  KEY `idx_image_status` (`status`),
+  KEY `idx_image_create_time` (`create_time`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `instance` (
+  `instance_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `instance_name` VARCHAR(255) NOT NULL,
+  `status` VARCHAR(16) NOT NULL,
+  `ip` VARCHAR(45) NULL,
+  `host_ip` VARCHAR(255) NOT NULL,
+  `host` VARCHAR(255) NOT NULL,
+  `cpu` INT UNSIGNED NOT NULL,
+  `memory` BIGINT UNSIGNED NOT NULL,
+  `image_id` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `root_size` BIGINT UNSIGNED NULL,
+  `domain_uuid` CHAR(36) NULL,
+  `describe` VARCHAR(4096) NOT NULL DEFAULT '',
+  `progress` TINYINT UNSIGNED NOT NULL DEFAULT 0,
+  `progress_step` VARCHAR(64) NOT NULL DEFAULT '',
+  `error_message` VARCHAR(2048) NULL,
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  `update_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`instance_id`),
+  KEY `idx_instance_name` (`instance_name`),
+  KEY `idx_instance_status` (`status`),
+  KEY `idx_instance_image` (`image_id`),
+  KEY `idx_instance_create_time` (`create_time`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `volume` (
+  `volume_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `volume_name` VARCHAR(255) NOT NULL,
+  `volume_size` BIGINT UNSIGNED NOT NULL,
+  `status` VARCHAR(16) NOT NULL,
+  `instance_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+  `is_root` TINYINT(1) NOT NULL DEFAULT 0,
+  `target_dev` VARCHAR(16) NULL,
+  `describe` VARCHAR(4096) NOT NULL DEFAULT '',
+  `error_message` VARCHAR(2048) NULL,
+  `attach_time` BIGINT UNSIGNED NULL,
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  `update_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`volume_id`),
+  KEY `idx_volume_name` (`volume_name`),
+  KEY `idx_volume_status` (`status`),
+  KEY `idx_volume_instance` (`instance_id`),
+  KEY `idx_volume_create_time` (`create_time`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `network_interface` (
+  `network_interface_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `network_interface_name` VARCHAR(255) NOT NULL,
+  `mac` CHAR(17) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  `ip` VARCHAR(45) CHARACTER SET ascii COLLATE ascii_bin NULL,
+  `bridge` VARCHAR(15) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  `status` VARCHAR(16) NOT NULL,
+  `instance_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+  `describe` VARCHAR(4096) NOT NULL DEFAULT '',
+  `error_message` VARCHAR(2048) NULL,
+  `attach_time` BIGINT UNSIGNED NULL,
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  `update_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`network_interface_id`),
+  UNIQUE KEY `uk_nic_mac` (`mac`),
+  UNIQUE KEY `uk_nic_bridge_ip` (`bridge`, `ip`),
+  KEY `idx_nic_name` (`network_interface_name`),
+  KEY `idx_nic_status` (`status`),
+  KEY `idx_nic_instance` (`instance_id`),
+  KEY `idx_nic_create_time` (`create_time`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

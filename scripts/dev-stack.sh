@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# The local development and test stack of api-web, as the project's own child processes:
+#   a private MariaDB, virtlogd + virtlockd + libvirtd (qemu:///system), a single-node Ceph
+#   (mon + one bluestore OSD on a sparse file, cephx), the pools, the cephx users, the libvirt
+#   secret for QEMU, and a Linux bridge for guests' NICs.
+#
+#   scripts/dev-stack.sh up       install what is missing, start everything (idempotent)
+#   scripts/dev-stack.sh down     stop only what this script started
+#   scripts/dev-stack.sh status   say what runs
+#   scripts/dev-stack.sh env      print export lines: eval "$(scripts/dev-stack.sh env)"
+#
+# Data lives in $API_WEB_STACK_DIR (default: <repo>/.dev-stack, git-ignored). Ports are not the
+# defaults, so the stack can share a machine with other MariaDB or Ceph instances.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${API_WEB_STACK_DIR:-$REPO/.dev-stack}
+MYSQL_PORT=${API_WEB_MYSQL_PORT:-23306}
+MON_V2_PORT=${API_WEB_CEPH_MON_V2_PORT:-13300}
+MON_V1_PORT=${API_WEB_CEPH_MON_V1_PORT:-16789}
+CEPH_PORT_MIN=${API_WEB_CEPH_PORT_MIN:-16800}
+CEPH_PORT_MAX=${API_WEB_CEPH_PORT_MAX:-16899}
+BRIDGE=${API_WEB_BRIDGE:-apiwebbr0}
+IMAGES_POOL=images
+VOLUMES_POOL=volumes
+# Fixed so that config.toml's default works; only this stack defines a secret with this UUID.
+SECRET_UUID=${API_WEB_CEPH_SECRET_UUID:-8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01}
+DB_USER=api_web
+DB_PASS=api_web
+QEMU_PIN=1:7.2+dfsg-7+deb12u18+b3
+
+MY=$STACK/mysql
+CEPH=$STACK/ceph
+CONF=$CEPH/ceph.conf
+MARK=$STACK/started
+
+log() { printf '[dev-stack] %s\n' "$*" >&2; }
+die() { printf '[dev-stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # wait_for <seconds> <description> <command...>
+  local secs=$1 what=$2; shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || die "$what did not come up within ${secs}s"
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------- packages
+need_packages() {
+  local missing=0
+  for c in mariadbd mariadb-install-db libvirtd virtlogd virsh qemu-system-x86_64 ceph ceph-mon ceph-osd \
+           ceph-authtool monmaptool rbd qemu-img ip busybox mcopy mkfs.vfat syslinux cpio pkg-config; do
+    command -v "$c" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$c" >/dev/null 2>&1 || { log "missing: $c"; missing=1; }
+  done
+  for f in /usr/include/rbd/librbd.h /usr/include/rados/librados.h /usr/lib/syslinux/mbr/mbr.bin; do
+    [ -e "$f" ] || { log "missing: $f"; missing=1; }
+  done
+  pkg-config --exists libvirt 2>/dev/null || { log "missing: libvirt-dev"; missing=1; }
+  [ -e /usr/lib/x86_64-linux-gnu/libmariadb.so ] || [ -e /usr/lib/x86_64-linux-gnu/libmysqlclient.so ] || { log "missing: libmariadb-dev-compat"; missing=1; }
+  ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || { log "missing: linux-image-cloud-amd64"; missing=1; }
+  [ -e /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so ] || { log "missing: qemu-block-extra"; missing=1; }
+  return $missing
+}
+
+install_packages() {
+  need_packages && return 0
+  log "installing packages (apt; qemu pinned to $QEMU_PIN)"
+  [ "$(id -u)" = 0 ] || die "package installation needs root"
+  apt-get update -q >&2
+  # The machine image ships qemu-utils 10 from backports, which blocks qemu-system 7.2: pin all three.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades \
+    "qemu-system-x86=$QEMU_PIN" "qemu-block-extra=$QEMU_PIN" "qemu-utils=$QEMU_PIN" \
+    libvirt-daemon-system libvirt-clients libvirt-dev \
+    mariadb-server libmariadb-dev-compat bridge-utils iproute2 \
+    ceph ceph-mon ceph-osd ceph-common librbd-dev librados-dev \
+    busybox-static linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools cpio pkg-config >&2
+  need_packages || die "packages still missing after apt-get install"
+}
+
+# ---------------------------------------------------------------- MariaDB
+mysql_up() {
+  mkdir -p "$MY"
+  if alive "$MY/mysqld.pid"; then log "mariadb already running on 127.0.0.1:$MYSQL_PORT"; else
+    if [ ! -d "$MY/data/mysql" ]; then
+      log "initialising mariadb data in $MY/data"
+      mariadb-install-db --no-defaults --datadir="$MY/data" --user=root \
+        --auth-root-authentication-method=socket --skip-test-db >"$MY/install.log" 2>&1 \
+        || die "mariadb-install-db failed: see $MY/install.log"
+    fi
+    log "starting mariadb on 127.0.0.1:$MYSQL_PORT"
+    setsid mariadbd --no-defaults --datadir="$MY/data" --socket="$MY/mysqld.sock" --pid-file="$MY/mysqld.pid" \
+      --port="$MYSQL_PORT" --bind-address=127.0.0.1 --user=root --skip-name-resolve \
+      --innodb-buffer-pool-size=128M --max-connections=500 --log-error="$MY/error.log" \
+      </dev/null >/dev/null 2>&1 &
+    wait_for 60 "mariadb" mariadb --no-defaults --socket="$MY/mysqld.sock" -uroot -e 'SELECT 1'
+  fi
+  mariadb --no-defaults --socket="$MY/mysqld.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+-- global privileges: the tests create and drop one database each
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost';
+CREATE DATABASE IF NOT EXISTS api_web CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+SQL
+  # Option file for the mariadb client, found through MYSQL_HOME (see `env`).
+  cat >"$MY/my.cnf" <<EOF
+[client]
+host=127.0.0.1
+port=$MYSQL_PORT
+user=$DB_USER
+password=$DB_PASS
+[mariadb-client]
+database=api_web
+EOF
+}
+
+mysql_down() {
+  if alive "$MY/mysqld.pid"; then
+    log "stopping mariadb"
+    local pid; pid=$(cat "$MY/mysqld.pid"); kill "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+}
+
+# ---------------------------------------------------------------- libvirt
+virsh_ok() { virsh -c qemu:///system version >/dev/null 2>&1; }
+
+libvirt_up() {
+  mkdir -p "$STACK"
+  if virsh_ok; then log "libvirtd already answers on qemu:///system"; return 0; fi
+  log "starting virtlogd, virtlockd, libvirtd"
+  pgrep -x virtlogd >/dev/null || { virtlogd -d && touch "$MARK.virtlogd"; }
+  pgrep -x virtlockd >/dev/null || { virtlockd -d && touch "$MARK.virtlockd"; }
+  pgrep -x libvirtd >/dev/null || { libvirtd -d && touch "$MARK.libvirtd"; }
+  wait_for 90 "libvirtd" virsh_ok
+  # libvirt's own 'default' network would start dnsmasq on a private range: never autostart it.
+  virsh -c qemu:///system net-autostart default --disable >/dev/null 2>&1 || true
+}
+
+libvirt_down() {
+  for d in libvirtd virtlockd virtlogd; do
+    if [ -f "$MARK.$d" ]; then
+      log "stopping $d"
+      pkill -TERM -x "$d" || true
+      for _ in $(seq 1 100); do pgrep -x "$d" >/dev/null || break; sleep 0.1; done
+      rm -f "$MARK.$d"
+    fi
+  done
+}
+
+# ---------------------------------------------------------------- Ceph
+cephc() { ceph --conf "$CONF" --connect-timeout 10 "$@"; }
+
+ceph_conf() {
+  mkdir -p "$CEPH/run" "$CEPH/log"
+  cat >"$CONF" <<EOF
+[global]
+fsid = $(cat "$CEPH/fsid")
+mon initial members = a
+mon host = [v2:127.0.0.1:$MON_V2_PORT,v1:127.0.0.1:$MON_V1_PORT]
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind port min = $CEPH_PORT_MIN
+ms bind port max = $CEPH_PORT_MAX
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+keyring = $CEPH/ceph.\$name.keyring
+run dir = $CEPH/run
+pid file = $CEPH/run/\$name.pid
+admin socket = $CEPH/run/\$name.asok
+log file = $CEPH/log/\$name.log
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+osd crush chooseleaf type = 0
+rbd default features = 61
+
+[mon]
+mon data = $CEPH/mon.\$id
+keyring = $CEPH/mon.\$id/keyring
+
+[osd]
+osd data = $CEPH/osd.\$id
+keyring = $CEPH/osd.\$id/keyring
+osd objectstore = bluestore
+bluestore block path = $CEPH/osd.\$id.block
+bluestore block create = true
+bluestore block size = 64424509440
+bluestore block db create = false
+bluestore block wal create = false
+osd memory target = 939524096
+bluestore cache autotune = false
+bluestore cache size = 134217728
+osd max object name len = 256
+osd max object namespace len = 64
+EOF
+}
+
+ceph_init() {
+  log "creating a single-node ceph cluster in $CEPH"
+  rm -rf "$CEPH"; mkdir -p "$CEPH"
+  cat /proc/sys/kernel/random/uuid >"$CEPH/fsid"
+  ceph_conf
+  ceph-authtool --create-keyring "$CEPH/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  ceph-authtool --create-keyring "$CEPH/ceph.client.admin.keyring" --gen-key -n client.admin \
+    --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
+  ceph-authtool "$CEPH/mon.keyring" --import-keyring "$CEPH/ceph.client.admin.keyring" >/dev/null
+  monmaptool --create --fsid "$(cat "$CEPH/fsid")" \
+    --addv a "[v2:127.0.0.1:$MON_V2_PORT,v1:127.0.0.1:$MON_V1_PORT]" "$CEPH/monmap" >/dev/null
+  mkdir -p "$CEPH/mon.a"
+  ceph-mon --conf "$CONF" -i a --mkfs --monmap "$CEPH/monmap" --keyring "$CEPH/mon.keyring" \
+    >"$CEPH/log/mkfs-mon.log" 2>&1 || die "ceph-mon --mkfs failed: see $CEPH/log/mkfs-mon.log"
+  cp "$CEPH/mon.keyring" "$CEPH/mon.a/keyring"
+  ceph-mon --conf "$CONF" -i a || die "ceph-mon did not start: see $CEPH/log/mon.a.log"
+  wait_for 60 "ceph-mon" cephc mon stat
+  local osd_uuid; osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+  local id; id=$(cephc osd new "$osd_uuid")
+  [ "$id" = 0 ] || die "expected osd id 0, got '$id'"
+  mkdir -p "$CEPH/osd.0"
+  # The key first: mkfs fetches the monitors' config and needs to authenticate for it.
+  ceph-authtool --create-keyring "$CEPH/osd.0/keyring" --gen-key -n osd.0 >/dev/null
+  cephc auth add osd.0 osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' \
+    -i "$CEPH/osd.0/keyring" >/dev/null
+  ceph-osd --conf "$CONF" -i 0 --mkfs --osd-uuid "$osd_uuid" >"$CEPH/log/mkfs-osd.log" 2>&1 \
+    || die "ceph-osd --mkfs failed: see $CEPH/log/mkfs-osd.log"
+  touch "$CEPH/initialised"
+}
+
+osd_up() { cephc osd dump 2>/dev/null | grep -q '^osd\.0 up'; }
+
+ceph_up() {
+  if [ ! -f "$CEPH/initialised" ]; then ceph_init; else ceph_conf; fi
+  if ! alive "$CEPH/run/mon.a.pid"; then
+    log "starting ceph-mon"
+    ceph-mon --conf "$CONF" -i a || die "ceph-mon did not start: see $CEPH/log/mon.a.log"
+  fi
+  wait_for 60 "ceph-mon" cephc mon stat
+  if ! alive "$CEPH/run/osd.0.pid"; then
+    log "starting ceph-osd"
+    ceph-osd --conf "$CONF" -i 0 2>/dev/null || die "ceph-osd did not start: see $CEPH/log/osd.0.log"
+  fi
+  wait_for 120 "ceph-osd" osd_up
+  for pool in "$IMAGES_POOL" "$VOLUMES_POOL"; do
+    if ! cephc osd pool ls | grep -qx "$pool"; then
+      log "creating pool $pool"
+      cephc osd pool create "$pool" 8 8 >/dev/null 2>&1
+      rbd --conf "$CEPH/ceph.conf" pool init "$pool"
+    fi
+  done
+  # QEMU's user: read-write on volumes (root disks, data volumes), read-only on images (clone parents).
+  cephc auth get-or-create client.libvirt mon 'profile rbd' \
+    osd "profile rbd pool=$VOLUMES_POOL, profile rbd-read-only pool=$IMAGES_POOL" \
+    -o "$CEPH/ceph.client.libvirt.keyring" >/dev/null
+  # The control plane's user: rbd on both pools, nothing else.
+  cephc auth get-or-create client.api-web mon 'profile rbd' \
+    osd "profile rbd pool=$IMAGES_POOL, profile rbd pool=$VOLUMES_POOL" \
+    -o "$CEPH/ceph.client.api-web.keyring" >/dev/null
+  chmod 0644 "$CONF"
+}
+
+ceph_down() {
+  for d in osd.0 mon.a; do
+    local pidf=$CEPH/run/$d.pid
+    if alive "$pidf"; then
+      log "stopping ceph $d"
+      local pid; pid=$(cat "$pidf"); kill "$pid"
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    fi
+  done
+}
+
+# ---------------------------------------------------------------- libvirt secret for QEMU's cephx key
+secret_up() {
+  local xml=$STACK/secret.xml key=$STACK/libvirt.key
+  cat >"$xml" <<EOF
+<secret ephemeral='no' private='yes'>
+  <uuid>$SECRET_UUID</uuid>
+  <usage type='ceph'><name>api-web-dev client.libvirt secret</name></usage>
+</secret>
+EOF
+  virsh -c qemu:///system secret-define "$xml" >/dev/null
+  cephc auth get-key client.libvirt >"$key"
+  chmod 0600 "$key"
+  virsh -c qemu:///system secret-set-value --secret "$SECRET_UUID" --file "$key" >/dev/null
+  rm -f "$key"
+}
+
+# ---------------------------------------------------------------- bridge
+bridge_up() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    log "creating bridge $BRIDGE (no address, no uplink)"
+    ip link add name "$BRIDGE" type bridge
+    touch "$MARK.bridge"
+  fi
+  sysctl -qw "net.ipv6.conf.$BRIDGE.disable_ipv6=1" || true
+  ip link set "$BRIDGE" up
+}
+
+bridge_down() {
+  if [ -f "$MARK.bridge" ]; then
+    log "removing bridge $BRIDGE"
+    ip link del "$BRIDGE" 2>/dev/null || true
+    rm -f "$MARK.bridge"
+  fi
+}
+
+# ---------------------------------------------------------------- commands
+print_env() {
+  cat <<EOF
+export API_WEB_STACK_DIR='$STACK'
+export DATABASE_URL='mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT/api_web'
+export API_WEB_TEST_DATABASE_URL='mysql://$DB_USER:$DB_PASS@127.0.0.1:$MYSQL_PORT'
+export MYSQL_HOME='$MY'
+export CEPH_CONF='$CONF'
+export CEPH_IMAGES_POOL='$IMAGES_POOL'
+export CEPH_VOLUMES_POOL='$VOLUMES_POOL'
+export CEPH_MON_HOSTS='127.0.0.1:$MON_V1_PORT'
+export CEPH_SECRET_UUID='$SECRET_UUID'
+export LIBVIRT_URI='qemu:///system'
+export LIBVIRT_DEFAULT_URI='qemu:///system'
+export API_WEB_BRIDGE='$BRIDGE'
+EOF
+}
+
+status() {
+  local rc=0
+  if alive "$MY/mysqld.pid"; then echo "mariadb: running (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: stopped"; rc=1; fi
+  if virsh_ok; then echo "libvirtd: answering (qemu:///system)"; else echo "libvirtd: not answering"; rc=1; fi
+  if alive "$CEPH/run/mon.a.pid"; then echo "ceph-mon: running (127.0.0.1:$MON_V1_PORT)"; else echo "ceph-mon: stopped"; rc=1; fi
+  if alive "$CEPH/run/osd.0.pid"; then echo "ceph-osd: running"; else echo "ceph-osd: stopped"; rc=1; fi
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge $BRIDGE: present"; else echo "bridge $BRIDGE: absent"; rc=1; fi
+  return $rc
+}
+
+case "${1:-}" in
+  up)
+    install_packages
+    mkdir -p "$STACK"
+    mysql_up
+    libvirt_up
+    ceph_up
+    secret_up
+    bridge_up
+    log "stack is up"
+    ;;
+  down)
+    mysql_down
+    ceph_down
+    bridge_down
+    libvirt_down
+    log "stack is down"
+    ;;
+  status) status ;;
+  env) print_env ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

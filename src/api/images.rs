@@ -1,0 +1,224 @@
+//! `/api/v1/images/*` and `/api/v1/unregister_images/list` (seed-api.md section 1).
+
+use super::request_id::blocking;
+use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use crate::db::images::Image;
+use crate::error::ApiResult;
+use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};
+use crate::service::Ctx;
+use actix_web::web::{Data, Json, Query};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+#[derive(Serialize)]
+pub struct ImageView {
+    image_id: String,
+    image_name: String,
+    image_size: u64,
+    os_type: String,
+    describe: String,
+    status: String,
+    error_message: Option<String>,
+    image_location: String,
+    create_time: u64,
+    update_time: u64,
+}
+
+impl ImageView {
+    fn new(i: Image, pool: &str) -> Self {
+        ImageView {
+            image_location: format!("rbd:{pool}/{}", i.image_id),
+            image_id: i.image_id,
+            image_name: i.image_name,
+            image_size: i.image_size,
+            os_type: i.os_type,
+            describe: i.describe,
+            status: i.status,
+            error_message: i.error_message.filter(|m| !m.is_empty()),
+            create_time: i.create_time,
+            update_time: i.update_time,
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[validate(length(max = 255, message = "must be at most 255 characters"))]
+    filter_name: Option<String>,
+    page_num: Option<u32>,
+    page_size: Option<u32>,
+}
+
+pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<ImageView>>> {
+    check(&*q)?;
+    let p = paging(q.page_num, q.page_size)?;
+    let q = q.into_inner();
+    let filter = q.filter_name.filter(|f| !f.is_empty());
+    let (total, rows) = {
+        let ctx = ctx.clone();
+        blocking(move || svc::list(&ctx, filter.as_deref(), p)).await?
+    };
+    let pool = &ctx.cfg.ceph.images_pool;
+    let items = rows.into_iter().map(|r| ImageView::new(r, pool)).collect();
+    Ok(Success(PageView::new(total, p, items)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct IdQuery {
+    #[validate(custom(function = "valid_id"))]
+    image_id: String,
+}
+
+pub async fn inspect(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<ImageView>> {
+    check(&*q)?;
+    let id = q.into_inner().image_id;
+    let c = ctx.clone();
+    let row = blocking(move || svc::get(&c, &id)).await?;
+    Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[validate(custom(function = "valid_name"))]
+    image_name: String,
+    image_size: u64,
+    os_type: String,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+}
+
+pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<ImageView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let req = NewImage {
+        image_name: b.image_name,
+        image_size: b.image_size,
+        os_type: OsType::parse(&b.os_type)?,
+        describe: b.describe.unwrap_or_default(),
+    };
+    let c = ctx.clone();
+    let row = blocking(move || svc::create(&c, req)).await?;
+    Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    #[validate(custom(function = "valid_name"))]
+    image_name: String,
+    image_size: u64,
+    os_type: String,
+    #[validate(custom(function = "valid_id"))]
+    image_id: String,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+}
+
+pub async fn register(ctx: Data<Ctx>, body: Json<RegisterBody>) -> ApiResult<Success<ImageView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let req = Registration {
+        image_id: b.image_id,
+        image_name: b.image_name,
+        image_size: b.image_size,
+        os_type: OsType::parse(&b.os_type)?,
+        describe: b.describe.unwrap_or_default(),
+    };
+    let c = ctx.clone();
+    let row = blocking(move || svc::register(&c, req)).await?;
+    Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[validate(custom(function = "valid_id"))]
+    image_id: String,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+    os_type: Option<String>,
+    #[validate(custom(function = "valid_name"))]
+    image_name: Option<String>,
+}
+
+pub async fn update(ctx: Data<Ctx>, body: Json<UpdateBody>) -> ApiResult<Success<ImageView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let changes = Changes {
+        image_name: b.image_name,
+        os_type: b.os_type.as_deref().map(OsType::parse).transpose()?,
+        describe: b.describe,
+    };
+    let id = b.image_id;
+    let c = ctx.clone();
+    let row = blocking(move || svc::update(&c, &id, changes)).await?;
+    Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    #[validate(custom(function = "valid_id"))]
+    image_id: String,
+    #[serde(default)]
+    del_file: bool,
+}
+
+#[derive(Serialize)]
+pub struct DeletedView {
+    image_id: String,
+    /// "kept", "removed" or "already_gone".
+    file: &'static str,
+    message: String,
+}
+
+pub async fn delete(ctx: Data<Ctx>, body: Json<DeleteBody>) -> ApiResult<Success<DeletedView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let id = b.image_id.clone();
+    let outcome = blocking(move || svc::delete(&ctx, &id, b.del_file)).await?;
+    let (file, message) = match outcome {
+        FileOutcome::Kept => ("kept", "image unregistered; its RBD image is kept"),
+        FileOutcome::Removed => ("removed", "image unregistered and its RBD image removed"),
+        FileOutcome::AlreadyGone => (
+            "already_gone",
+            "image unregistered; its RBD image was already gone",
+        ),
+    };
+    Ok(Success(DeletedView {
+        image_id: b.image_id,
+        file,
+        message: message.to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnregisteredQuery {
+    page_num: Option<u32>,
+    page_size: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct UnregisteredView {
+    image_id: String,
+}
+
+pub async fn unregistered(
+    ctx: Data<Ctx>,
+    q: Query<UnregisteredQuery>,
+) -> ApiResult<Success<PageView<UnregisteredView>>> {
+    let p = paging(q.page_num, q.page_size)?;
+    let names = blocking(move || svc::unregistered(&ctx)).await?;
+    let total = names.len() as i64;
+    let items = names
+        .into_iter()
+        .skip(p.to_db().offset as usize)
+        .take(p.page_size as usize)
+        .map(|image_id| UnregisteredView { image_id })
+        .collect();
+    Ok(Success(PageView::new(total, p, items)))
+}

@@ -1,0 +1,267 @@
+//! HTTP only: the route table, request parsing, response views, errors as JSON.
+//! Handlers validate input, call a service off the executor, and shape the answer.
+
+mod health;
+mod images;
+pub mod request_id;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::{Ctx, Paging};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpRequest, HttpResponse, Responder};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use validator::{Validate, ValidationErrors};
+
+/// Largest page a list returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// The route table: every path of the API, in one place. A path asked with a method it does not
+/// serve answers 405.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use web::{get, post, resource};
+    cfg.service(resource("/healthz").route(get().to(health::healthz)))
+        .service(resource("/api/v1/version").route(get().to(health::version)))
+        .service(resource("/api/v1/images/list").route(get().to(images::list)))
+        .service(resource("/api/v1/images/inspect").route(get().to(images::inspect)))
+        .service(resource("/api/v1/images/create").route(post().to(images::create)))
+        .service(resource("/api/v1/images/register").route(post().to(images::register)))
+        .service(resource("/api/v1/images/update").route(post().to(images::update)))
+        .service(resource("/api/v1/images/delete").route(post().to(images::delete)))
+        .service(resource("/api/v1/unregister_images/list").route(get().to(images::unregistered)));
+}
+
+/// The whole application: state, parsers that answer in our envelope, routes, middleware.
+pub fn app(
+    ctx: web::Data<Ctx>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = ctx.cfg.server.body_limit;
+    App::new()
+        .app_data(ctx)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                // curl -d sends form content type: read the body as JSON whatever it says.
+                .content_type_required(false)
+                .error_handler(|e, _| json_error(e).into()),
+        )
+        .app_data(web::PayloadConfig::default().limit(limit))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+        .configure(routes)
+        .default_service(web::to(no_route))
+        .wrap(from_fn(request_id::middleware))
+}
+
+async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {
+    Err(ApiError::RouteNotFound(format!(
+        "{} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+fn json_error(e: JsonPayloadError) -> ApiError {
+    match e {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("request body larger than {limit} bytes"))
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidParam(e.to_string()),
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::InvalidJson(format!("body is not valid JSON: {e}"))
+        }
+        other => ApiError::InvalidJson(other.to_string()),
+    }
+}
+
+fn query_error(e: QueryPayloadError) -> ApiError {
+    match e {
+        QueryPayloadError::Deserialize(e) => ApiError::InvalidParam(format!("query string: {e}")),
+        other => ApiError::InvalidParam(format!("query string: {other}")),
+    }
+}
+
+/// Validator's errors as one message naming each bad field.
+pub fn check(v: &impl Validate) -> ApiResult<()> {
+    v.validate()
+        .map_err(|e| ApiError::InvalidParam(describe_errors(&e)))
+}
+
+fn describe_errors(e: &ValidationErrors) -> String {
+    let fields: BTreeMap<_, _> = e.field_errors().into_iter().collect();
+    fields
+        .iter()
+        .map(|(field, errs)| {
+            let what: Vec<String> = errs
+                .iter()
+                .map(|er| {
+                    er.message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| er.code.to_string())
+                })
+                .collect();
+            format!("{field}: {}", what.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Paging from optional query parameters: page_num from 1, page_size 1..=1000 (default 20).
+pub fn paging(page_num: Option<u32>, page_size: Option<u32>) -> ApiResult<Paging> {
+    let page_num = page_num.unwrap_or(1);
+    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if page_num == 0 {
+        return Err(ApiError::invalid("page_num: pages are numbered from 1"));
+    }
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(ApiError::invalid(format!(
+            "page_size: must be between 1 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    Ok(Paging {
+        page_num,
+        page_size,
+    })
+}
+
+/// A success: `{"code":0,"message":"success","data":...,"request_id":"..."}`.
+pub struct Success<T>(pub T);
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    code: u16,
+    message: &'static str,
+    data: T,
+    request_id: String,
+}
+
+impl<T: Serialize> Responder for Success<T> {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        HttpResponse::Ok().json(Envelope {
+            code: 0,
+            message: "success",
+            data: self.0,
+            request_id: request_id::current(),
+        })
+    }
+}
+
+/// A page of a list.
+#[derive(Serialize)]
+pub struct PageView<T> {
+    pub total: i64,
+    pub page_num: u32,
+    pub page_size: u32,
+    pub items: Vec<T>,
+}
+
+impl<T> PageView<T> {
+    pub fn new(total: i64, p: Paging, items: Vec<T>) -> Self {
+        PageView {
+            total,
+            page_num: p.page_num,
+            page_size: p.page_size,
+            items,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- field validators
+
+/// A display name: 1-255 characters, not only spaces, no control characters. Anything else
+/// (`<>&'"`, quotes, SQL metacharacters, non-ASCII) is stored and returned verbatim.
+pub fn valid_name(s: &str) -> Result<(), validator::ValidationError> {
+    let n = s.chars().count();
+    if n == 0 || s.trim().is_empty() {
+        return Err(validation("must not be empty"));
+    }
+    if n > 255 {
+        return Err(validation("must be at most 255 characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(validation("must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A description: at most 4096 characters; newlines and tabs allowed, other controls not.
+pub fn valid_describe(s: &str) -> Result<(), validator::ValidationError> {
+    if s.chars().count() > 4096 {
+        return Err(validation("must be at most 4096 characters"));
+    }
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(validation(
+            "must not contain control characters other than newline and tab",
+        ));
+    }
+    Ok(())
+}
+
+/// An id parameter: 1-128 characters (unknown ids are a 404 later, not a 400).
+pub fn valid_id(s: &str) -> Result<(), validator::ValidationError> {
+    if s.is_empty() || s.chars().count() > 128 {
+        return Err(validation("must be 1 to 128 characters"));
+    }
+    Ok(())
+}
+
+fn validation(msg: &'static str) -> validator::ValidationError {
+    validator::ValidationError::new("invalid").with_message(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_bounds() {
+        assert_eq!(
+            paging(None, None).unwrap(),
+            Paging {
+                page_num: 1,
+                page_size: 20
+            }
+        );
+        assert_eq!(
+            paging(Some(3), Some(1000)).unwrap(),
+            Paging {
+                page_num: 3,
+                page_size: 1000
+            }
+        );
+        assert!(paging(Some(0), None).is_err());
+        assert!(paging(None, Some(0)).is_err());
+        assert!(paging(None, Some(1001)).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1").is_ok());
+        assert!(valid_name("</title><x a='\"&'>; DROP TABLE image; --").is_ok());
+        assert!(valid_name(&"é".repeat(255)).is_ok());
+        assert!(valid_name(&"é".repeat(256)).is_err());
+        assert!(valid_name("").is_err());
+        assert!(valid_name("   ").is_err());
+        assert!(valid_name("a\nb").is_err());
+        assert!(valid_name("a\0b").is_err());
+        assert!(valid_describe("line 1\nline 2\ttab").is_ok());
+        assert!(valid_describe("bell\u{7}").is_err());
+        assert!(valid_describe(&"x".repeat(4097)).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! `X-Request-Id`: taken from the client (if sane) or generated, returned on every response, put
+//! in every error body and on every log line written while the request is served, including
+//! lines from the blocking threads its services run on.
+//!
+//! The same middleware is the structured access log and turns any error response that is not
+//! already ours (actix's own 404/405/413/415...) into the JSON error envelope.
+
+use crate::error::{ApiError, ApiResult};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
+use std::cell::RefCell;
+use std::time::Instant;
+
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static TASK_ID: String;
+}
+
+thread_local! {
+    static THREAD_ID: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The id of the request being served on this task or blocking thread, if any.
+pub fn current_opt() -> Option<String> {
+    TASK_ID
+        .try_with(|id| id.clone())
+        .ok()
+        .or_else(|| THREAD_ID.with(|t| t.borrow().clone()))
+}
+
+/// The id of the request being served ("" outside a request).
+pub fn current() -> String {
+    current_opt().unwrap_or_default()
+}
+
+/// Runs blocking work (diesel, librbd, libvirt) on the blocking pool, carrying the request id.
+pub async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+{
+    let id = current_opt();
+    web::block(move || {
+        THREAD_ID.with(|t| *t.borrow_mut() = id);
+        let out = f();
+        THREAD_ID.with(|t| *t.borrow_mut() = None);
+        out
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Runs `f` with `id` as the current request id (for background work started by a request).
+pub fn with_id<T>(id: Option<String>, f: impl FnOnce() -> T) -> T {
+    THREAD_ID.with(|t| *t.borrow_mut() = id);
+    let out = f();
+    THREAD_ID.with(|t| *t.borrow_mut() = None);
+    out
+}
+
+/// A client's id is kept if it is 1-128 visible ASCII characters; otherwise we make one.
+fn client_id(req: &ServiceRequest) -> Option<String> {
+    let v = req.headers().get(&HEADER)?.to_str().ok()?;
+    (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| v.to_string())
+}
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = client_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "-".into());
+    TASK_ID
+        .scope(id.clone(), async move {
+            // Routing and handlers turn errors into responses; an Err here comes from an inner
+            // middleware and is turned into a response by actix (its log line is then missing).
+            let res = next.call(req).await?.map_into_boxed_body();
+            let mut res = as_json_error(res, &method, &path);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(HEADER, v);
+            }
+            let status = res.status().as_u16();
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            log::info!(
+                target: "access",
+                "method={method} path={path:?} status={status} duration_ms={ms:.2} peer={peer}"
+            );
+            Ok(res)
+        })
+        .await
+}
+
+/// Error responses that are not JSON come from actix itself: wrap them in our envelope.
+fn as_json_error(
+    res: ServiceResponse<BoxBody>,
+    method: &str,
+    path: &str,
+) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let message = match status.as_u16() {
+        404 => format!("{method} {path}"),
+        405 => format!("method {method} is not allowed for {path}"),
+        _ => res
+            .response()
+            .error()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
+    };
+    let err = ApiError::from_status(status, message);
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, err.error_response())
+}

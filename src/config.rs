@@ -1,0 +1,514 @@
+//! Configuration: `config.toml` (documented defaults for the dev stack) overridden by environment
+//! variables. Every setting is checked at start-up; a bad one stops the service with a message that
+//! names it (`ceph.secret_uuid: ...`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub libvirt: LibvirtConfig,
+    pub ceph: CephConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub workers: usize,
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout_secs: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtConfig {
+    pub uri: String,
+    pub domain_type: String,
+    pub host_ip: String,
+    pub emulator: String,
+    pub machine: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CephConfig {
+    pub conf: String,
+    pub user: String,
+    pub keyring: String,
+    pub images_pool: String,
+    pub volumes_pool: String,
+    pub mon_hosts: Vec<String>,
+    pub qemu_user: String,
+    pub secret_uuid: String,
+    pub op_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub default_bridge: String,
+    pub bridges: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:18080".into(),
+            workers: 0,
+            body_limit: 65536,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "mysql://api_web:api_web@127.0.0.1:23306/api_web".into(),
+            pool_size: 16,
+            connect_timeout_secs: 5,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        LibvirtConfig {
+            uri: "qemu:///system".into(),
+            domain_type: "qemu".into(),
+            host_ip: "127.0.0.1".into(),
+            emulator: "/usr/bin/qemu-system-x86_64".into(),
+            machine: "pc".into(),
+        }
+    }
+}
+
+impl Default for CephConfig {
+    fn default() -> Self {
+        CephConfig {
+            conf: ".dev-stack/ceph/ceph.conf".into(),
+            user: "api-web".into(),
+            keyring: String::new(),
+            images_pool: "images".into(),
+            volumes_pool: "volumes".into(),
+            mon_hosts: vec!["127.0.0.1:16789".into()],
+            qemu_user: "libvirt".into(),
+            secret_uuid: "8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01".into(),
+            op_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            default_bridge: "apiwebbr0".into(),
+            bridges: vec!["apiwebbr0".into()],
+        }
+    }
+}
+
+impl Config {
+    /// Parses a config file's text (no environment, no validation).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// The configuration the service runs with: the file named by `path` (else `$API_WEB_CONFIG`,
+    /// else `./config.toml` if present, else the defaults), then environment overrides, then checks.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("API_WEB_CONFIG").map(PathBuf::from);
+        let explicit = path.map(Path::to_path_buf).or(env_path);
+        let mut cfg = match explicit {
+            Some(p) => Self::read_file(&p)?,
+            None => {
+                let p = PathBuf::from("config.toml");
+                if p.exists() {
+                    Self::read_file(&p)?
+                } else {
+                    Config::default()
+                }
+            }
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn read_file(p: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, p)
+    }
+
+    /// Environment overrides; `get` is injectable so tests need not touch the process environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("API_WEB_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = get("DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = get("API_WEB_DB_POOL_SIZE") {
+            self.database.pool_size = v
+                .parse()
+                .map_err(|_| invalid("API_WEB_DB_POOL_SIZE", format!("not a number: {v:?}")))?;
+        }
+        if let Some(v) = get("LIBVIRT_URI") {
+            self.libvirt.uri = v;
+        }
+        if let Some(v) = get("API_WEB_DOMAIN_TYPE") {
+            self.libvirt.domain_type = v;
+        }
+        if let Some(v) = get("API_WEB_HOST_IP") {
+            self.libvirt.host_ip = v;
+        }
+        if let Some(v) = get("CEPH_CONF") {
+            self.ceph.conf = v;
+        }
+        if let Some(v) = get("CEPH_USER") {
+            self.ceph.user = v;
+        }
+        if let Some(v) = get("CEPH_IMAGES_POOL") {
+            self.ceph.images_pool = v;
+        }
+        if let Some(v) = get("CEPH_VOLUMES_POOL") {
+            self.ceph.volumes_pool = v;
+        }
+        if let Some(v) = get("CEPH_MON_HOSTS") {
+            self.ceph.mon_hosts = v.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(v) = get("CEPH_SECRET_UUID") {
+            self.ceph.secret_uuid = v;
+        }
+        if let Some(v) = get("API_WEB_BRIDGE") {
+            if !self.network.bridges.contains(&v) {
+                self.network.bridges.push(v.clone());
+            }
+            self.network.default_bridge = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every setting; the first bad one is reported by name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", format!("{:?}: {e}", self.server.listen)))?;
+        if self.server.body_limit < 1024 {
+            return Err(invalid("server.body_limit", "must be at least 1024 bytes"));
+        }
+        if !self.database.url.starts_with("mysql://") {
+            return Err(invalid(
+                "database.url",
+                "must be a mysql://user:password@host:port/database URL",
+            ));
+        }
+        if !(1..=1000).contains(&self.database.pool_size) {
+            return Err(invalid("database.pool_size", "must be between 1 and 1000"));
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "database.connect_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.libvirt.uri.trim().is_empty() {
+            return Err(invalid("libvirt.uri", "must not be empty"));
+        }
+        if !matches!(self.libvirt.domain_type.as_str(), "qemu" | "kvm") {
+            return Err(invalid(
+                "libvirt.domain_type",
+                format!(
+                    "{:?}: must be \"qemu\" or \"kvm\"",
+                    self.libvirt.domain_type
+                ),
+            ));
+        }
+        if self.libvirt.host_ip.trim().is_empty() {
+            return Err(invalid("libvirt.host_ip", "must not be empty"));
+        }
+        if !self.libvirt.emulator.starts_with('/') {
+            return Err(invalid("libvirt.emulator", "must be an absolute path"));
+        }
+        if self.libvirt.machine.trim().is_empty() {
+            return Err(invalid("libvirt.machine", "must not be empty"));
+        }
+        if !Path::new(&self.ceph.conf).is_file() {
+            return Err(invalid(
+                "ceph.conf",
+                format!(
+                    "{:?} is not a readable file (run scripts/dev-stack.sh up, or point CEPH_CONF at the cluster's ceph.conf)",
+                    self.ceph.conf
+                ),
+            ));
+        }
+        if !valid_ceph_name(&self.ceph.user) {
+            return Err(invalid("ceph.user", "must be a cephx id like \"api-web\""));
+        }
+        if !self.ceph.keyring.is_empty() && !Path::new(&self.ceph.keyring).is_file() {
+            return Err(invalid(
+                "ceph.keyring",
+                format!("{:?} is not a readable file", self.ceph.keyring),
+            ));
+        }
+        if !valid_ceph_name(&self.ceph.images_pool) {
+            return Err(invalid("ceph.images_pool", "must be a pool name"));
+        }
+        if !valid_ceph_name(&self.ceph.volumes_pool) {
+            return Err(invalid("ceph.volumes_pool", "must be a pool name"));
+        }
+        if self.ceph.images_pool == self.ceph.volumes_pool {
+            return Err(invalid(
+                "ceph.volumes_pool",
+                "must differ from ceph.images_pool (QEMU gets read-only access to images)",
+            ));
+        }
+        if self.ceph.mon_hosts.is_empty() {
+            return Err(invalid(
+                "ceph.mon_hosts",
+                "must name at least one host:port",
+            ));
+        }
+        for h in &self.ceph.mon_hosts {
+            parse_host_port(h)
+                .ok_or_else(|| invalid("ceph.mon_hosts", format!("{h:?} is not host:port")))?;
+        }
+        if !valid_ceph_name(&self.ceph.qemu_user) {
+            return Err(invalid(
+                "ceph.qemu_user",
+                "must be a cephx id like \"libvirt\"",
+            ));
+        }
+        uuid::Uuid::parse_str(&self.ceph.secret_uuid).map_err(|e| {
+            invalid(
+                "ceph.secret_uuid",
+                format!("{:?}: {e}", self.ceph.secret_uuid),
+            )
+        })?;
+        if self.ceph.op_timeout_secs == 0 {
+            return Err(invalid("ceph.op_timeout_secs", "must be at least 1"));
+        }
+        for b in &self.network.bridges {
+            if !valid_bridge_name(b) {
+                return Err(invalid(
+                    "network.bridges",
+                    format!(
+                        "{b:?}: a bridge name has 1 to 15 characters and no '/', ':' or whitespace"
+                    ),
+                ));
+            }
+        }
+        if !self.network.bridges.contains(&self.network.default_bridge) {
+            return Err(invalid(
+                "network.default_bridge",
+                format!(
+                    "{:?} is not listed in network.bridges",
+                    self.network.default_bridge
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn valid_ceph_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
+pub fn valid_bridge_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':')
+}
+
+/// `host:port` (port required); returns the two parts.
+pub fn parse_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped config.toml parses and documents exactly the built-in defaults.
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = Config::from_toml(&text, &path).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_setting_is_named() {
+        let err = Config::from_toml("[ceph]\npoool = 'x'\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("poool"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err =
+            Config::from_toml("[database]\npool_size = 'many'\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("pool_size"), "{err}");
+    }
+
+    fn valid_base() -> Config {
+        let mut c = Config::default();
+        // validate() checks that ceph.conf exists: point it at a file every machine has.
+        c.ceph.conf = "/etc/hostname".into();
+        c
+    }
+
+    #[test]
+    fn defaults_with_existing_ceph_conf_validate() {
+        valid_base().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+            (
+                "server.listen",
+                Box::new(|c| c.server.listen = "nowhere".into()),
+            ),
+            (
+                "database.url",
+                Box::new(|c| c.database.url = "postgres://x".into()),
+            ),
+            ("database.pool_size", Box::new(|c| c.database.pool_size = 0)),
+            (
+                "libvirt.domain_type",
+                Box::new(|c| c.libvirt.domain_type = "xen".into()),
+            ),
+            (
+                "libvirt.emulator",
+                Box::new(|c| c.libvirt.emulator = "qemu".into()),
+            ),
+            (
+                "ceph.conf",
+                Box::new(|c| c.ceph.conf = "/nonexistent/ceph.conf".into()),
+            ),
+            ("ceph.user", Box::new(|c| c.ceph.user = "bad user".into())),
+            (
+                "ceph.images_pool",
+                Box::new(|c| c.ceph.images_pool = String::new()),
+            ),
+            (
+                "ceph.volumes_pool",
+                Box::new(|c| c.ceph.volumes_pool = "images".into()),
+            ),
+            (
+                "ceph.mon_hosts",
+                Box::new(|c| c.ceph.mon_hosts = vec!["127.0.0.1".into()]),
+            ),
+            (
+                "ceph.secret_uuid",
+                Box::new(|c| c.ceph.secret_uuid = "not-a-uuid".into()),
+            ),
+            (
+                "network.bridges",
+                Box::new(|c| c.network.bridges = vec!["a bridge".into()]),
+            ),
+            (
+                "network.default_bridge",
+                Box::new(|c| c.network.default_bridge = "br9".into()),
+            ),
+        ];
+        for (setting, mutate) in cases {
+            let mut c = valid_base();
+            mutate(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("setting {setting}:")),
+                "{setting}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "DATABASE_URL" => Some("mysql://u:p@db:3306/x".into()),
+            "CEPH_MON_HOSTS" => Some("10.0.0.1:6789, 10.0.0.2:6789".into()),
+            "API_WEB_BRIDGE" => Some("br1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.database.url, "mysql://u:p@db:3306/x");
+        assert_eq!(c.ceph.mon_hosts, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(c.network.default_bridge, "br1");
+        assert!(c.network.bridges.contains(&"br1".to_string()));
+        let err = c
+            .apply_env(|k| (k == "API_WEB_DB_POOL_SIZE").then(|| "lots".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("API_WEB_DB_POOL_SIZE"));
+    }
+
+    #[test]
+    fn bridge_names() {
+        assert!(valid_bridge_name("apiwebbr0"));
+        assert!(valid_bridge_name("br-0123456789ab"));
+        assert!(!valid_bridge_name("br-0123456789abc"));
+        assert!(!valid_bridge_name("br 0"));
+        assert!(!valid_bridge_name(""));
+        assert!(!valid_bridge_name("a/b"));
+    }
+}

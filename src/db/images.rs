@@ -1,0 +1,123 @@
+//! Rows of `image`.
+
+use super::schema::image;
+use super::{contains_pattern, Page};
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = image)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct Image {
+    pub image_id: String,
+    pub image_name: String,
+    pub image_size: u64,
+    pub os_type: String,
+    pub describe: String,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub snapshot_name: Option<String>,
+    pub create_time: u64,
+    pub update_time: u64,
+}
+
+/// Fields an update may change; `None` leaves a column as it is.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = image)]
+pub struct ImageChanges {
+    pub image_name: Option<String>,
+    pub os_type: Option<String>,
+    pub describe: Option<String>,
+    pub update_time: Option<u64>,
+}
+
+pub fn insert(conn: &mut MysqlConnection, row: &Image) -> QueryResult<()> {
+    diesel::insert_into(image::table)
+        .values(row)
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn get(conn: &mut MysqlConnection, id: &str) -> QueryResult<Option<Image>> {
+    image::table
+        .find(id)
+        .select(Image::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// One page, newest first, and the total matching the filter.
+pub fn list(
+    conn: &mut MysqlConnection,
+    name_contains: Option<&str>,
+    page: Page,
+) -> QueryResult<(i64, Vec<Image>)> {
+    let filtered = || {
+        let mut q = image::table.into_boxed();
+        if let Some(f) = name_contains {
+            q = q.filter(image::image_name.like(contains_pattern(f)).escape('\\'));
+        }
+        q
+    };
+    let total = filtered().count().get_result(conn)?;
+    let rows = filtered()
+        .select(Image::as_select())
+        .order((image::create_time.desc(), image::image_id.desc()))
+        .offset(page.offset)
+        .limit(page.limit)
+        .load(conn)?;
+    Ok((total, rows))
+}
+
+pub fn all_ids(conn: &mut MysqlConnection) -> QueryResult<Vec<String>> {
+    image::table.select(image::image_id).load(conn)
+}
+
+/// Compare-and-set of the status: true if this call made the transition.
+pub fn transition(
+    conn: &mut MysqlConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    error_message: Option<&str>,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(image::table.find(id).filter(image::status.eq(from)))
+        .set((
+            image::status.eq(to),
+            image::error_message.eq(error_message),
+            image::update_time.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn update(conn: &mut MysqlConnection, id: &str, changes: &ImageChanges) -> QueryResult<usize> {
+    diesel::update(image::table.find(id))
+        .set(changes)
+        .execute(conn)
+}
+
+pub fn set_snapshot(conn: &mut MysqlConnection, id: &str, snap: &str) -> QueryResult<usize> {
+    diesel::update(image::table.find(id))
+        .set(image::snapshot_name.eq(Some(snap)))
+        .execute(conn)
+}
+
+/// Deletes the row if it is in `status`.
+pub fn delete_in_status(conn: &mut MysqlConnection, id: &str, status: &str) -> QueryResult<bool> {
+    let n = diesel::delete(image::table.find(id).filter(image::status.eq(status))).execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Rows stuck in a transitional status since before `older_than` (for reconciliation).
+pub fn stale_in_status(
+    conn: &mut MysqlConnection,
+    status: &str,
+    older_than: u64,
+) -> QueryResult<Vec<Image>> {
+    image::table
+        .filter(image::status.eq(status))
+        .filter(image::update_time.lt(older_than))
+        .select(Image::as_select())
+        .load(conn)
+}

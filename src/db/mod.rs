@@ -1,0 +1,140 @@
+//! MySQL: the pool, the embedded migrations, and small query functions per table.
+//! No business rules here: callers decide what a result means.
+
+pub mod images;
+pub mod instances;
+pub mod schema;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::sql_types::{BigInt, Text};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<MysqlConnection>>;
+pub type PoolError = diesel::r2d2::PoolError;
+
+/// A pool that does not connect until asked (so the service starts with MySQL down and
+/// /healthz says so); a request waits at most `timeout` for a connection.
+pub fn pool(url: &str, size: u32, timeout: Duration) -> DbPool {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(timeout)
+        .test_on_check_out(true)
+        .build_unchecked(ConnectionManager::<MysqlConnection>::new(url))
+}
+
+/// Applies pending migrations. A database created by sql/api_web.sql (tables present, no
+/// migration records) is adopted: its first migration is recorded as applied.
+pub fn migrate(conn: &mut MysqlConnection) -> Result<Vec<String>, String> {
+    adopt_script_schema(conn).map_err(|e| format!("adopting existing tables: {e}"))?;
+    let done = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| e.to_string())?;
+    Ok(done.iter().map(|v| v.to_string()).collect())
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn table_exists(conn: &mut MysqlConnection, name: &str) -> QueryResult<bool> {
+    let c: Count = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind::<Text, _>(name)
+    .get_result(conn)?;
+    Ok(c.n > 0)
+}
+
+/// The version diesel records for the first migration (its directory name's leading digits).
+const FIRST_MIGRATION: &str = "20261123000001";
+
+fn adopt_script_schema(conn: &mut MysqlConnection) -> QueryResult<()> {
+    if table_exists(conn, "__diesel_schema_migrations")? || !table_exists(conn, "image")? {
+        return Ok(());
+    }
+    log::info!(
+        "tables made by sql/api_web.sql found: recording migration {FIRST_MIGRATION} as applied"
+    );
+    conn.batch_execute(
+        "CREATE TABLE __diesel_schema_migrations (\
+           version VARCHAR(50) PRIMARY KEY NOT NULL, \
+           run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )?;
+    diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES (?)")
+        .bind::<Text, _>(FIRST_MIGRATION)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A LIKE pattern matching `s` as a substring, with LIKE's own metacharacters escaped.
+pub fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// True for a duplicate-key error (a generated id that collided, a racing insert).
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// Paging as SQL wants it.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_metacharacters_are_escaped() {
+        assert_eq!(contains_pattern("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+        assert_eq!(contains_pattern(""), "%%");
+    }
+
+    #[test]
+    fn first_migration_version_matches_the_directory() {
+        let dirs: Vec<String> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        let mut versions: Vec<String> = dirs
+            .iter()
+            .map(|d| d.split('_').next().unwrap().replace('-', ""))
+            .collect();
+        versions.sort();
+        assert_eq!(versions[0], FIRST_MIGRATION);
+    }
+}

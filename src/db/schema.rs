@@ -1,0 +1,74 @@
+// The api_web tables (migrations/ and sql/api_web.sql create them).
+
+diesel::table! {
+    image (image_id) {
+        image_id -> Varchar,
+        image_name -> Varchar,
+        image_size -> Unsigned<Bigint>,
+        os_type -> Varchar,
+        describe -> Varchar,
+        status -> Varchar,
+        error_message -> Nullable<Varchar>,
+        snapshot_name -> Nullable<Varchar>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    instance (instance_id) {
+        instance_id -> Varchar,
+        instance_name -> Varchar,
+        status -> Varchar,
+        ip -> Nullable<Varchar>,
+        host_ip -> Varchar,
+        host -> Varchar,
+        cpu -> Unsigned<Integer>,
+        memory -> Unsigned<Bigint>,
+        image_id -> Varchar,
+        root_size -> Nullable<Unsigned<Bigint>>,
+        domain_uuid -> Nullable<Char>,
+        describe -> Varchar,
+        progress -> Unsigned<Tinyint>,
+        progress_step -> Varchar,
+        error_message -> Nullable<Varchar>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    volume (volume_id) {
+        volume_id -> Varchar,
+        volume_name -> Varchar,
+        volume_size -> Unsigned<Bigint>,
+        status -> Varchar,
+        instance_id -> Nullable<Varchar>,
+        is_root -> Bool,
+        target_dev -> Nullable<Varchar>,
+        describe -> Varchar,
+        error_message -> Nullable<Varchar>,
+        attach_time -> Nullable<Unsigned<Bigint>>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    network_interface (network_interface_id) {
+        network_interface_id -> Varchar,
+        network_interface_name -> Varchar,
+        mac -> Char,
+        ip -> Nullable<Varchar>,
+        bridge -> Varchar,
+        status -> Varchar,
+        instance_id -> Nullable<Varchar>,
+        describe -> Varchar,
+        error_message -> Nullable<Varchar>,
+        attach_time -> Nullable<Unsigned<Bigint>>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(image, instance, volume, network_interface);

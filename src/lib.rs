@@ -1,0 +1,12 @@
+//! api-web: a libvirt + Ceph RBD cloud control plane. Layers, each knowing only those below:
+//! `api` (HTTP) -> `service` (rules, side-effect order, compensation) -> `db` / `virt` / `ceph`.
+
+pub mod api;
+pub mod ceph;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod service;
+pub mod virt;
