@@ -282,6 +282,9 @@ pub fn delete(ctx: &Ctx, id: &str, del_file: bool) -> ApiResult<FileOutcome> {
     let mut conn = ctx.conn()?;
     let row = load(&mut conn, id)?;
     let from = row.status.as_str();
+    if from == st::DELETING {
+        return finish_interrupted_delete(ctx, &mut conn, id);
+    }
     if !(from == st::AVAILABLE || from == st::ERROR)
         || !transition(&mut conn, id, from, st::DELETING, None)?
     {
@@ -356,6 +359,28 @@ pub fn delete(ctx: &Ctx, id: &str, del_file: bool) -> ApiResult<FileOutcome> {
                 ),
             ))
         }
+    }
+}
+
+/// A row left `deleting` by a delete whose last step failed: if its RBD image is gone, the only
+/// step left is dropping the row; if the image is still there another delete is under way.
+fn finish_interrupted_delete(ctx: &Ctx, conn: &mut DbConn, id: &str) -> ApiResult<FileOutcome> {
+    let busy = || {
+        ApiError::conflict(
+            "image_busy",
+            format!("image {id} is being deleted by another request"),
+        )
+    };
+    match ctx.ceph.image_size(&ctx.cfg.ceph.images_pool, id) {
+        Ok(_) => Err(busy()),
+        Err(e) if e.is_not_found() => {
+            if db::images::delete_in_status(conn, id, st::DELETING)? {
+                Ok(FileOutcome::AlreadyGone)
+            } else {
+                Err(busy())
+            }
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

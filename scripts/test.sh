@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every test of api-web on the real stack: brings the dev stack up (installing what is missing),
+# then runs the unit tests and the integration tests (tests/it) against it.
+#   scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/dev-stack.sh up
+eval "$(scripts/dev-stack.sh env)"
+# Shell scripts at least parse.
+for s in scripts/*.sh; do bash -n "$s"; done
+cargo test --locked "$@"

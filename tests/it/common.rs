@@ -1,0 +1,237 @@
+//! Test harness: a fresh MySQL database per test, the real app in-process on the real backends
+//! (MariaDB, libvirtd, Ceph of scripts/dev-stack.sh), and the `rbd` CLI as an independent witness
+//! of what Ceph holds. Run through scripts/test.sh, which brings the stack up and sets the
+//! environment; without it every test fails loudly (nothing is skipped).
+
+#![allow(dead_code)]
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::{test, web};
+use api_web::config::Config;
+use api_web::service::Ctx;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection};
+use serde_json::Value;
+use std::process::Command;
+
+pub fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| {
+        panic!("{k} is not set: run the tests through scripts/test.sh (it starts the dev stack)")
+    })
+}
+
+/// A database of its own, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    server_url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let server_url = env("API_WEB_TEST_DATABASE_URL");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut c = MysqlConnection::establish(&server_url).expect("connect to the test MariaDB");
+        c.batch_execute(&format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        ))
+        .unwrap();
+        TestDb {
+            url: format!("{server_url}/{name}"),
+            name,
+            server_url,
+        }
+    }
+
+    pub fn conn(&self) -> MysqlConnection {
+        MysqlConnection::establish(&self.url).unwrap()
+    }
+
+    pub fn migrated() -> TestDb {
+        let db = TestDb::new();
+        api_web::db::migrate(&mut db.conn()).unwrap();
+        db
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = MysqlConnection::establish(&self.server_url) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+/// The configuration of the dev stack (defaults + the environment scripts/test.sh exports).
+pub fn stack_config(db_url: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.apply_env(|k| std::env::var(k).ok()).unwrap();
+    cfg.database.url = db_url.to_string();
+    cfg.database.pool_size = 4;
+    cfg.validate().expect("dev stack configuration");
+    cfg
+}
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub ctx: web::Data<Ctx>,
+}
+
+impl TestApp {
+    pub fn new() -> TestApp {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::migrated();
+        let mut cfg = stack_config(&db.url);
+        tweak(&mut cfg);
+        TestApp {
+            ctx: web::Data::new(Ctx::new(cfg)),
+            db,
+        }
+    }
+
+    pub fn images_pool(&self) -> String {
+        self.ctx.cfg.ceph.images_pool.clone()
+    }
+    pub fn volumes_pool(&self) -> String {
+        self.ctx.cfg.ceph.volumes_pool.clone()
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub request_id: Option<String>,
+}
+
+impl Resp {
+    /// Asserts an error answer: HTTP status, stable code, and the envelope's fields.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["error"], code, "{}", self.body);
+        assert_eq!(self.body["code"], status, "{}", self.body);
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            self.request_id.as_deref(),
+            "{}",
+            self.body
+        );
+    }
+
+    /// Asserts success and returns `data`.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.body);
+        assert_eq!(self.body["code"], 0, "{}", self.body);
+        assert_eq!(self.body["message"], "success", "{}", self.body);
+        &self.body["data"]
+    }
+}
+
+pub async fn send<S, B>(app: &S, req: actix_http::Request) -> Resp
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, req).await;
+    let status = res.status();
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = test::read_body(res).await;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    Resp {
+        status,
+        body,
+        request_id,
+    }
+}
+
+pub async fn get<S, B>(app: &S, uri: &str) -> Resp
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(app, test::TestRequest::get().uri(uri).to_request()).await
+}
+
+pub async fn post<S, B>(app: &S, uri: &str, body: Value) -> Resp
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(
+        app,
+        test::TestRequest::post()
+            .uri(uri)
+            .set_json(body)
+            .to_request(),
+    )
+    .await
+}
+
+/// Percent-encodes a query value.
+pub fn q(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `rbd` CLI as admin against the dev cluster; returns (success, stdout+stderr).
+pub fn rbd(args: &[&str]) -> (bool, String) {
+    let out = Command::new("rbd")
+        .arg("--conf")
+        .arg(env("CEPH_CONF"))
+        .args(args)
+        .output()
+        .expect("run rbd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[track_caller]
+pub fn rbd_ok(args: &[&str]) -> String {
+    let (ok, text) = rbd(args);
+    assert!(ok, "rbd {args:?}: {text}");
+    text
+}
+
+/// Size in bytes of an RBD image, or None if it does not exist.
+pub fn rbd_size(spec: &str) -> Option<u64> {
+    let (ok, text) = rbd(&["info", "--format", "json", spec]);
+    if !ok {
+        assert!(text.contains("No such file"), "rbd info {spec}: {text}");
+        return None;
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["size"].as_u64()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}

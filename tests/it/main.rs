@@ -1,0 +1,7 @@
+//! The integration tests: one binary, run against the real stack (scripts/test.sh).
+
+mod common;
+mod images;
+mod provision;
+mod schema;
+mod server;

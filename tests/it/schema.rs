@@ -1,0 +1,69 @@
+//! sql/api_web.sql and the migrations create the same schema; `migrate` adopts a database made by
+//! the script.
+
+use crate::common::*;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+/// Every column, index and table option of a database, as comparable lines.
+fn describe(conn: &mut MysqlConnection, db: &str) -> Vec<String> {
+    let queries = [
+        "SELECT CONCAT_WS('|', TABLE_NAME, ENGINE, TABLE_COLLATION) AS line FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME <> '__diesel_schema_migrations'",
+        "SELECT CONCAT_WS('|', TABLE_NAME, ORDINAL_POSITION, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, \
+           IFNULL(COLUMN_DEFAULT, 'NULL'), IFNULL(CHARACTER_SET_NAME, '-'), IFNULL(COLLATION_NAME, '-'), EXTRA) AS line \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME <> '__diesel_schema_migrations'",
+        "SELECT CONCAT_WS('|', TABLE_NAME, INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME) AS line \
+         FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME <> '__diesel_schema_migrations'",
+    ];
+    let mut out = vec![];
+    for q in queries {
+        let rows: Vec<Line> = diesel::sql_query(q).bind::<Text, _>(db).load(conn).unwrap();
+        out.extend(rows.into_iter().map(|l| l.line));
+    }
+    out.sort();
+    out
+}
+
+fn script_for(db: &str) -> String {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/api_web.sql")).unwrap();
+    assert!(text.contains("CREATE DATABASE IF NOT EXISTS `api_web`"));
+    text.replace("`api_web`", &format!("`{db}`"))
+}
+
+#[test]
+fn script_and_migrations_create_identical_schemas() {
+    let a = TestDb::migrated();
+    let b = TestDb::new();
+    b.conn().batch_execute(&script_for(&b.name)).unwrap();
+    let mut conn = a.conn();
+    let da = describe(&mut conn, &a.name);
+    let db = describe(&mut conn, &b.name);
+    assert!(da.len() > 60, "{da:?}");
+    for t in ["image|", "volume|", "network_interface|", "instance|"] {
+        assert!(da.iter().any(|l| l.starts_with(t)), "table {t} missing");
+    }
+    assert_eq!(da, db);
+}
+
+#[test]
+fn migrate_adopts_a_database_made_by_the_script() {
+    let b = TestDb::new();
+    let mut conn = b.conn();
+    conn.batch_execute(&script_for(&b.name)).unwrap();
+    let applied = api_web::db::migrate(&mut conn).unwrap();
+    assert!(applied.is_empty(), "{applied:?}");
+    // Running it again is a no-op too.
+    assert!(api_web::db::migrate(&mut conn).unwrap().is_empty());
+    let fresh = TestDb::new();
+    let applied = api_web::db::migrate(&mut fresh.conn()).unwrap();
+    assert_eq!(applied.len(), 1);
+}
