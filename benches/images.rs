@@ -1,1 +1,252 @@
-fn main() {}
+//! Image API benchmark on the real stack (run by scripts/bench.sh, which brings the stack up):
+//! - `images/list` latency over 10,000 rows, page_size 100, through real HTTP on loopback;
+//! - image create / delete latency through the API against the design's own method
+//!   (`qemu-img create -f rbd` and `rbd rm`), in the same run, as ratios.
+
+use actix_web::{web, HttpServer};
+use api_web::config::Config;
+use api_web::db::{self, images::Image};
+use api_web::{api, service::Ctx};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection, RunQueryDsl};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ROWS: usize = 10_000;
+const LIST_REQUESTS: usize = 1_000;
+const CYCLES: usize = 20;
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run scripts/bench.sh"))
+}
+
+/// A minimal keep-alive HTTP/1.1 client: enough for JSON requests to our own server.
+struct Http {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Http {
+    fn connect(addr: std::net::SocketAddr) -> Http {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Http {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let body = body.unwrap_or("");
+        write!(
+            self.w,
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut buf = vec![0; len];
+        self.r.read_exact(&mut buf).unwrap();
+        (status, String::from_utf8(buf).unwrap())
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+fn report(name: &str, v: &mut [Duration]) -> f64 {
+    let p50 = pct(v, 0.50);
+    println!(
+        "{name:<44} n={:<5} p50={p50:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
+        v.len(),
+        pct(v, 0.99),
+        pct(v, 1.0)
+    );
+    p50
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn main() {
+    let server_url = env("API_WEB_TEST_DATABASE_URL");
+    let dbname = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = MysqlConnection::establish(&server_url).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        ))
+        .unwrap();
+    let url = format!("{server_url}/{dbname}");
+    let mut conn = MysqlConnection::establish(&url).unwrap();
+    db::migrate(&mut conn).unwrap();
+
+    // 10,000 rows (list never touches Ceph, so rows without RBD images measure it fairly).
+    let t = Instant::now();
+    let now = db::now();
+    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(1000) {
+        let rows: Vec<Image> = chunk
+            .iter()
+            .map(|i| Image {
+                image_id: format!("ami-b{i:07x}"),
+                image_name: format!("bench image {i}"),
+                image_size: 1 << 30,
+                os_type: "Linux".into(),
+                describe: "a row of the list benchmark".into(),
+                status: "available".into(),
+                error_message: None,
+                snapshot_name: None,
+                create_time: now - (*i as u64),
+                update_time: now,
+            })
+            .collect();
+        diesel::insert_into(db::schema::image::table)
+            .values(&rows)
+            .execute(&mut conn)
+            .unwrap();
+    }
+    println!(
+        "inserted {ROWS} image rows in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut cfg = Config::default();
+    cfg.apply_env(|k| std::env::var(k).ok()).unwrap();
+    cfg.database.url = url.clone();
+    cfg.validate().unwrap();
+    let pool = cfg.ceph.images_pool.clone();
+    let ctx = web::Data::new(Ctx::new(cfg));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let srv = HttpServer::new(move || api::app(ctx.clone()))
+                .workers(2)
+                .bind("127.0.0.1:0")
+                .unwrap();
+            tx.send(srv.addrs()[0]).unwrap();
+            srv.run().await.unwrap();
+        })
+    });
+    let addr = rx.recv().unwrap();
+    let mut http = Http::connect(addr);
+
+    // Warm-up (pool connections, caches).
+    for _ in 0..50 {
+        http.call("GET", "/api/v1/images/list?page_size=100", None);
+    }
+    let mut lat = Vec::with_capacity(LIST_REQUESTS);
+    for i in 0..LIST_REQUESTS {
+        let page = 1 + (i * 37) % (ROWS / 100);
+        let path = format!("/api/v1/images/list?page_size=100&page_num={page}");
+        lat.push(timed(|| {
+            let (s, b) = http.call("GET", &path, None);
+            assert_eq!(s, 200, "{b}");
+            assert!(b.contains("\"total\":10000"));
+        }));
+    }
+    println!("--- images/list over {ROWS} rows, page_size 100, HTTP keep-alive on loopback");
+    report("images/list (page 1..100)", &mut lat);
+    let mut lat = Vec::with_capacity(LIST_REQUESTS);
+    for i in 0..LIST_REQUESTS {
+        let path = format!(
+            "/api/v1/images/list?page_size=100&filter_name=image%20{}",
+            i % 10
+        );
+        lat.push(timed(|| {
+            let (s, _) = http.call("GET", &path, None);
+            assert_eq!(s, 200);
+        }));
+    }
+    report("images/list with filter_name (substring)", &mut lat);
+
+    // Create / delete: API vs the design's commands, interleaved in one run.
+    let conf = env("CEPH_CONF");
+    let (mut api_c, mut api_d, mut cli_c, mut cli_d) = (vec![], vec![], vec![], vec![]);
+    for i in 0..CYCLES {
+        let body = r#"{"image_name":"bench create","image_size":1073741824,"os_type":"Linux"}"#;
+        let mut id = String::new();
+        api_c.push(timed(|| {
+            let (s, b) = http.call("POST", "/api/v1/images/create", Some(body));
+            assert_eq!(s, 200, "{b}");
+            let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+            id = v["data"]["image_id"].as_str().unwrap().to_string();
+        }));
+        let body = format!(r#"{{"image_id":"{id}","del_file":true}}"#);
+        api_d.push(timed(|| {
+            let (s, b) = http.call("POST", "/api/v1/images/delete", Some(&body));
+            assert_eq!(s, 200, "{b}");
+        }));
+        let name = format!("bench-cli-{}-{i}", std::process::id());
+        cli_c.push(timed(|| {
+            run(Command::new("qemu-img").args([
+                "create",
+                "-q",
+                "-f",
+                "rbd",
+                &format!("rbd:{pool}/{name}:conf={conf}"),
+                "1G",
+            ]))
+        }));
+        cli_d.push(timed(|| {
+            run(Command::new("rbd").args([
+                "--conf",
+                &conf,
+                "rm",
+                "--no-progress",
+                &format!("{pool}/{name}"),
+            ]))
+        }));
+    }
+    println!("--- create/delete of a 1 GiB image, {CYCLES} cycles, same run");
+    let a = report("api images/create", &mut api_c);
+    let b = report("qemu-img create -f rbd (design's method)", &mut cli_c);
+    println!(
+        "{:<44} {:.2}x (api / design; < 1 is faster)",
+        "create ratio (p50)",
+        a / b
+    );
+    let a = report("api images/delete del_file=true", &mut api_d);
+    let b = report("rbd rm (design's method)", &mut cli_d);
+    println!(
+        "{:<44} {:.2}x (api / design; < 1 is faster)",
+        "delete ratio (p50)",
+        a / b
+    );
+
+    admin
+        .batch_execute(&format!("DROP DATABASE `{dbname}`"))
+        .unwrap();
+}

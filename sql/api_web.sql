@@ -21,7 +21,7 @@ CREATE TABLE `image` (
   PRIMARY KEY (`image_id`),
   KEY `idx_image_name` (`image_name`),
   KEY `idx_image_status` (`status`),
-  KEY `idx_image_create_time` (`create_time`)
+  KEY `idx_image_create_time` (`create_time`, `image_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `instance` (
@@ -46,7 +46,7 @@ CREATE TABLE `instance` (
   KEY `idx_instance_name` (`instance_name`),
   KEY `idx_instance_status` (`status`),
   KEY `idx_instance_image` (`image_id`),
-  KEY `idx_instance_create_time` (`create_time`)
+  KEY `idx_instance_create_time` (`create_time`, `instance_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `volume` (
@@ -66,7 +66,7 @@ CREATE TABLE `volume` (
   KEY `idx_volume_name` (`volume_name`),
   KEY `idx_volume_status` (`status`),
   KEY `idx_volume_instance` (`instance_id`),
-  KEY `idx_volume_create_time` (`create_time`)
+  KEY `idx_volume_create_time` (`create_time`, `volume_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `network_interface` (
@@ -88,5 +88,5 @@ CREATE TABLE `network_interface` (
   KEY `idx_nic_name` (`network_interface_name`),
   KEY `idx_nic_status` (`status`),
   KEY `idx_nic_instance` (`instance_id`),
-  KEY `idx_nic_create_time` (`create_time`)
+  KEY `idx_nic_create_time` (`create_time`, `network_interface_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

@@ -1,5 +1,7 @@
 -- The api_web schema: the seed design's columns plus what the state machines need.
 -- ids compare byte-wise (utf8mb4_bin); names compare case-insensitively for the fuzzy filters.
+-- Lists page newest first over (create_time, id) indexes, which also cover the deferred join
+-- that fetches only the rows of the page.
 -- Sizes: image_size in bytes, volume_size in GiB, memory in MiB; times are unix seconds.
 
 CREATE TABLE `image` (
@@ -16,7 +18,7 @@ CREATE TABLE `image` (
   PRIMARY KEY (`image_id`),
   KEY `idx_image_name` (`image_name`),
   KEY `idx_image_status` (`status`),
-  KEY `idx_image_create_time` (`create_time`)
+  KEY `idx_image_create_time` (`create_time`, `image_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `instance` (
@@ -41,7 +43,7 @@ CREATE TABLE `instance` (
   KEY `idx_instance_name` (`instance_name`),
   KEY `idx_instance_status` (`status`),
   KEY `idx_instance_image` (`image_id`),
-  KEY `idx_instance_create_time` (`create_time`)
+  KEY `idx_instance_create_time` (`create_time`, `instance_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `volume` (
@@ -61,7 +63,7 @@ CREATE TABLE `volume` (
   KEY `idx_volume_name` (`volume_name`),
   KEY `idx_volume_status` (`status`),
   KEY `idx_volume_instance` (`instance_id`),
-  KEY `idx_volume_create_time` (`create_time`)
+  KEY `idx_volume_create_time` (`create_time`, `volume_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `network_interface` (
@@ -83,5 +85,5 @@ CREATE TABLE `network_interface` (
   KEY `idx_nic_name` (`network_interface_name`),
   KEY `idx_nic_status` (`status`),
   KEY `idx_nic_instance` (`instance_id`),
-  KEY `idx_nic_create_time` (`create_time`)
+  KEY `idx_nic_create_time` (`create_time`, `network_interface_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
