@@ -423,7 +423,8 @@ mod tests {
 
     #[test]
     fn each_bad_setting_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "server.listen",
                 Box::new(|c| c.server.listen = "nowhere".into()),

@@ -549,7 +549,7 @@ async fn create_failing_in_mysql_after_ceph_leaves_no_rbd_image() {
     assert!(msg.contains("was created but recording it failed"), "{msg}");
     assert!(msg.contains("nothing was kept"), "{msg}");
     let id = msg
-        .split(|c: char| c == '/' || c == ' ')
+        .split(['/', ' '])
         .find(|w| w.starts_with("ami-"))
         .expect("the error names the image");
     assert_eq!(rbd_size(&format!("{}/{id}", t.images_pool())), None);
