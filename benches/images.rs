@@ -147,7 +147,7 @@ fn main() {
     cfg.database.url = url.clone();
     cfg.validate().unwrap();
     let pool = cfg.ceph.images_pool.clone();
-    let ctx = web::Data::new(Ctx::new(cfg));
+    let ctx = web::Data::new(Ctx::new(cfg).unwrap());
 
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

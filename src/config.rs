@@ -65,6 +65,9 @@ pub struct LibvirtConfig {
     pub host_ip: String,
     pub emulator: String,
     pub machine: String,
+    pub template_dir: String,
+    pub console_log_dir: String,
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -117,6 +120,9 @@ impl Default for LibvirtConfig {
             host_ip: "127.0.0.1".into(),
             emulator: "/usr/bin/qemu-system-x86_64".into(),
             machine: "pc".into(),
+            template_dir: "domain-templates".into(),
+            console_log_dir: "/var/log/libvirt/qemu".into(),
+            shutdown_timeout_secs: 30,
         }
     }
 }
@@ -278,6 +284,24 @@ impl Config {
         if self.libvirt.machine.trim().is_empty() {
             return Err(invalid("libvirt.machine", "must not be empty"));
         }
+        if !Path::new(&self.libvirt.template_dir).is_dir() {
+            return Err(invalid(
+                "libvirt.template_dir",
+                format!("{:?} is not a directory", self.libvirt.template_dir),
+            ));
+        }
+        if !self.libvirt.console_log_dir.starts_with('/') {
+            return Err(invalid(
+                "libvirt.console_log_dir",
+                "must be an absolute path",
+            ));
+        }
+        if !(1..=3600).contains(&self.libvirt.shutdown_timeout_secs) {
+            return Err(invalid(
+                "libvirt.shutdown_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
         if !Path::new(&self.ceph.conf).is_file() {
             return Err(invalid(
                 "ceph.conf",
@@ -411,8 +435,9 @@ mod tests {
 
     fn valid_base() -> Config {
         let mut c = Config::default();
-        // validate() checks that ceph.conf exists: point it at a file every machine has.
+        // validate() checks that files exist: point them at ones every machine has.
         c.ceph.conf = "/etc/hostname".into();
+        c.libvirt.template_dir = "/etc".into();
         c
     }
 

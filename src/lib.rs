@@ -10,3 +10,4 @@ pub mod ids;
 pub mod logging;
 pub mod service;
 pub mod virt;
+pub mod xml;

@@ -1,6 +1,6 @@
 use actix_web::{web, HttpServer};
 use api_web::config::Config;
-use api_web::service::{images, Ctx};
+use api_web::service::{images, instances, Ctx};
 use api_web::{api, db, logging};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -79,12 +79,17 @@ fn serve(cfg: Config) -> Result<(), String> {
     }
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.workers;
-    let ctx = web::Data::new(Ctx::new(cfg));
+    let ctx = web::Data::new(Ctx::new(cfg)?);
     // Repairs what a crash left half-done; a backend that is down now only delays it.
     match images::reconcile(&ctx, 600) {
         Ok(0) => {}
         Ok(n) => log::warn!("reconciliation repaired {n} image row(s)"),
         Err(e) => log::warn!("image reconciliation skipped: {e}"),
+    }
+    match instances::reconcile(&ctx, 600) {
+        Ok(0) => {}
+        Ok(n) => log::warn!("reconciliation repaired {n} instance row(s)"),
+        Err(e) => log::warn!("instance reconciliation skipped: {e}"),
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 
 mod health;
 mod images;
+mod instances;
 pub mod request_id;
 
 use crate::error::{ApiError, ApiResult};
@@ -32,7 +33,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/images/register").route(post().to(images::register)))
         .service(resource("/api/v1/images/update").route(post().to(images::update)))
         .service(resource("/api/v1/images/delete").route(post().to(images::delete)))
-        .service(resource("/api/v1/unregister_images/list").route(get().to(images::unregistered)));
+        .service(resource("/api/v1/unregister_images/list").route(get().to(images::unregistered)))
+        .service(resource("/api/v1/instance/list").route(get().to(instances::list)))
+        .service(resource("/api/v1/instance/search").route(get().to(instances::list)))
+        .service(resource("/api/v1/instance/detail").route(get().to(instances::detail)))
+        .service(resource("/api/v1/instance/create").route(post().to(instances::create)))
+        .service(resource("/api/v1/instance/progress").route(get().to(instances::progress)))
+        .service(resource("/api/v1/instance/turnon").route(post().to(instances::turnon)))
+        .service(resource("/api/v1/instance/turnoff").route(post().to(instances::turnoff)))
+        // "destory" is the original design's spelling, kept for its clients.
+        .service(resource("/api/v1/instance/destroy").route(post().to(instances::destroy)))
+        .service(resource("/api/v1/instance/destory").route(post().to(instances::destroy)))
+        .service(resource("/api/v1/instance/console").route(get().to(instances::console)));
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

@@ -4,6 +4,7 @@
 pub mod images;
 pub mod instances;
 pub mod schema;
+pub mod volumes;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -104,6 +105,50 @@ pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
         e,
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+/// One page of `table`, newest first, and the total matching `filters` (SQL conditions with one
+/// `?` each, bound to the paired text, ANDed together).
+///
+/// The page is a deferred join: the inner query pages over ids alone (covered by the table's
+/// `(create_time, <id>)` index when nothing filters), so only the page's rows are read and sorted
+/// in full. Sorting every full row for a deep page cost 12-23 ms at 10,000 rows.
+pub fn page_of<T>(
+    conn: &mut MysqlConnection,
+    table: &'static str,
+    id: &'static str,
+    filters: &[(&'static str, String)],
+    page: Page,
+) -> QueryResult<(i64, Vec<T>)>
+where
+    T: QueryableByName<diesel::mysql::Mysql> + 'static,
+{
+    let cond = if filters.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<&str> = filters.iter().map(|(c, _)| *c).collect();
+        format!("WHERE {}", parts.join(" AND "))
+    };
+    let mut count =
+        diesel::sql_query(format!("SELECT COUNT(*) AS n FROM `{table}` {cond}")).into_boxed();
+    for (_, v) in filters {
+        count = count.bind::<Text, _>(v.clone());
+    }
+    let total = count.get_result::<Count>(conn)?.n;
+    let order = format!("ORDER BY create_time DESC, `{id}` DESC");
+    let mut rows = diesel::sql_query(format!(
+        "SELECT t.* FROM `{table}` t JOIN (SELECT `{id}` FROM `{table}` {cond} {order} LIMIT ? OFFSET ?) k \
+         USING (`{id}`) {order}"
+    ))
+    .into_boxed();
+    for (_, v) in filters {
+        rows = rows.bind::<Text, _>(v.clone());
+    }
+    let rows = rows
+        .bind::<BigInt, _>(page.limit)
+        .bind::<BigInt, _>(page.offset)
+        .load(conn)?;
+    Ok((total, rows))
 }
 
 /// Paging as SQL wants it.

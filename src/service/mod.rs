@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod images;
+pub mod instances;
 pub mod state;
 
 use crate::ceph::Ceph;
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiResult;
 use crate::virt::Hypervisor;
+use crate::xml::templates::Templates;
 use std::time::Duration;
 
 /// Everything a service needs; shared by all requests.
@@ -19,11 +21,14 @@ pub struct Ctx {
     pub db: DbPool,
     pub ceph: Ceph,
     pub hv: Hypervisor,
+    pub templates: Templates,
 }
 
 impl Ctx {
-    /// Connects to nothing yet: each backend connects on first use.
-    pub fn new(cfg: Config) -> Ctx {
+    /// Reads the domain templates (a broken one is an error naming it) and connects to nothing
+    /// yet: each backend connects on first use.
+    pub fn new(cfg: Config) -> Result<Ctx, String> {
+        let templates = Templates::load(&cfg.libvirt.template_dir)?;
         let db = db::pool(
             &cfg.database.url,
             cfg.database.pool_size,
@@ -31,7 +36,13 @@ impl Ctx {
         );
         let ceph = Ceph::new(&cfg.ceph);
         let hv = Hypervisor::new(&cfg.libvirt.uri);
-        Ctx { cfg, db, ceph, hv }
+        Ok(Ctx {
+            cfg,
+            db,
+            ceph,
+            hv,
+            templates,
+        })
     }
 
     pub fn conn(&self) -> ApiResult<DbConn> {

@@ -20,6 +20,70 @@ pub mod image {
     }
 }
 
+/// Instance statuses: `creating -> running | error`; `running -> stopping -> stopped | running`;
+/// `stopped -> starting -> running | stopped`; any settled status (and `error`) `-> destroying`;
+/// `destroying -> error` when a step fails (a retry goes `error -> destroying` again).
+pub mod instance {
+    pub const CREATING: &str = "creating";
+    pub const RUNNING: &str = "running";
+    pub const STOPPED: &str = "stopped";
+    pub const STARTING: &str = "starting";
+    pub const STOPPING: &str = "stopping";
+    pub const DESTROYING: &str = "destroying";
+    pub const ERROR: &str = "error";
+
+    pub const ALL: &[&str] = &[
+        CREATING, RUNNING, STOPPED, STARTING, STOPPING, DESTROYING, ERROR,
+    ];
+
+    pub fn valid_transition(from: &str, to: &str) -> bool {
+        matches!(
+            (from, to),
+            (CREATING, RUNNING)
+                | (CREATING, ERROR)
+                | (RUNNING, STOPPING)
+                | (STOPPING, STOPPED)
+                | (STOPPING, RUNNING)
+                | (STOPPED, STARTING)
+                | (STARTING, RUNNING)
+                | (STARTING, STOPPED)
+                | (RUNNING, DESTROYING)
+                | (STOPPED, DESTROYING)
+                | (ERROR, DESTROYING)
+                | (DESTROYING, ERROR)
+        )
+    }
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::instance::*;
+
+    #[test]
+    fn instance_transitions() {
+        for (from, to) in [
+            (CREATING, RUNNING),
+            (RUNNING, STOPPING),
+            (STOPPING, STOPPED),
+            (STOPPED, STARTING),
+            (STARTING, RUNNING),
+            (ERROR, DESTROYING),
+            (DESTROYING, ERROR),
+        ] {
+            assert!(valid_transition(from, to), "{from} -> {to}");
+        }
+        for (from, to) in [
+            (CREATING, DESTROYING),
+            (RUNNING, STARTING),
+            (STOPPED, STOPPING),
+            (DESTROYING, RUNNING),
+            (STARTING, DESTROYING),
+        ] {
+            assert!(!valid_transition(from, to), "{from} -> {to}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::image::*;

@@ -89,7 +89,7 @@ impl TestApp {
         let mut cfg = stack_config(&db.url);
         tweak(&mut cfg);
         TestApp {
-            ctx: web::Data::new(Ctx::new(cfg)),
+            ctx: web::Data::new(Ctx::new(cfg).unwrap()),
             db,
         }
     }
