@@ -182,6 +182,11 @@ mon warn on pool no redundancy = false
 osd crush chooseleaf type = 0
 rbd default features = 61
 
+[client]
+# Many CLI and library clients run at once: a shared admin socket path would collide.
+admin socket =
+log file = $CEPH/log/client.log
+
 [mon]
 mon data = $CEPH/mon.\$id
 keyring = $CEPH/mon.\$id/keyring

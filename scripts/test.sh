@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/dev-stack.sh up
 eval "$(scripts/dev-stack.sh env)"
+# The bootable image the instance tests import into Ceph.
+API_WEB_TEST_IMAGE=$(scripts/build-test-image.sh | tail -1)
+export API_WEB_TEST_IMAGE
 # Shell scripts at least parse.
 for s in scripts/*.sh; do bash -n "$s"; done
 cargo test --locked "$@"

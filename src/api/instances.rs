@@ -99,14 +99,14 @@ pub struct NicView {
 
 fn nic_view(instance_id: &str, n: NicRow) -> NicView {
     NicView {
-        network_interface_id: n.0,
-        network_interface_name: n.1,
+        network_interface_id: n.network_interface_id,
+        network_interface_name: n.network_interface_name,
         instance_id: instance_id.to_string(),
-        mac: n.2,
-        ip: n.3,
-        bridge: n.4,
-        status: n.5,
-        create_time: n.6,
+        mac: n.mac,
+        ip: n.ip,
+        bridge: n.bridge,
+        status: n.status,
+        create_time: n.create_time,
     }
 }
 
@@ -161,10 +161,10 @@ pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<Page
         blocking(move || svc::list(&ctx, filter.as_deref(), status.as_deref(), p)).await?;
     let items = rows
         .into_iter()
-        .map(|(i, vols, nics)| ListItem {
-            instance: i.into(),
-            volumes: vols.into_iter().map(|v| v.volume_id).collect(),
-            network_interfaces: nics.into_iter().map(|n| n.0).collect(),
+        .map(|l| ListItem {
+            instance: l.instance.into(),
+            volumes: l.volumes.into_iter().map(|v| v.volume_id).collect(),
+            network_interfaces: l.nics.into_iter().map(|n| n.network_interface_id).collect(),
         })
         .collect();
     Ok(Success(PageView::new(total, p, items)))

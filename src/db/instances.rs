@@ -132,21 +132,42 @@ pub fn stale_in_status(
         .load(conn)
 }
 
-/// NICs of an instance: (id, name, mac, ip, bridge, status, create_time).
-pub type NicRow = (String, String, String, Option<String>, String, String, u64);
+/// What an instance shows of each of its NICs.
+#[derive(Debug, Clone, Queryable)]
+pub struct NicRow {
+    pub network_interface_id: String,
+    pub network_interface_name: String,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub bridge: String,
+    pub status: String,
+    pub create_time: u64,
+}
+
+type NicColumns = (
+    network_interface::network_interface_id,
+    network_interface::network_interface_name,
+    network_interface::mac,
+    network_interface::ip,
+    network_interface::bridge,
+    network_interface::status,
+    network_interface::create_time,
+);
+
+const NIC_COLUMNS: NicColumns = (
+    network_interface::network_interface_id,
+    network_interface::network_interface_name,
+    network_interface::mac,
+    network_interface::ip,
+    network_interface::bridge,
+    network_interface::status,
+    network_interface::create_time,
+);
 
 pub fn nics_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<NicRow>> {
     network_interface::table
         .filter(network_interface::instance_id.eq(instance_id))
-        .select((
-            network_interface::network_interface_id,
-            network_interface::network_interface_name,
-            network_interface::mac,
-            network_interface::ip,
-            network_interface::bridge,
-            network_interface::status,
-            network_interface::create_time,
-        ))
+        .select(NIC_COLUMNS)
         .order(network_interface::attach_time.asc())
         .load(conn)
 }
@@ -168,32 +189,14 @@ pub fn nics_of_instances(
     conn: &mut MysqlConnection,
     ids: &[String],
 ) -> QueryResult<Vec<(String, NicRow)>> {
-    let rows: Vec<(
-        Option<String>,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        String,
-        u64,
-    )> = network_interface::table
+    let rows: Vec<(Option<String>, NicRow)> = network_interface::table
         .filter(network_interface::instance_id.eq_any(ids))
-        .select((
-            network_interface::instance_id,
-            network_interface::network_interface_id,
-            network_interface::network_interface_name,
-            network_interface::mac,
-            network_interface::ip,
-            network_interface::bridge,
-            network_interface::status,
-            network_interface::create_time,
-        ))
+        .select((network_interface::instance_id, NIC_COLUMNS))
         .order(network_interface::attach_time.asc())
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(iid, a, b, c, d, e, f, g)| (iid.unwrap_or_default(), (a, b, c, d, e, f, g)))
+        .map(|(iid, n)| (iid.unwrap_or_default(), n))
         .collect())
 }
 

@@ -367,13 +367,20 @@ pub fn get(ctx: &Ctx, id: &str) -> ApiResult<Instance> {
     load(&mut ctx.conn()?, id)
 }
 
+/// An instance of a list, with its volumes and NICs.
+pub struct Listed {
+    pub instance: Instance,
+    pub volumes: Vec<Volume>,
+    pub nics: Vec<NicRow>,
+}
+
 /// A page of instances with the volumes and NICs of each (two more queries, not one per row).
 pub fn list(
     ctx: &Ctx,
     name_contains: Option<&str>,
     status: Option<&str>,
     paging: Paging,
-) -> ApiResult<(i64, Vec<(Instance, Vec<Volume>, Vec<NicRow>)>)> {
+) -> ApiResult<(i64, Vec<Listed>)> {
     if let Some(s) = status {
         if !st::ALL.contains(&s) {
             return Err(ApiError::invalid(format!(
@@ -396,7 +403,11 @@ pub fn list(
             let (n, rest): (Vec<_>, Vec<_>) =
                 nics.drain(..).partition(|(iid, _)| *iid == r.instance_id);
             nics = rest;
-            (r, v, n.into_iter().map(|(_, nic)| nic).collect())
+            Listed {
+                instance: r,
+                volumes: v,
+                nics: n.into_iter().map(|(_, nic)| nic).collect(),
+            }
         })
         .collect();
     Ok((total, out))

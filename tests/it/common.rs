@@ -58,6 +58,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.server_url.is_empty() {
+            return;
+        }
         if let Ok(mut c) = MysqlConnection::establish(&self.server_url) {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
         }
@@ -91,6 +94,57 @@ impl TestApp {
         TestApp {
             ctx: web::Data::new(Ctx::new(cfg).unwrap()),
             db,
+        }
+    }
+
+    /// A second app on the same database: what a restarted (or another) api-web process sees.
+    pub fn with_db(other: &TestApp) -> TestApp {
+        let cfg = other.ctx.cfg.clone();
+        TestApp {
+            ctx: web::Data::new(Ctx::new(cfg).unwrap()),
+            db: TestDb {
+                name: other.db.name.clone(),
+                url: other.db.url.clone(),
+                // Only the first owner drops the database.
+                server_url: String::new(),
+            },
+        }
+    }
+
+    /// Removes from libvirt and Ceph whatever this test's rows still name, so that a failing
+    /// test leaves no domain, clone or image behind on the shared machine.
+    fn clean_backends(&self) {
+        use diesel::prelude::*;
+        use diesel::sql_types::Text;
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        let Ok(mut c) = MysqlConnection::establish(&self.db.url) else {
+            return;
+        };
+        let ids = |c: &mut MysqlConnection, sql: &str| -> Vec<String> {
+            diesel::sql_query(sql)
+                .load::<Id>(c)
+                .map(|v| v.into_iter().map(|i| i.id).collect())
+                .unwrap_or_default()
+        };
+        for i in ids(&mut c, "SELECT instance_id AS id FROM instance") {
+            let _ = self.ctx.hv.force_off(&i);
+            let _ = self.ctx.hv.undefine(&i);
+        }
+        for v in ids(&mut c, "SELECT volume_id AS id FROM volume") {
+            let _ = self
+                .ctx
+                .ceph
+                .remove_image(&self.ctx.cfg.ceph.volumes_pool, &v);
+        }
+        for i in ids(&mut c, "SELECT image_id AS id FROM image") {
+            let _ = self
+                .ctx
+                .ceph
+                .remove_image(&self.ctx.cfg.ceph.images_pool, &i);
         }
     }
 
@@ -182,6 +236,15 @@ where
     .await
 }
 
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // A second app on the same database leaves the cleaning to the first.
+        if !self.db.server_url.is_empty() {
+            self.clean_backends();
+        }
+    }
+}
+
 /// Percent-encodes a query value.
 pub fn q(s: &str) -> String {
     s.bytes()
@@ -194,20 +257,25 @@ pub fn q(s: &str) -> String {
         .collect()
 }
 
-/// The `rbd` CLI as admin against the dev cluster; returns (success, stdout+stderr).
-pub fn rbd(args: &[&str]) -> (bool, String) {
+/// The `rbd` CLI as admin against the dev cluster: (success, stdout, stderr).
+pub fn rbd_out(args: &[&str]) -> (bool, String, String) {
     let out = Command::new("rbd")
         .arg("--conf")
         .arg(env("CEPH_CONF"))
         .args(args)
         .output()
         .expect("run rbd");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `rbd` CLI: (success, stdout and stderr together) for messages.
+pub fn rbd(args: &[&str]) -> (bool, String) {
+    let (ok, out, err) = rbd_out(args);
+    (ok, format!("{out}{err}"))
 }
 
 #[track_caller]
@@ -219,12 +287,12 @@ pub fn rbd_ok(args: &[&str]) -> String {
 
 /// Size in bytes of an RBD image, or None if it does not exist.
 pub fn rbd_size(spec: &str) -> Option<u64> {
-    let (ok, text) = rbd(&["info", "--format", "json", spec]);
+    let (ok, out, err) = rbd_out(&["info", "--format", "json", spec]);
     if !ok {
-        assert!(text.contains("No such file"), "rbd info {spec}: {text}");
+        assert!(err.contains("No such file"), "rbd info {spec}: {err}");
         return None;
     }
-    let v: Value = serde_json::from_str(&text).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
     v["size"].as_u64()
 }
 

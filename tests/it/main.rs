@@ -2,6 +2,7 @@
 
 mod common;
 mod images;
+mod instances;
 mod provision;
 mod schema;
 mod server;
