@@ -3,115 +3,20 @@
 //! - image create / delete latency through the API against the design's own method
 //!   (`qemu-img create -f rbd` and `rbd rm`), in the same run, as ratios.
 
-use actix_web::{web, HttpServer};
-use api_web::config::Config;
+mod support;
+
 use api_web::db::{self, images::Image};
-use api_web::{api, service::Ctx};
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, MysqlConnection, RunQueryDsl};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use diesel::RunQueryDsl;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use support::*;
 
 const ROWS: usize = 10_000;
 const LIST_REQUESTS: usize = 1_000;
 const CYCLES: usize = 20;
 
-fn env(k: &str) -> String {
-    std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run scripts/bench.sh"))
-}
-
-/// A minimal keep-alive HTTP/1.1 client: enough for JSON requests to our own server.
-struct Http {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Http {
-    fn connect(addr: std::net::SocketAddr) -> Http {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Http {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let body = body.unwrap_or("");
-        write!(
-            self.w,
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        (status, String::from_utf8(buf).unwrap())
-    }
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
-}
-
-fn report(name: &str, v: &mut [Duration]) -> f64 {
-    let p50 = pct(v, 0.50);
-    println!(
-        "{name:<44} n={:<5} p50={p50:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
-        v.len(),
-        pct(v, 0.99),
-        pct(v, 1.0)
-    );
-    p50
-}
-
-fn timed(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn main() {
-    let server_url = env("API_WEB_TEST_DATABASE_URL");
-    let dbname = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = MysqlConnection::establish(&server_url).unwrap();
-    admin
-        .batch_execute(&format!(
-            "CREATE DATABASE `{dbname}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        ))
-        .unwrap();
-    let url = format!("{server_url}/{dbname}");
-    let mut conn = MysqlConnection::establish(&url).unwrap();
-    db::migrate(&mut conn).unwrap();
+    let (dbname, url, mut conn) = new_db();
 
     // 10,000 rows (list never touches Ceph, so rows without RBD images measure it fairly).
     let t = Instant::now();
@@ -142,25 +47,9 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut cfg = Config::default();
-    cfg.apply_env(|k| std::env::var(k).ok()).unwrap();
-    cfg.database.url = url.clone();
-    cfg.validate().unwrap();
+    let cfg = config(&url);
     let pool = cfg.ceph.images_pool.clone();
-    let ctx = web::Data::new(Ctx::new(cfg).unwrap());
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let srv = HttpServer::new(move || api::app(ctx.clone()))
-                .workers(2)
-                .bind("127.0.0.1:0")
-                .unwrap();
-            tx.send(srv.addrs()[0]).unwrap();
-            srv.run().await.unwrap();
-        })
-    });
-    let addr = rx.recv().unwrap();
+    let (_ctx, addr) = serve(cfg);
     let mut http = Http::connect(addr);
 
     // Warm-up (pool connections, caches).
@@ -246,7 +135,5 @@ fn main() {
         a / b
     );
 
-    admin
-        .batch_execute(&format!("DROP DATABASE `{dbname}`"))
-        .unwrap();
+    drop_db(&dbname);
 }

@@ -68,6 +68,7 @@ pub struct LibvirtConfig {
     pub template_dir: String,
     pub console_log_dir: String,
     pub shutdown_timeout_secs: u64,
+    pub detach_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -123,6 +124,7 @@ impl Default for LibvirtConfig {
             template_dir: "domain-templates".into(),
             console_log_dir: "/var/log/libvirt/qemu".into(),
             shutdown_timeout_secs: 30,
+            detach_timeout_secs: 10,
         }
     }
 }
@@ -294,6 +296,12 @@ impl Config {
             return Err(invalid(
                 "libvirt.console_log_dir",
                 "must be an absolute path",
+            ));
+        }
+        if !(1..=600).contains(&self.libvirt.detach_timeout_secs) {
+            return Err(invalid(
+                "libvirt.detach_timeout_secs",
+                "must be between 1 and 600",
             ));
         }
         if !(1..=3600).contains(&self.libvirt.shutdown_timeout_secs) {

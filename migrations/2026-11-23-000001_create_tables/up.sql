@@ -60,6 +60,7 @@ CREATE TABLE `volume` (
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
   PRIMARY KEY (`volume_id`),
+  UNIQUE KEY `uk_volume_instance_target` (`instance_id`, `target_dev`),
   KEY `idx_volume_name` (`volume_name`),
   KEY `idx_volume_status` (`status`),
   KEY `idx_volume_instance` (`instance_id`),

@@ -214,6 +214,11 @@ pub struct CreateBody {
     root_size: Option<u64>,
     #[validate(custom(function = "valid_describe"))]
     describe: Option<String>,
+    /// Existing available volumes attached at boot, in order.
+    #[serde(default)]
+    volume_ids: Vec<String>,
+    /// GiB of a new data volume created and attached with the instance.
+    data_volume_size: Option<u64>,
 }
 
 pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<InstanceView>> {
@@ -226,6 +231,8 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
         memory: b.memory,
         root_size: b.root_size,
         describe: b.describe.unwrap_or_default(),
+        volume_ids: b.volume_ids,
+        data_volume_size: b.data_volume_size,
     };
     let ctx = ctx.into_inner();
     let row = blocking(move || svc::create(ctx, req)).await?;

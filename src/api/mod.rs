@@ -5,6 +5,7 @@ mod health;
 mod images;
 mod instances;
 pub mod request_id;
+mod volumes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::service::{Ctx, Paging};
@@ -44,7 +45,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // "destory" is the original design's spelling, kept for its clients.
         .service(resource("/api/v1/instance/destroy").route(post().to(instances::destroy)))
         .service(resource("/api/v1/instance/destory").route(post().to(instances::destroy)))
-        .service(resource("/api/v1/instance/console").route(get().to(instances::console)));
+        .service(resource("/api/v1/instance/console").route(get().to(instances::console)))
+        .service(resource("/api/v1/volume/list").route(get().to(volumes::list)))
+        .service(resource("/api/v1/volume/create").route(post().to(volumes::create)))
+        .service(resource("/api/v1/volume/mount").route(post().to(volumes::mount)))
+        .service(resource("/api/v1/volume/unmount").route(post().to(volumes::unmount)))
+        // The design deletes with a GET (the portal calls it so); POST is accepted too.
+        .service(
+            resource("/api/v1/volume/delete")
+                .route(get().to(volumes::delete_get))
+                .route(post().to(volumes::delete_post)),
+        );
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

@@ -205,3 +205,15 @@ pub fn delete_nics(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult
     diesel::delete(network_interface::table.filter(network_interface::instance_id.eq(instance_id)))
         .execute(conn)
 }
+
+/// instance_id -> instance_name for the given ids (lists of volumes and NICs).
+pub fn names_of(
+    conn: &mut MysqlConnection,
+    ids: &[String],
+) -> QueryResult<std::collections::HashMap<String, String>> {
+    let rows: Vec<(String, String)> = instance::table
+        .filter(instance::instance_id.eq_any(ids))
+        .select((instance::instance_id, instance::instance_name))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
+}

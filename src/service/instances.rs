@@ -34,6 +34,10 @@ pub struct NewInstance {
     pub memory: u64,
     pub root_size: Option<u64>,
     pub describe: String,
+    /// Existing available volumes to attach at boot, in this order (vdb, vdc...).
+    pub volume_ids: Vec<String>,
+    /// GiB of a new data volume to create and attach after them.
+    pub data_volume_size: Option<u64>,
 }
 
 /// An instance with what hangs from it.
@@ -102,7 +106,41 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             )));
         }
     }
+    if let Some(g) = req.data_volume_size {
+        if g == 0 || g > super::volumes::MAX_VOLUME_GIB {
+            return Err(ApiError::invalid(format!(
+                "data_volume_size: must be between 1 and {} GiB",
+                super::volumes::MAX_VOLUME_GIB
+            )));
+        }
+    }
+    let wanted = req.volume_ids.len() + usize::from(req.data_volume_size.is_some());
+    if wanted > DATA_TARGETS.len() {
+        return Err(ApiError::invalid(format!(
+            "volume_ids: at most {} data volumes",
+            DATA_TARGETS.len()
+        )));
+    }
+    for (i, v) in req.volume_ids.iter().enumerate() {
+        if req.volume_ids[..i].contains(v) {
+            return Err(ApiError::invalid(format!("volume_ids: {v} is given twice")));
+        }
+    }
     let mut conn = ctx.conn()?;
+    for v in &req.volume_ids {
+        let vol = db::volumes::get(&mut conn, v)?.ok_or_else(|| {
+            ApiError::not_found("volume_not_found", format!("volume {v} does not exist"))
+        })?;
+        if vol.is_root || vol.status != super::state::volume::AVAILABLE {
+            return Err(ApiError::conflict(
+                "volume_in_use",
+                format!(
+                    "volume {v} is {} and cannot be attached to a new instance",
+                    vol.status
+                ),
+            ));
+        }
+    }
     let image = db::images::get(&mut conn, &req.image_id)?.ok_or_else(|| {
         ApiError::not_found(
             "image_not_found",
@@ -164,6 +202,16 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             "could not find a free instance id after 8 tries".into(),
         ));
     }
+    if let Err(e) = reserve_volumes(
+        &mut conn,
+        &row.instance_id,
+        &req.volume_ids,
+        req.data_volume_size,
+    ) {
+        release_reserved(&mut conn, &row.instance_id);
+        let _ = db::instances::delete_in_status(&mut conn, &row.instance_id, st::CREATING);
+        return Err(e);
+    }
     let (bg, id, rid) = (
         ctx.clone(),
         row.instance_id.clone(),
@@ -186,8 +234,76 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     Ok(row)
 }
 
+/// Disk devices of data volumes, in attach order (vda is the root disk).
+const DATA_TARGETS: [&str; 25] = [
+    "vdb", "vdc", "vdd", "vde", "vdf", "vdg", "vdh", "vdi", "vdj", "vdk", "vdl", "vdm", "vdn",
+    "vdo", "vdp", "vdq", "vdr", "vds", "vdt", "vdu", "vdv", "vdw", "vdx", "vdy", "vdz",
+];
+
+/// Reserves the given volumes for the new instance (`available -> attaching`, so no one else
+/// takes them meanwhile) and records the new data volume (`creating`), in device order.
+fn reserve_volumes(
+    conn: &mut DbConn,
+    id: &str,
+    volume_ids: &[String],
+    data_gib: Option<u64>,
+) -> ApiResult<()> {
+    let now = db::now();
+    for (v, target) in volume_ids.iter().zip(DATA_TARGETS) {
+        if !db::volumes::reserve(conn, v, id, target, now)? {
+            return Err(ApiError::conflict(
+                "volume_in_use",
+                format!("volume {v} was taken by another request"),
+            ));
+        }
+    }
+    if let Some(gib) = data_gib {
+        let row = Volume {
+            volume_id: ids::new_id(ids::VOLUME),
+            volume_name: format!("data of {id}"),
+            volume_size: gib,
+            status: super::state::volume::CREATING.into(),
+            instance_id: Some(id.to_string()),
+            is_root: false,
+            target_dev: Some(DATA_TARGETS[volume_ids.len()].to_string()),
+            describe: String::new(),
+            error_message: None,
+            attach_time: None,
+            create_time: now,
+            update_time: now,
+        };
+        db::volumes::insert(conn, &row)?;
+    }
+    Ok(())
+}
+
+/// Gives back the existing volumes a failed create had reserved, and drops the rows of data
+/// volumes it had not started making (those it made are removed by their own undo).
+fn release_reserved(conn: &mut DbConn, id: &str) {
+    let now = db::now();
+    let vols = db::volumes::of_instance(conn, id).unwrap_or_default();
+    for v in vols.iter().filter(|v| !v.is_root) {
+        let r = if v.status == super::state::volume::CREATING {
+            db::volumes::delete(conn, &v.volume_id).map(|_| ())
+        } else {
+            db::volumes::release(
+                conn,
+                &v.volume_id,
+                super::state::volume::ATTACHING,
+                None,
+                now,
+            )
+            .map(|_| ())
+        };
+        if let Err(e) = r {
+            log::error!("instance {id}: cannot release volume {}: {e}", v.volume_id);
+        }
+    }
+}
+
 /// What a create step made, so that a later failure can take it back.
 enum Made {
+    DataVolume(String),
     RootVolumeRow(String),
     RootClone(String),
     Domain(String),
@@ -208,6 +324,16 @@ fn undo(ctx: &Ctx, conn: &mut DbConn, made: Vec<Made>) -> Vec<String> {
             Made::RootVolumeRow(v) => db::volumes::delete(conn, v)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
+            Made::DataVolume(v) => ctx
+                .ceph
+                .remove_image(&ctx.cfg.ceph.volumes_pool, v)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    db::volumes::delete(conn, v)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
         };
         if let Err(e) = r {
             failures.push(e);
@@ -230,6 +356,7 @@ fn build(ctx: &Ctx, id: &str, image: &Image) {
         Ok(()) => log::info!("instance {id} is running"),
         Err(e) => {
             let undo_failures = undo(ctx, &mut conn, made);
+            release_reserved(&mut conn, id);
             let _ = std::fs::remove_file(console_path(ctx, id));
             let mut msg = e;
             if !undo_failures.is_empty() {
@@ -311,19 +438,54 @@ fn build_steps(
     db::volumes::set_status(conn, &root.volume_id, "in-use", db::now())
         .map_err(|e| e.to_string())?;
 
+    let data: Vec<Volume> = db::volumes::of_instance(conn, id)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|v| !v.is_root)
+        .collect();
+    for v in data
+        .iter()
+        .filter(|v| v.status == super::state::volume::CREATING)
+    {
+        step(conn, 50, "creating the data volume")?;
+        made.push(Made::DataVolume(v.volume_id.clone()));
+        ctx.ceph
+            .create_image(&c.ceph.volumes_pool, &v.volume_id, v.volume_size * GIB)
+            .map_err(|e| format!("could not create the data volume: {e}"))?;
+        db::volumes::transition(
+            conn,
+            &v.volume_id,
+            super::state::volume::CREATING,
+            super::state::volume::ATTACHING,
+            None,
+            db::now(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+
     step(conn, 60, "defining the domain")?;
     let access = RbdAccess {
         mon_hosts: &c.ceph.mon_hosts,
         user: &c.ceph.qemu_user,
         secret_uuid: &c.ceph.secret_uuid,
     };
-    let disks = [Disk::rbd(
+    let mut disks = vec![Disk::rbd(
         &access,
         &c.ceph.volumes_pool,
         &root.volume_id,
         "vda",
         &root.volume_id,
     )];
+    for v in &data {
+        let target = v.target_dev.as_deref().unwrap_or("vdb");
+        disks.push(Disk::rbd(
+            &access,
+            &c.ceph.volumes_pool,
+            &v.volume_id,
+            target,
+            &v.volume_id,
+        ));
+    }
     let uuid = uuid::Uuid::new_v4().to_string();
     let console = console_path(ctx, id);
     let spec = DomainSpec {
@@ -355,6 +517,9 @@ fn build_steps(
         .map_err(|e| format!("the instance could not start: {}", e.message()))?;
     made.push(Made::Running(id.to_string()));
 
+    for v in &data {
+        db::volumes::attached(conn, &v.volume_id, db::now()).map_err(|e| e.to_string())?;
+    }
     db::instances::set_progress(conn, id, 100, "running", db::now()).map_err(|e| e.to_string())?;
     match transition(conn, id, st::CREATING, st::RUNNING, None) {
         Ok(true) => Ok(()),

@@ -3,9 +3,11 @@
 //! of a half-done step. Services are synchronous: the API layer runs them off the executor.
 
 pub mod health;
+pub mod hotplug;
 pub mod images;
 pub mod instances;
 pub mod state;
+pub mod volumes;
 
 use crate::ceph::Ceph;
 use crate::config::Config;

@@ -55,6 +55,72 @@ pub mod instance {
     }
 }
 
+/// Volume statuses: `creating -> available` (or `-> attaching` for a data volume made by
+/// instance create); `available -> attaching -> in-use` (back to
+/// `available` if the attach fails); `in-use -> detaching -> available` (stays `detaching` while
+/// the guest holds the disk; a retry goes on from there); `available -> deleting`.
+pub mod volume {
+    pub const CREATING: &str = "creating";
+    pub const AVAILABLE: &str = "available";
+    pub const ATTACHING: &str = "attaching";
+    pub const IN_USE: &str = "in-use";
+    pub const DETACHING: &str = "detaching";
+    pub const DELETING: &str = "deleting";
+    pub const ERROR: &str = "error";
+
+    pub const ALL: &[&str] = &[
+        CREATING, AVAILABLE, ATTACHING, IN_USE, DETACHING, DELETING, ERROR,
+    ];
+
+    pub fn valid_transition(from: &str, to: &str) -> bool {
+        matches!(
+            (from, to),
+            (CREATING, AVAILABLE)
+                | (CREATING, ERROR)
+                // a data volume made by instance create goes straight to its instance
+                | (CREATING, ATTACHING)
+                | (AVAILABLE, ATTACHING)
+                | (ATTACHING, IN_USE)
+                | (ATTACHING, AVAILABLE)
+                | (IN_USE, DETACHING)
+                | (DETACHING, AVAILABLE)
+                | (DETACHING, IN_USE)
+                | (AVAILABLE, DELETING)
+                | (DELETING, AVAILABLE)
+                | (ERROR, DELETING)
+        )
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::volume::*;
+
+    #[test]
+    fn volume_transitions() {
+        for (f, t) in [
+            (CREATING, AVAILABLE),
+            (AVAILABLE, ATTACHING),
+            (ATTACHING, IN_USE),
+            (ATTACHING, AVAILABLE),
+            (IN_USE, DETACHING),
+            (DETACHING, AVAILABLE),
+            (AVAILABLE, DELETING),
+        ] {
+            assert!(valid_transition(f, t), "{f} -> {t}");
+        }
+        for (f, t) in [
+            (IN_USE, DELETING),
+            (ATTACHING, DELETING),
+            (IN_USE, AVAILABLE),
+            (AVAILABLE, IN_USE),
+            (DETACHING, DELETING),
+        ] {
+            assert!(!valid_transition(f, t), "{f} -> {t}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod instance_tests {
     use super::instance::*;

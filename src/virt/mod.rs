@@ -228,3 +228,147 @@ impl Hypervisor {
         })
     }
 }
+
+/// How a device is recognised in a domain's XML: disks by `<serial>`, NICs by MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKey {
+    DiskSerial(String),
+    Mac(String),
+}
+
+impl DeviceKey {
+    /// Whether a domain XML holds the device.
+    pub fn is_in(&self, xml: &str) -> Result<bool, VirtError> {
+        let d = crate::xml::domain::parse(xml).map_err(|e| VirtError::Op {
+            op: "parse domain XML",
+            message: e.to_string(),
+            no_domain: false,
+        })?;
+        Ok(match self {
+            DeviceKey::DiskSerial(s) => d
+                .devices
+                .disk
+                .iter()
+                .any(|x| x.serial.as_deref() == Some(s)),
+            DeviceKey::Mac(m) => d.devices.interface.iter().any(|x| {
+                x.mac
+                    .as_ref()
+                    .is_some_and(|a| a.address.eq_ignore_ascii_case(m))
+            }),
+        })
+    }
+}
+
+/// Where a device is, after an unplug and its bounded wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplug {
+    /// In neither the live nor the persistent XML.
+    Gone,
+    /// Removed from the persistent XML, but the guest has not released it yet.
+    StillInLiveXml,
+}
+
+const AFFECT_LIVE: u32 = virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+const AFFECT_CONFIG: u32 = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+
+impl Hypervisor {
+    /// Hot-plugs a device: into the running domain and its persistent definition, or only the
+    /// definition when the domain is stopped. Confirms the device in each XML it applied to.
+    pub fn plug(&self, name: &str, device_xml: &str, key: &DeviceKey) -> Result<(), VirtError> {
+        let running = self.power(name)? == Some(Power::Running);
+        let flags = if running {
+            AFFECT_LIVE | AFFECT_CONFIG
+        } else {
+            AFFECT_CONFIG
+        };
+        self.with_conn(|c| {
+            Self::domain(c, name)?
+                .attach_device_flags(device_xml, flags)
+                .map_err(|e| VirtError::op("attach device", e))
+        })?;
+        let in_config = key.is_in(&self.xml(name, true)?)?;
+        let in_live = !running || key.is_in(&self.xml(name, false)?)?;
+        if in_config && in_live {
+            Ok(())
+        } else {
+            Err(VirtError::Op {
+                op: "attach device",
+                message: "libvirt reported success but the device is not in the domain XML".into(),
+                no_domain: false,
+            })
+        }
+    }
+
+    /// Unplugs a device from the persistent definition and, if the domain runs, from the live
+    /// one, then waits up to `timeout` for the guest to release it: hot-unplug is asynchronous
+    /// and libvirt's success says nothing. Safe to repeat while an unplug is pending.
+    pub fn unplug(
+        &self,
+        name: &str,
+        device_xml: &str,
+        key: &DeviceKey,
+        timeout: Duration,
+    ) -> Result<Unplug, VirtError> {
+        if key.is_in(&self.xml(name, true)?)? {
+            self.with_conn(|c| {
+                Self::domain(c, name)?
+                    .detach_device_flags(device_xml, AFFECT_CONFIG)
+                    .map_err(|e| VirtError::op("detach device", e))
+            })?;
+        }
+        if self.power(name)? != Some(Power::Running) {
+            return Ok(Unplug::Gone);
+        }
+        if key.is_in(&self.xml(name, false)?)? {
+            let asked = self.with_conn(|c| {
+                Self::domain(c, name)?
+                    .detach_device_flags(device_xml, AFFECT_LIVE)
+                    .map_err(|e| VirtError::op("detach device", e))
+            });
+            if let Err(e) = asked {
+                // A retry while the guest still works on the first request is expected.
+                if !e.message().contains("already in the process of unplug") {
+                    return Err(e);
+                }
+            }
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            // The domain may stop meanwhile: then its live XML is its persistent one.
+            let live = match self.power(name)? {
+                Some(Power::Running) => self.xml(name, false)?,
+                _ => return Ok(Unplug::Gone),
+            };
+            if !key.is_in(&live)? {
+                return Ok(Unplug::Gone);
+            }
+            if Instant::now() >= end {
+                return Ok(Unplug::StillInLiveXml);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Target devices (`vda`, `vdb`...) of the disks in the persistent and the live XML.
+    pub fn disk_targets(&self, name: &str) -> Result<Vec<String>, VirtError> {
+        let mut out = vec![];
+        let mut xmls = vec![self.xml(name, true)?];
+        if self.power(name)? == Some(Power::Running) {
+            xmls.push(self.xml(name, false)?);
+        }
+        for x in xmls {
+            let d = crate::xml::domain::parse(&x).map_err(|e| VirtError::Op {
+                op: "parse domain XML",
+                message: e.to_string(),
+                no_domain: false,
+            })?;
+            out.extend(
+                d.devices
+                    .disk
+                    .into_iter()
+                    .filter_map(|k| k.target.map(|t| t.dev)),
+            );
+        }
+        Ok(out)
+    }
+}

@@ -124,13 +124,13 @@ pub fn virsh(args: &[&str]) -> (bool, String) {
     )
 }
 
-fn domain_exists(name: &str) -> bool {
+pub fn domain_exists(name: &str) -> bool {
     let (ok, text) = virsh(&["dominfo", name]);
     assert!(ok || text.contains("failed to get domain"), "{text}");
     ok
 }
 
-fn domstate(name: &str) -> String {
+pub fn domstate(name: &str) -> String {
     virsh(&["domstate", name]).1.trim().to_string()
 }
 
@@ -150,7 +150,7 @@ fn clones_of(pool: &str, image: &str) -> Vec<String> {
         .collect()
 }
 
-fn count(db: &TestDb, sql: &str) -> i64 {
+pub fn count(db: &TestDb, sql: &str) -> i64 {
     use diesel::prelude::*;
     #[derive(QueryableByName)]
     struct N {
@@ -163,7 +163,7 @@ fn count(db: &TestDb, sql: &str) -> i64 {
         .n
 }
 
-async fn create<S, B>(app: &S, image: &str, name: &str) -> String
+pub async fn create<S, B>(app: &S, image: &str, name: &str) -> String
 where
     S: actix_web::dev::Service<
         actix_http::Request,

@@ -6,3 +6,4 @@ mod instances;
 mod provision;
 mod schema;
 mod server;
+mod volumes;

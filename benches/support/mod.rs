@@ -1,0 +1,168 @@
+//! Helpers shared by the benchmarks: a keep-alive HTTP/1.1 client, percentiles, a database and
+//! the real server on a loopback port.
+#![allow(dead_code)]
+
+use actix_web::{web, HttpServer};
+use api_web::config::Config;
+use api_web::{api, service::Ctx};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run scripts/bench.sh"))
+}
+
+/// A minimal keep-alive HTTP/1.1 client: enough for JSON requests to our own server.
+pub struct Http {
+    addr: std::net::SocketAddr,
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Http {
+    pub fn connect(addr: std::net::SocketAddr) -> Http {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Http {
+            addr,
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    /// One request; reconnects once if the server closed an idle keep-alive connection.
+    pub fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        match self.try_call(method, path, body) {
+            Ok(r) => r,
+            Err(_) => {
+                *self = Http::connect(self.addr);
+                self.try_call(method, path, body).unwrap()
+            }
+        }
+    }
+
+    fn try_call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let body = body.unwrap_or("");
+        write!(
+            self.w,
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line)?;
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut buf = vec![0; len];
+        self.r.read_exact(&mut buf)?;
+        Ok((status, String::from_utf8_lossy(&buf).into_owned()))
+    }
+}
+
+pub fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+pub fn report(name: &str, v: &mut [Duration]) -> f64 {
+    let p50 = pct(v, 0.50);
+    println!(
+        "{name:<44} n={:<5} p50={p50:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
+        v.len(),
+        pct(v, 0.99),
+        pct(v, 1.0)
+    );
+    p50
+}
+
+pub fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh database with the schema; dropped by `drop_db`.
+pub fn new_db() -> (String, String, MysqlConnection) {
+    let server_url = env("API_WEB_TEST_DATABASE_URL");
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = MysqlConnection::establish(&server_url).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        ))
+        .unwrap();
+    let url = format!("{server_url}/{name}");
+    let mut conn = MysqlConnection::establish(&url).unwrap();
+    api_web::db::migrate(&mut conn).unwrap();
+    (name, url, conn)
+}
+
+pub fn drop_db(name: &str) {
+    let mut admin = MysqlConnection::establish(&env("API_WEB_TEST_DATABASE_URL")).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE `{name}`"))
+        .unwrap();
+}
+
+/// The dev stack's configuration on database `url`.
+pub fn config(url: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.apply_env(|k| std::env::var(k).ok()).unwrap();
+    cfg.database.url = url.to_string();
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// Serves the real app on a free loopback port; returns the context and the address.
+pub fn serve(cfg: Config) -> (web::Data<Ctx>, std::net::SocketAddr) {
+    let ctx = web::Data::new(Ctx::new(cfg).unwrap());
+    let c = ctx.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let srv = HttpServer::new(move || api::app(c.clone()))
+                .workers(2)
+                .bind("127.0.0.1:0")
+                .unwrap();
+            tx.send(srv.addrs()[0]).unwrap();
+            srv.run().await.unwrap();
+        })
+    });
+    (ctx, rx.recv().unwrap())
+}

@@ -1,0 +1,174 @@
+//! `/api/v1/volume/*` (seed-api.md section 2).
+
+use super::request_id::blocking;
+use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use crate::ceph::Removal;
+use crate::db::volumes::Volume;
+use crate::error::ApiResult;
+use crate::service::volumes as svc;
+use crate::service::Ctx;
+use actix_web::web::{Data, Json, Query};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+#[derive(Serialize)]
+pub struct VolumeView {
+    volume_id: String,
+    volume_name: String,
+    /// GiB
+    volume_size: u64,
+    status: String,
+    instance_id: Option<String>,
+    instance_name: Option<String>,
+    target_dev: Option<String>,
+    is_root: bool,
+    describe: String,
+    error_message: Option<String>,
+    attach_time: Option<u64>,
+    create_time: u64,
+    update_time: u64,
+}
+
+impl VolumeView {
+    fn new(v: Volume, instance_name: Option<String>) -> Self {
+        VolumeView {
+            volume_id: v.volume_id,
+            volume_name: v.volume_name,
+            volume_size: v.volume_size,
+            status: v.status,
+            instance_id: v.instance_id,
+            instance_name,
+            target_dev: v.target_dev,
+            is_root: v.is_root,
+            describe: v.describe,
+            error_message: v.error_message.filter(|m| !m.is_empty()),
+            attach_time: v.attach_time,
+            create_time: v.create_time,
+            update_time: v.update_time,
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[validate(length(max = 255, message = "must be at most 255 characters"))]
+    filter_name: Option<String>,
+    status: Option<String>,
+    /// Only volumes attached to this instance.
+    instance_id: Option<String>,
+    page_num: Option<u32>,
+    page_size: Option<u32>,
+}
+
+pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<VolumeView>>> {
+    check(&*q)?;
+    let p = paging(q.page_num, q.page_size)?;
+    let q = q.into_inner();
+    let filter = q.filter_name.filter(|f| !f.is_empty());
+    let status = q.status.filter(|s| !s.is_empty());
+    let inst = q.instance_id.filter(|s| !s.is_empty());
+    let (total, rows, names) = blocking(move || {
+        svc::list(
+            &ctx,
+            filter.as_deref(),
+            status.as_deref(),
+            inst.as_deref(),
+            p,
+        )
+    })
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|v| {
+            let name = v.instance_id.as_ref().and_then(|i| names.get(i).cloned());
+            VolumeView::new(v, name)
+        })
+        .collect();
+    Ok(Success(PageView::new(total, p, items)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[validate(custom(function = "valid_name"))]
+    volume_name: String,
+    /// GiB
+    volume_size: u64,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+}
+
+pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<VolumeView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let v = blocking(move || {
+        svc::create(
+            &ctx,
+            &b.volume_name,
+            b.volume_size,
+            b.describe.as_deref().unwrap_or(""),
+        )
+    })
+    .await?;
+    Ok(Success(VolumeView::new(v, None)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct MountBody {
+    #[validate(custom(function = "valid_id"))]
+    volume_id: String,
+    #[validate(custom(function = "valid_id"))]
+    instance_id: String,
+}
+
+pub async fn mount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let v = blocking(move || svc::mount(&ctx, &b.volume_id, &b.instance_id)).await?;
+    Ok(Success(VolumeView::new(v, None)))
+}
+
+pub async fn unmount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let v = blocking(move || svc::unmount(&ctx, &b.volume_id, &b.instance_id)).await?;
+    Ok(Success(VolumeView::new(v, None)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct IdParam {
+    #[validate(custom(function = "valid_id"))]
+    volume_id: String,
+}
+
+#[derive(Serialize)]
+pub struct DeletedView {
+    volume_id: String,
+    /// "removed" or "already_gone" (the RBD image had vanished behind our back).
+    file: &'static str,
+}
+
+async fn delete(ctx: Data<Ctx>, p: IdParam) -> ApiResult<Success<DeletedView>> {
+    check(&p)?;
+    let id = p.volume_id.clone();
+    let r = blocking(move || svc::delete(&ctx, &id)).await?;
+    Ok(Success(DeletedView {
+        volume_id: p.volume_id,
+        file: match r {
+            Removal::Removed => "removed",
+            Removal::AlreadyGone => "already_gone",
+        },
+    }))
+}
+
+/// `GET /volume/delete?volume_id=...`: the original design's form, kept for the portal.
+pub async fn delete_get(ctx: Data<Ctx>, q: Query<IdParam>) -> ApiResult<Success<DeletedView>> {
+    delete(ctx, q.into_inner()).await
+}
+
+pub async fn delete_post(ctx: Data<Ctx>, b: Json<IdParam>) -> ApiResult<Success<DeletedView>> {
+    delete(ctx, b.into_inner()).await
+}
