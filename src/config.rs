@@ -90,6 +90,27 @@ pub struct CephConfig {
 pub struct NetworkConfig {
     pub default_bridge: String,
     pub bridges: Vec<String>,
+    /// First three octets of generated MACs (locally administered, unicast).
+    pub mac_prefix: String,
+    /// Instance create makes one NIC on the default bridge when it is given none.
+    pub auto_nic: bool,
+    /// IPv4 address pools, at most one per bridge.
+    pub pools: Vec<AddressPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPool {
+    pub bridge: String,
+    /// First and last address handed out (inclusive).
+    pub first: std::net::Ipv4Addr,
+    pub last: std::net::Ipv4Addr,
+}
+
+impl NetworkConfig {
+    pub fn pool_of(&self, bridge: &str) -> Option<&AddressPool> {
+        self.pools.iter().find(|p| p.bridge == bridge)
+    }
 }
 
 impl Default for ServerConfig {
@@ -150,6 +171,13 @@ impl Default for NetworkConfig {
         NetworkConfig {
             default_bridge: "apiwebbr0".into(),
             bridges: vec!["apiwebbr0".into()],
+            mac_prefix: "0a:70:69".into(),
+            auto_nic: true,
+            pools: vec![AddressPool {
+                bridge: "apiwebbr0".into(),
+                first: std::net::Ipv4Addr::new(10, 77, 0, 10),
+                last: std::net::Ipv4Addr::new(10, 77, 0, 250),
+            }],
         }
     }
 }
@@ -375,6 +403,35 @@ impl Config {
                 ));
             }
         }
+        if parse_mac_prefix(&self.network.mac_prefix).is_none() {
+            return Err(invalid(
+                "network.mac_prefix",
+                format!(
+                    "{:?}: three hex octets like \"0a:70:69\", the first locally administered (bit 1 set) and unicast (bit 0 clear)",
+                    self.network.mac_prefix
+                ),
+            ));
+        }
+        for (i, p) in self.network.pools.iter().enumerate() {
+            if !self.network.bridges.contains(&p.bridge) {
+                return Err(invalid(
+                    "network.pools",
+                    format!("pool {i}: bridge {:?} is not in network.bridges", p.bridge),
+                ));
+            }
+            if u32::from(p.first) > u32::from(p.last) {
+                return Err(invalid(
+                    "network.pools",
+                    format!("pool {i}: first {} is after last {}", p.first, p.last),
+                ));
+            }
+            if self.network.pools[..i].iter().any(|q| q.bridge == p.bridge) {
+                return Err(invalid(
+                    "network.pools",
+                    format!("bridge {:?} has two pools", p.bridge),
+                ));
+            }
+        }
         if !self.network.bridges.contains(&self.network.default_bridge) {
             return Err(invalid(
                 "network.default_bridge",
@@ -393,6 +450,19 @@ fn valid_ceph_name(s: &str) -> bool {
         && s.len() <= 128
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The three octets of a MAC prefix, if it is locally administered unicast.
+pub fn parse_mac_prefix(s: &str) -> Option<[u8; 3]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let mut out = [0u8; 3];
+    for (o, p) in out.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    (out[0] & 0b10 != 0 && out[0] & 0b01 == 0).then_some(out)
 }
 
 /// Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.

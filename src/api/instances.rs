@@ -219,6 +219,9 @@ pub struct CreateBody {
     volume_ids: Vec<String>,
     /// GiB of a new data volume created and attached with the instance.
     data_volume_size: Option<u64>,
+    /// Existing available NICs attached at boot, in order (none: one is made).
+    #[serde(default)]
+    network_interface_ids: Vec<String>,
 }
 
 pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<InstanceView>> {
@@ -233,6 +236,7 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
         describe: b.describe.unwrap_or_default(),
         volume_ids: b.volume_ids,
         data_volume_size: b.data_volume_size,
+        network_interface_ids: b.network_interface_ids,
     };
     let ctx = ctx.into_inner();
     let row = blocking(move || svc::create(ctx, req)).await?;

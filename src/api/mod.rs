@@ -4,6 +4,7 @@
 mod health;
 mod images;
 mod instances;
+mod nics;
 pub mod request_id;
 mod volumes;
 
@@ -55,7 +56,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/volume/delete")
                 .route(get().to(volumes::delete_get))
                 .route(post().to(volumes::delete_post)),
-        );
+        )
+        .service(resource("/api/v1/network/list").route(get().to(nics::list)))
+        .service(resource("/api/v1/network/search").route(get().to(nics::list)))
+        .service(resource("/api/v1/network/create").route(post().to(nics::create)))
+        .service(resource("/api/v1/network/attach").route(post().to(nics::attach)))
+        .service(resource("/api/v1/network/detach").route(post().to(nics::detach)))
+        .service(resource("/api/v1/network/delete").route(post().to(nics::delete)));
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

@@ -406,7 +406,16 @@ impl Ceph {
                         }
                     }
                 }
-                Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
+                // Gone, or half-removed by an interrupted removal (still listed in the pool's
+                // directory or its parent's children): rbd_remove below clears what is left.
+                Err(e) if e.is_not_found() => {
+                    let r = unsafe { ffi::rbd_remove(io.0, n.as_ptr()) };
+                    return match r {
+                        0 => Ok(Removal::AlreadyGone),
+                        r if r == -libc::ENOENT => Ok(Removal::AlreadyGone),
+                        r => Err(CephError::op("remove image", &target, r)),
+                    };
+                }
                 Err(e) => return Err(e),
             }
             let r = unsafe { ffi::rbd_remove(io.0, n.as_ptr()) };

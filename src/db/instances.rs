@@ -217,3 +217,37 @@ pub fn names_of(
         .load(conn)?;
     Ok(rows.into_iter().collect())
 }
+
+pub fn set_ip(
+    conn: &mut MysqlConnection,
+    instance_id: &str,
+    ip: Option<&str>,
+) -> QueryResult<usize> {
+    diesel::update(instance::table.find(instance_id))
+        .set(instance::ip.eq(ip))
+        .execute(conn)
+}
+
+/// Keeps an instance's `ip` on one of its NICs: unchanged while the NIC holding it stays,
+/// else the earliest attached NIC's address (or NULL).
+pub fn refresh_ip(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<()> {
+    let current: Option<String> = instance::table
+        .find(instance_id)
+        .select(instance::ip)
+        .first(conn)
+        .optional()?
+        .flatten();
+    let ips: Vec<Option<String>> = network_interface::table
+        .filter(network_interface::instance_id.eq(instance_id))
+        .order((
+            network_interface::attach_time.asc(),
+            network_interface::create_time.asc(),
+        ))
+        .select(network_interface::ip)
+        .load(conn)?;
+    let ips: Vec<String> = ips.into_iter().flatten().collect();
+    if current.as_ref().is_some_and(|c| ips.contains(c)) {
+        return Ok(());
+    }
+    set_ip(conn, instance_id, ips.first().map(String::as_str)).map(|_| ())
+}

@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod instances;
+pub mod nics;
 pub mod schema;
 pub mod volumes;
 

@@ -38,6 +38,15 @@ pub struct NewInstance {
     pub volume_ids: Vec<String>,
     /// GiB of a new data volume to create and attach after them.
     pub data_volume_size: Option<u64>,
+    /// Existing available NICs to attach at boot, in this order; none: one is made on the
+    /// default bridge (if `network.auto_nic`).
+    pub network_interface_ids: Vec<String>,
+}
+
+/// The NICs a create attaches, in order, and which of them it made itself.
+struct BootNics {
+    ids: Vec<String>,
+    auto: Option<String>,
 }
 
 /// An instance with what hangs from it.
@@ -126,7 +135,31 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             return Err(ApiError::invalid(format!("volume_ids: {v} is given twice")));
         }
     }
+    for (i, n) in req.network_interface_ids.iter().enumerate() {
+        if req.network_interface_ids[..i].contains(n) {
+            return Err(ApiError::invalid(format!(
+                "network_interface_ids: {n} is given twice"
+            )));
+        }
+    }
     let mut conn = ctx.conn()?;
+    for n in &req.network_interface_ids {
+        let nic = db::nics::get(&mut conn, n)?.ok_or_else(|| {
+            ApiError::not_found(
+                "network_interface_not_found",
+                format!("network interface {n} does not exist"),
+            )
+        })?;
+        if nic.status != super::state::nic::AVAILABLE {
+            return Err(ApiError::conflict(
+                "network_interface_in_use",
+                format!(
+                    "network interface {n} is {} and cannot be attached to a new instance",
+                    nic.status
+                ),
+            ));
+        }
+    }
     for v in &req.volume_ids {
         let vol = db::volumes::get(&mut conn, v)?.ok_or_else(|| {
             ApiError::not_found("volume_not_found", format!("volume {v} does not exist"))
@@ -212,6 +245,20 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
         let _ = db::instances::delete_in_status(&mut conn, &row.instance_id, st::CREATING);
         return Err(e);
     }
+    let nics = match reserve_nics(
+        &ctx,
+        &mut conn,
+        &row.instance_id,
+        &req.network_interface_ids,
+    ) {
+        Ok(n) => n,
+        Err((e, partial)) => {
+            release_nics(&mut conn, &partial);
+            release_reserved(&mut conn, &row.instance_id);
+            let _ = db::instances::delete_in_status(&mut conn, &row.instance_id, st::CREATING);
+            return Err(e);
+        }
+    };
     let (bg, id, rid) = (
         ctx.clone(),
         row.instance_id.clone(),
@@ -219,7 +266,7 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     );
     let spawned = std::thread::Builder::new()
         .name(format!("create-{id}"))
-        .spawn(move || crate::api::request_id::with_id(rid, || build(&bg, &id, &image)));
+        .spawn(move || crate::api::request_id::with_id(rid, || build(&bg, &id, &image, nics)));
     if let Err(e) = spawned {
         let msg = format!("could not start the creation: {e}");
         transition(
@@ -231,7 +278,8 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
         )?;
         return Err(ApiError::Internal(msg));
     }
-    Ok(row)
+    // As recorded, with the first NIC's address.
+    load(&mut conn, &row.instance_id)
 }
 
 /// Disk devices of data volumes, in attach order (vda is the root disk).
@@ -301,6 +349,72 @@ fn release_reserved(conn: &mut DbConn, id: &str) {
     }
 }
 
+/// Reserves the given NICs (`available -> attaching`), or makes one on the default bridge when
+/// none is given and `network.auto_nic` is on; records the first one's IP as the instance's.
+/// On failure, says which NICs it had already reserved.
+fn reserve_nics(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    id: &str,
+    given: &[String],
+) -> Result<BootNics, (ApiError, BootNics)> {
+    let mut out = BootNics {
+        ids: vec![],
+        auto: None,
+    };
+    for n in given {
+        match db::nics::reserve(conn, n, id, db::now()) {
+            Ok(true) => out.ids.push(n.clone()),
+            Ok(false) => {
+                let e = ApiError::conflict(
+                    "network_interface_in_use",
+                    format!("network interface {n} was taken by another request"),
+                );
+                return Err((e, out));
+            }
+            Err(e) => return Err((e.into(), out)),
+        }
+    }
+    if given.is_empty() && ctx.cfg.network.auto_nic {
+        let req = super::nics::NewNic {
+            name: format!("nic of {id}"),
+            bridge: None,
+            mac: None,
+            ip: None,
+            describe: format!("made with instance {id}"),
+        };
+        match super::nics::insert_new(ctx, conn, req, Some(id)) {
+            Ok(nic) => {
+                out.ids.push(nic.network_interface_id.clone());
+                out.auto = Some(nic.network_interface_id);
+            }
+            Err(e) => return Err((e, out)),
+        }
+    }
+    if let Some(first) = out.ids.first() {
+        let ip = db::nics::get(conn, first).ok().flatten().and_then(|n| n.ip);
+        if let Err(e) = db::instances::set_ip(conn, id, ip.as_deref()) {
+            return Err((e.into(), out));
+        }
+    }
+    Ok(out)
+}
+
+/// Gives back NICs a failed create reserved, and deletes the one it made.
+fn release_nics(conn: &mut DbConn, nics: &BootNics) {
+    let ist = super::state::nic::ATTACHING;
+    for n in &nics.ids {
+        let r = if nics.auto.as_ref() == Some(n) {
+            db::nics::delete_in_status(conn, n, ist)
+        } else {
+            db::nics::release(conn, n, ist, None, db::now())
+        };
+        if let Err(e) = r {
+            log::error!("cannot release network interface {n}: {e}");
+        }
+    }
+}
+
 /// What a create step made, so that a later failure can take it back.
 enum Made {
     DataVolume(String),
@@ -343,7 +457,7 @@ fn undo(ctx: &Ctx, conn: &mut DbConn, made: Vec<Made>) -> Vec<String> {
 }
 
 /// The background part of create. Never panics into the void: every outcome lands in the row.
-fn build(ctx: &Ctx, id: &str, image: &Image) {
+fn build(ctx: &Ctx, id: &str, image: &Image, nics: BootNics) {
     let mut conn = match ctx.conn() {
         Ok(c) => c,
         Err(e) => {
@@ -352,11 +466,12 @@ fn build(ctx: &Ctx, id: &str, image: &Image) {
         }
     };
     let mut made = vec![];
-    match build_steps(ctx, &mut conn, id, image, &mut made) {
+    match build_steps(ctx, &mut conn, id, image, &nics, &mut made) {
         Ok(()) => log::info!("instance {id} is running"),
         Err(e) => {
             let undo_failures = undo(ctx, &mut conn, made);
             release_reserved(&mut conn, id);
+            release_nics(&mut conn, &nics);
             let _ = std::fs::remove_file(console_path(ctx, id));
             let mut msg = e;
             if !undo_failures.is_empty() {
@@ -379,6 +494,7 @@ fn build_steps(
     conn: &mut DbConn,
     id: &str,
     image: &Image,
+    nics: &BootNics,
     made: &mut Vec<Made>,
 ) -> Result<(), String> {
     let c = &ctx.cfg;
@@ -486,6 +602,16 @@ fn build_steps(
             &v.volume_id,
         ));
     }
+    let mut interfaces = vec![];
+    for n in &nics.ids {
+        let row = db::nics::get(conn, n)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("network interface {n} vanished"))?;
+        interfaces.push(crate::xml::devices::Interface::bridge(
+            &row.bridge,
+            &row.mac,
+        ));
+    }
     let uuid = uuid::Uuid::new_v4().to_string();
     let console = console_path(ctx, id);
     let spec = DomainSpec {
@@ -500,7 +626,7 @@ fn build_steps(
         machine: &c.libvirt.machine,
         emulator: &c.libvirt.emulator,
         disks: &disks,
-        interfaces: &[],
+        interfaces: &interfaces,
         console_log: &console,
     };
     let xml = domain::build(ctx.templates.for_os(&image.os_type), &spec)
@@ -519,6 +645,9 @@ fn build_steps(
 
     for v in &data {
         db::volumes::attached(conn, &v.volume_id, db::now()).map_err(|e| e.to_string())?;
+    }
+    for n in &nics.ids {
+        db::nics::attached(conn, n, db::now()).map_err(|e| e.to_string())?;
     }
     db::instances::set_progress(conn, id, 100, "running", db::now()).map_err(|e| e.to_string())?;
     match transition(conn, id, st::CREATING, st::RUNNING, None) {

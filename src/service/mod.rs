@@ -6,6 +6,7 @@ pub mod health;
 pub mod hotplug;
 pub mod images;
 pub mod instances;
+pub mod nics;
 pub mod state;
 pub mod volumes;
 

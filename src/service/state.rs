@@ -92,6 +92,45 @@ pub mod volume {
     }
 }
 
+/// NIC statuses: `available -> attaching -> attached -> detaching -> available`; `attaching ->
+/// available` when the attach fails; `detaching` stays while the guest holds the device.
+pub mod nic {
+    pub const AVAILABLE: &str = "available";
+    pub const ATTACHING: &str = "attaching";
+    pub const ATTACHED: &str = "attached";
+    pub const DETACHING: &str = "detaching";
+    pub const ERROR: &str = "error";
+
+    pub const ALL: &[&str] = &[AVAILABLE, ATTACHING, ATTACHED, DETACHING, ERROR];
+
+    pub fn valid_transition(from: &str, to: &str) -> bool {
+        matches!(
+            (from, to),
+            (AVAILABLE, ATTACHING)
+                | (ATTACHING, ATTACHED)
+                | (ATTACHING, AVAILABLE)
+                | (ATTACHED, DETACHING)
+                | (DETACHING, AVAILABLE)
+                | (DETACHING, ATTACHED)
+        )
+    }
+}
+
+#[cfg(test)]
+mod nic_tests {
+    use super::nic::*;
+
+    #[test]
+    fn nic_transitions() {
+        assert!(valid_transition(AVAILABLE, ATTACHING));
+        assert!(valid_transition(ATTACHED, DETACHING));
+        assert!(valid_transition(DETACHING, AVAILABLE));
+        assert!(!valid_transition(ATTACHED, AVAILABLE));
+        assert!(!valid_transition(AVAILABLE, ATTACHED));
+        assert!(!valid_transition(ERROR, ATTACHING));
+    }
+}
+
 #[cfg(test)]
 mod volume_tests {
     use super::volume::*;

@@ -480,7 +480,12 @@ async fn list_search_and_detail() {
         assert_eq!(d["total"], 2, "{d}");
         let item = &d["items"][0];
         assert_eq!(item["volumes"].as_array().unwrap().len(), 1, "{item}");
-        assert!(item["network_interfaces"].as_array().unwrap().is_empty());
+        // One NIC made on the default bridge (network.auto_nic).
+        assert_eq!(
+            item["network_interfaces"].as_array().unwrap().len(),
+            1,
+            "{item}"
+        );
     }
     let r = get(
         &app,

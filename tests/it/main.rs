@@ -3,6 +3,7 @@
 mod common;
 mod images;
 mod instances;
+mod nics;
 mod provision;
 mod schema;
 mod server;

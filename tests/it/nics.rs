@@ -1,0 +1,473 @@
+//! NICs on the real stack: bridge NICs hot-plugged into booted TCG guests, seen by the guest by
+//! their MAC.
+
+use crate::common::*;
+use crate::instances::{count, create, drop_image, test_image, virsh, wait_console, wait_created};
+use actix_web::test;
+use api_web::api;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+async fn new_nic<S, B>(app: &S, body: Value) -> Value
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let r = post(app, "/api/v1/network/create", body).await;
+    r.ok().clone()
+}
+
+/// MACs in a domain's persistent and live XML.
+fn macs(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let get = |inactive: bool| {
+        let mut args = vec!["dumpxml"];
+        if inactive {
+            args.push("--inactive");
+        }
+        args.push(instance);
+        let (ok, xml) = virsh(&args);
+        assert!(ok, "{xml}");
+        let d = api_web::xml::domain::parse(&xml).unwrap();
+        d.devices
+            .interface
+            .into_iter()
+            .filter_map(|i| i.mac.map(|m| m.address.to_lowercase()))
+            .collect::<BTreeSet<_>>()
+    };
+    let persistent = get(true);
+    let running = virsh(&["domstate", instance]).1.trim() == "running";
+    (
+        persistent.clone(),
+        if running { get(false) } else { persistent },
+    )
+}
+
+#[actix_web::test]
+async fn nic_create_list_delete_and_bad_input() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let a = new_nic(&app, json!({"network_interface_name": "eth <a>"})).await;
+    assert!(a["network_interface_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("eni-"));
+    let mac = a["mac"].as_str().unwrap();
+    assert!(mac.starts_with("0a:70:69:") && mac.len() == 17, "{mac}");
+    assert_eq!(a["ip"], "10.77.0.10");
+    assert_eq!(a["bridge"], "apiwebbr0");
+    assert_eq!(a["status"], "available");
+    let b = new_nic(
+        &app,
+        json!({"network_interface_name": "b", "bridge": "apiwebbr0"}),
+    )
+    .await;
+    assert_eq!(b["ip"], "10.77.0.11");
+    let c = new_nic(
+        &app,
+        json!({"network_interface_name": "c", "mac": "0A-70-69-AA-BB-CC", "ip": "10.77.0.100", "describe": "given"}),
+    )
+    .await;
+    assert_eq!(c["mac"], "0a:70:69:aa:bb:cc");
+    assert_eq!(c["ip"], "10.77.0.100");
+
+    let bad: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"network_interface_name": "x", "mac": "zz:70:69:aa:bb:cc"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "mac": "0a:70:69:aa:bb"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "mac": "01:00:5e:00:00:01"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "mac": "ff:ff:ff:ff:ff:ff"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "mac": "0a:70:69:aa:bb:cc"}),
+            409,
+            "mac_in_use",
+        ),
+        (
+            json!({"network_interface_name": "x", "ip": "10.77.0.100"}),
+            409,
+            "ip_in_use",
+        ),
+        (
+            json!({"network_interface_name": "x", "ip": "10.78.0.1"}),
+            409,
+            "ip_outside_pool",
+        ),
+        (
+            json!({"network_interface_name": "x", "ip": "10.77.0.999"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "bridge": "br-unknown"}),
+            422,
+            "bridge_not_allowed",
+        ),
+        (
+            json!({"network_interface_name": "x", "bridge": "a-very-long-bridge"}),
+            400,
+            "invalid_param",
+        ),
+        (
+            json!({"network_interface_name": "x", "bridge": "br 0"}),
+            400,
+            "invalid_param",
+        ),
+        (json!({"network_interface_name": ""}), 400, "invalid_param"),
+        (
+            json!({"network_interface_name": "x", "vlan": 5}),
+            400,
+            "invalid_param",
+        ),
+    ];
+    for (body, status, code) in bad {
+        let r = post(&app, "/api/v1/network/create", body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.body);
+        r.assert_error(status, code);
+    }
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        3
+    );
+
+    for path in ["list", "search"] {
+        let r = get(
+            &app,
+            &format!("/api/v1/network/{path}?filter_name={}", q("<a>")),
+        )
+        .await;
+        let d = r.ok();
+        assert_eq!(d["total"], 1, "{d}");
+        assert_eq!(d["items"][0]["network_interface_name"], "eth <a>");
+        assert_eq!(d["items"][0]["instance_id"], Value::Null);
+    }
+    assert_eq!(
+        get(&app, "/api/v1/network/list?status=available")
+            .await
+            .ok()["total"],
+        3
+    );
+    get(&app, "/api/v1/network/list?status=up")
+        .await
+        .assert_error(400, "invalid_param");
+
+    // Delete releases the MAC and the IP.
+    let cid = c["network_interface_id"].as_str().unwrap();
+    post(
+        &app,
+        "/api/v1/network/delete",
+        json!({"network_interface_id": cid}),
+    )
+    .await
+    .ok();
+    post(
+        &app,
+        "/api/v1/network/delete",
+        json!({"network_interface_id": cid}),
+    )
+    .await
+    .assert_error(404, "network_interface_not_found");
+    let again = new_nic(
+        &app,
+        json!({"network_interface_name": "c2", "mac": "0a:70:69:aa:bb:cc", "ip": "10.77.0.100"}),
+    )
+    .await;
+    assert_eq!(again["ip"], "10.77.0.100");
+    for path in ["attach", "detach"] {
+        post(
+            &app,
+            &format!("/api/v1/network/{path}"),
+            json!({"network_interface_id": "eni-00000000", "instance_id": "i-00000000"}),
+        )
+        .await
+        .assert_error(404, "network_interface_not_found");
+    }
+    let aid = a["network_interface_id"].as_str().unwrap();
+    post(
+        &app,
+        "/api/v1/network/attach",
+        json!({"network_interface_id": aid, "instance_id": "i-00000000"}),
+    )
+    .await
+    .assert_error(404, "instance_not_found");
+}
+
+#[actix_web::test]
+async fn attach_detach_on_a_running_guest() {
+    let t = TestApp::with_config(|c| c.network.bridges.push("nosuchbr9".into()));
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let inst = create(&app, &image, "nic host").await;
+    assert_eq!(wait_created(&app, &inst).await["status"], "running");
+    // The auto-made NIC: the guest sees its MAC, and its IP is the instance's.
+    let d = get(&app, &format!("/api/v1/instance/detail?instance_id={inst}"))
+        .await
+        .ok()
+        .clone();
+    let nics = d["network_interfaces"].as_array().unwrap();
+    assert_eq!(nics.len(), 1, "{d}");
+    assert_eq!(d["ip"], nics[0]["ip"]);
+    let auto_mac = nics[0]["mac"].as_str().unwrap().to_string();
+    wait_console(&app, &inst, &format!("mac={auto_mac}")).await;
+    wait_console(&app, &inst, "API-WEB-GUEST-REPORT 1").await;
+
+    let n = new_nic(&app, json!({"network_interface_name": "extra"})).await;
+    let (nid, mac) = (
+        n["network_interface_id"].as_str().unwrap().to_string(),
+        n["mac"].as_str().unwrap().to_string(),
+    );
+    let body = json!({"network_interface_id": nid, "instance_id": inst});
+    let r = post(&app, "/api/v1/network/attach", body.clone()).await;
+    let a = r.ok();
+    assert_eq!(a["status"], "attached");
+    assert!(a["attach_time"].as_u64().is_some());
+    wait_console(&app, &inst, &format!("mac={mac}")).await;
+    let (p, l) = macs(&inst);
+    assert!(p.contains(&mac) && l.contains(&mac), "{p:?} {l:?}");
+    let r = get(&app, &format!("/api/v1/network/list?instance_id={inst}")).await;
+    let d = r.ok();
+    assert_eq!(d["total"], 2);
+    assert_eq!(d["items"][0]["instance_name"], "nic host");
+
+    post(&app, "/api/v1/network/attach", body.clone())
+        .await
+        .assert_error(409, "network_interface_in_use");
+    post(
+        &app,
+        "/api/v1/network/delete",
+        json!({"network_interface_id": nid}),
+    )
+    .await
+    .assert_error(409, "network_interface_in_use");
+
+    let r = post(&app, "/api/v1/network/detach", body.clone()).await;
+    assert_eq!(r.ok()["status"], "available");
+    let (p, l) = macs(&inst);
+    assert!(!p.contains(&mac) && !l.contains(&mac), "{p:?} {l:?}");
+    post(&app, "/api/v1/network/detach", body.clone())
+        .await
+        .assert_error(409, "network_interface_not_attached");
+
+    // A bridge listed in config but missing on the hypervisor: 422 naming it, NIC unchanged.
+    let m = new_nic(
+        &app,
+        json!({"network_interface_name": "lost", "bridge": "nosuchbr9"}),
+    )
+    .await;
+    let mid = m["network_interface_id"].as_str().unwrap().to_string();
+    let r = post(
+        &app,
+        "/api/v1/network/attach",
+        json!({"network_interface_id": mid, "instance_id": inst}),
+    )
+    .await;
+    r.assert_error(422, "bridge_missing");
+    assert!(r.body["message"].as_str().unwrap().contains("nosuchbr9"));
+    let r = get(&app, "/api/v1/network/list?filter_name=lost").await;
+    assert_eq!(r.ok()["items"][0]["status"], "available");
+    assert!(!macs(&inst).0.contains(m["mac"].as_str().unwrap()));
+
+    // Attach to a stopped instance: persistent only, there after turnon.
+    post(
+        &app,
+        "/api/v1/instance/turnoff",
+        json!({"instance_id": inst, "force": true}),
+    )
+    .await
+    .ok();
+    post(&app, "/api/v1/network/attach", body.clone())
+        .await
+        .ok();
+    assert!(macs(&inst).0.contains(&mac));
+    post(
+        &app,
+        "/api/v1/instance/turnon",
+        json!({"instance_id": inst}),
+    )
+    .await
+    .ok();
+    let (p, l) = macs(&inst);
+    assert!(p.contains(&mac) && l.contains(&mac));
+
+    // Destroy releases the NICs (the auto-made one too).
+    let r = post(
+        &app,
+        "/api/v1/instance/destroy",
+        json!({"instance_id": inst}),
+    )
+    .await;
+    assert_eq!(r.ok()["released_network_interfaces"], 2);
+    assert_eq!(
+        get(&app, "/api/v1/network/list?status=available")
+            .await
+            .ok()["total"],
+        3
+    );
+    drop_image(&app, &image).await;
+}
+
+#[actix_web::test]
+async fn concurrent_attaches_have_one_winner() {
+    let t = TestApp::with_config(|c| c.network.auto_nic = false);
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let a = create(&app, &image, "a").await;
+    let b = create(&app, &image, "b").await;
+    for i in [&a, &b] {
+        assert_eq!(wait_created(&app, i).await["status"], "running");
+        wait_console(&app, i, "API-WEB-GUEST-REPORT 1").await;
+        assert!(macs(i).0.is_empty(), "auto_nic=false made a NIC");
+    }
+    let n = new_nic(&app, json!({"network_interface_name": "contested"})).await;
+    let (nid, mac) = (
+        n["network_interface_id"].as_str().unwrap().to_string(),
+        n["mac"].as_str().unwrap().to_string(),
+    );
+    let reqs = (0..20).map(|i| {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        post(
+            &app,
+            "/api/v1/network/attach",
+            json!({"network_interface_id": nid, "instance_id": inst}),
+        )
+    });
+    let answers = futures_util::future::join_all(reqs).await;
+    let wins: Vec<&Resp> = answers
+        .iter()
+        .filter(|r| r.status.as_u16() == 200)
+        .collect();
+    assert_eq!(wins.len(), 1);
+    for r in answers.iter().filter(|r| r.status.as_u16() != 200) {
+        r.assert_error(409, "network_interface_in_use");
+    }
+    let holders: usize = [&a, &b]
+        .iter()
+        .map(|i| {
+            let (p, l) = macs(i);
+            usize::from(p.contains(&mac)) + usize::from(l.contains(&mac))
+        })
+        .sum();
+    assert_eq!(
+        holders, 2,
+        "exactly one domain, in its live and persistent XML"
+    );
+    let winner = wins[0].body["data"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let loser = if winner == a { &b } else { &a };
+    post(
+        &app,
+        "/api/v1/network/detach",
+        json!({"network_interface_id": nid, "instance_id": loser}),
+    )
+    .await
+    .assert_error(409, "network_interface_attached_elsewhere");
+    // The winner's instance now has that NIC's address.
+    let d = get(
+        &app,
+        &format!("/api/v1/instance/detail?instance_id={winner}"),
+    )
+    .await;
+    assert_eq!(d.ok()["ip"], n["ip"]);
+    for i in [&a, &b] {
+        post(
+            &app,
+            "/api/v1/instance/destroy",
+            json!({"instance_id": i, "delete_attached": true}),
+        )
+        .await
+        .ok();
+    }
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        0
+    );
+    drop_image(&app, &image).await;
+}
+
+/// Instance create with given NICs, and with the default bridge missing on the hypervisor.
+#[actix_web::test]
+async fn instance_create_with_nics() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let n1 = new_nic(
+        &app,
+        json!({"network_interface_name": "first", "ip": "10.77.0.42"}),
+    )
+    .await;
+    let n1id = n1["network_interface_id"].as_str().unwrap();
+    let r = post(
+        &app,
+        "/api/v1/instance/create",
+        json!({"instance_name": "given nic", "image_id": image, "cpu": 1, "memory": 256, "network_interface_ids": [n1id]}),
+    )
+    .await;
+    let inst = r.ok()["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(r.ok()["ip"], "10.77.0.42");
+    assert_eq!(wait_created(&app, &inst).await["status"], "running");
+    wait_console(&app, &inst, &format!("mac={}", n1["mac"].as_str().unwrap())).await;
+    let d = get(&app, &format!("/api/v1/instance/detail?instance_id={inst}")).await;
+    assert_eq!(d.ok()["network_interfaces"].as_array().unwrap().len(), 1);
+    let r = post(
+        &app,
+        "/api/v1/instance/create",
+        json!({"instance_name": "x", "image_id": image, "cpu": 1, "memory": 256, "network_interface_ids": [n1id]}),
+    )
+    .await;
+    r.assert_error(409, "network_interface_in_use");
+    post(
+        &app,
+        "/api/v1/instance/destroy",
+        json!({"instance_id": inst}),
+    )
+    .await
+    .ok();
+    drop_image(&app, &image).await;
+
+    // The default bridge does not exist on the hypervisor: the start fails, nothing is left.
+    let t = TestApp::with_config(|c| {
+        c.network.bridges.push("nosuchbr8".into());
+        c.network.default_bridge = "nosuchbr8".into();
+    });
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let inst = create(&app, &image, "no bridge").await;
+    let p = wait_created(&app, &inst).await;
+    assert_eq!(p["status"], "error");
+    assert!(
+        p["error_message"].as_str().unwrap().contains("nosuchbr8"),
+        "{p}"
+    );
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        0
+    );
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
+    post(
+        &app,
+        "/api/v1/instance/destroy",
+        json!({"instance_id": inst}),
+    )
+    .await
+    .ok();
+    drop_image(&app, &image).await;
+}
