@@ -81,3 +81,138 @@ pub fn detach(
         Err(e) => Err(ApiError::unavailable(crate::error::Backend::Libvirt, e.to_string())),
     }
 }
+
+/// The MySQL side of a resource that plugs into instances (a volume, a NIC): its rows, its
+/// statuses and its error codes. The flows below are written once against it.
+pub trait Pluggable: Sized {
+    /// What a user calls it ("volume", "network interface").
+    const LABEL: &'static str;
+    /// The status of a reserved resource being plugged.
+    const ATTACHING: &'static str;
+    /// The status of a plugged resource ("in-use", "attached").
+    const ATTACHED: &'static str;
+    const DETACHING: &'static str;
+    const CODE_NOT_ATTACHED: &'static str;
+    const CODE_ATTACHED_ELSEWHERE: &'static str;
+
+    fn id(&self) -> &str;
+    fn status(&self) -> &str;
+    fn instance_id(&self) -> Option<&str>;
+    fn load(conn: &mut DbConn, id: &str) -> ApiResult<Self>;
+    /// The device XML and how to find it in a domain's XML.
+    fn device(&self, ctx: &Ctx) -> ApiResult<(String, DeviceKey)>;
+    /// The 409 for a resource not in a state to be taken or given back.
+    fn not_available(&self) -> ApiError;
+    /// Moves between statuses if the row is in `from`; with a message.
+    fn transition(
+        conn: &mut DbConn,
+        id: &str,
+        from: &str,
+        to: &str,
+        msg: Option<&str>,
+    ) -> ApiResult<bool>;
+    /// `ATTACHING -> ATTACHED`, stamping the attach time.
+    fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool>;
+    /// `from -> available`, forgetting the instance.
+    fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool>;
+    /// A libvirt refusal in this resource's terms (NICs name a missing bridge).
+    fn explain(&self, e: ApiError) -> ApiError {
+        e
+    }
+    /// Bookkeeping on the instance after a change (NICs keep its `ip` on one of them).
+    fn after_change(_conn: &mut DbConn, _instance_id: &str) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+/// Plugs a resource its caller has reserved (`ATTACHING`, instance recorded) into the instance,
+/// then records it `ATTACHED`. A refused plug gives the resource back with the reason; a plug
+/// that cannot be recorded is unplugged again, so that MySQL and libvirt agree.
+pub fn complete_attach<P: Pluggable>(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    id: &str,
+    instance_id: &str,
+) -> ApiResult<P> {
+    let p = P::load(conn, id)?;
+    let (xml, key) = p.device(ctx)?;
+    let give_back = |conn: &mut DbConn, why: &str| {
+        if let Err(e) = P::release(conn, id, P::ATTACHING, Some(why)) {
+            log::error!(
+                "{} {id}: cannot return to available after a failed attach: {e}",
+                P::LABEL
+            );
+        }
+    };
+    if let Err(e) = attach(ctx, instance_id, &xml, &key) {
+        let e = p.explain(e);
+        give_back(conn, &e.to_string());
+        return Err(e);
+    }
+    match P::mark_attached(conn, id) {
+        Ok(true) => {
+            P::after_change(conn, instance_id)?;
+            P::load(conn, id)
+        }
+        outcome => {
+            let why = match outcome {
+                Err(e) => e.to_string(),
+                _ => "the row changed under us".into(),
+            };
+            let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
+            let undone = ctx.hv.unplug(instance_id, &xml, &key, t);
+            give_back(conn, &why);
+            Err(ApiError::unavailable(
+                crate::error::Backend::Database,
+                format!("the {} was attached but recording it failed ({why}); detaching it again: {undone:?}", P::LABEL),
+            ))
+        }
+    }
+}
+
+/// Unplugs a resource from the instance it is recorded on: `ATTACHED -> DETACHING`, unplug
+/// confirmed in the live XML, then available. A guest that holds on leaves it `DETACHING` with a
+/// 409 `detach_pending`; calling again carries on from there.
+pub fn detach_resource<P: Pluggable>(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    p: P,
+    instance_id: &str,
+) -> ApiResult<P> {
+    instance_exists(conn, instance_id)?;
+    let id = p.id().to_string();
+    if p.instance_id() != Some(instance_id) {
+        return Err(match p.instance_id() {
+            Some(other) => ApiError::conflict(
+                P::CODE_ATTACHED_ELSEWHERE,
+                format!(
+                    "{} {id} is attached to instance {other}, not {instance_id}",
+                    P::LABEL
+                ),
+            ),
+            None => ApiError::conflict(
+                P::CODE_NOT_ATTACHED,
+                format!("{} {id} is not attached to any instance", P::LABEL),
+            ),
+        });
+    }
+    if p.status() == P::ATTACHED {
+        if !P::transition(conn, &id, P::ATTACHED, P::DETACHING, None)? {
+            return Err(P::load(conn, &id)?.not_available());
+        }
+    } else if p.status() != P::DETACHING {
+        return Err(p.not_available());
+    }
+    let (xml, key) = p.device(ctx)?;
+    match detach(ctx, instance_id, &xml, &key)? {
+        Attachment::Gone => {
+            P::release(conn, &id, P::DETACHING, None)?;
+            P::after_change(conn, instance_id)?;
+            P::load(conn, &id)
+        }
+        Attachment::Pending(msg) => {
+            P::transition(conn, &id, P::DETACHING, P::DETACHING, Some(&msg))?;
+            Err(ApiError::conflict("detach_pending", msg))
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! unique by a unique index with retry. IPs come from the bridge's pool in config (next free),
 //! or are given and checked against it. api-web only records addresses: no DHCP, no traffic.
 
-use super::hotplug::{self, Attachment};
+use super::hotplug::{self, Pluggable};
 use super::state::nic as st;
 use super::{Ctx, Paging};
 use crate::config::{parse_mac_prefix, valid_bridge_name};
@@ -318,15 +318,70 @@ pub fn interface_xml(n: &Nic) -> ApiResult<String> {
         .map_err(|e| ApiError::Internal(format!("interface XML: {e}")))
 }
 
-/// libvirt's words for a bridge that does not exist on the hypervisor.
-fn missing_bridge(e: &ApiError, bridge: &str) -> Option<ApiError> {
-    let m = e.to_string();
-    (m.contains("Cannot get interface MTU") || m.contains("No such device")).then(|| {
-        ApiError::unprocessable(
-            "bridge_missing",
-            format!("bridge {bridge} does not exist on the hypervisor ({m})"),
-        )
-    })
+impl Pluggable for Nic {
+    const LABEL: &'static str = "network interface";
+    const ATTACHING: &'static str = st::ATTACHING;
+    const ATTACHED: &'static str = st::ATTACHED;
+    const DETACHING: &'static str = st::DETACHING;
+    const CODE_NOT_ATTACHED: &'static str = "network_interface_not_attached";
+    const CODE_ATTACHED_ELSEWHERE: &'static str = "network_interface_attached_elsewhere";
+
+    fn id(&self) -> &str {
+        &self.network_interface_id
+    }
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn instance_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+    fn load(conn: &mut DbConn, id: &str) -> ApiResult<Self> {
+        load(conn, id)
+    }
+    fn device(&self, _ctx: &Ctx) -> ApiResult<(String, DeviceKey)> {
+        Ok((interface_xml(self)?, DeviceKey::Mac(self.mac.clone())))
+    }
+    fn not_available(&self) -> ApiError {
+        not_available(self)
+    }
+    fn transition(
+        conn: &mut DbConn,
+        id: &str,
+        from: &str,
+        to: &str,
+        msg: Option<&str>,
+    ) -> ApiResult<bool> {
+        if from != to {
+            check(from, to)?;
+        }
+        Ok(db::nics::transition(conn, id, from, to, msg, db::now())?)
+    }
+    fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool> {
+        check(st::ATTACHING, st::ATTACHED)?;
+        Ok(db::nics::attached(conn, id, db::now())?)
+    }
+    fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool> {
+        check(from, st::AVAILABLE)?;
+        Ok(db::nics::release(conn, id, from, msg, db::now())?)
+    }
+    /// libvirt's words for a bridge that does not exist on the hypervisor, as a 422 naming it.
+    fn explain(&self, e: ApiError) -> ApiError {
+        let m = e.to_string();
+        if m.contains("Cannot get interface MTU") || m.contains("No such device") {
+            ApiError::unprocessable(
+                "bridge_missing",
+                format!(
+                    "bridge {} does not exist on the hypervisor ({m})",
+                    self.bridge
+                ),
+            )
+        } else {
+            e
+        }
+    }
+    fn after_change(conn: &mut DbConn, instance_id: &str) -> ApiResult<()> {
+        Ok(db::instances::refresh_ip(conn, instance_id)?)
+    }
 }
 
 pub fn attach(ctx: &Ctx, nic_id: &str, instance_id: &str) -> ApiResult<Nic> {
@@ -340,86 +395,13 @@ pub fn attach(ctx: &Ctx, nic_id: &str, instance_id: &str) -> ApiResult<Nic> {
     if !db::nics::reserve(&mut conn, nic_id, instance_id, db::now())? {
         return Err(not_available(&load(&mut conn, nic_id)?));
     }
-    let xml = interface_xml(&n)?;
-    let key = DeviceKey::Mac(n.mac.clone());
-    if let Err(e) = hotplug::attach(ctx, instance_id, &xml, &key) {
-        let e = missing_bridge(&e, &n.bridge).unwrap_or(e);
-        if let Err(r) = db::nics::release(
-            &mut conn,
-            nic_id,
-            st::ATTACHING,
-            Some(&e.to_string()),
-            db::now(),
-        ) {
-            log::error!("NIC {nic_id}: cannot return to available after a failed attach: {r}");
-        }
-        return Err(e);
-    }
-    check(st::ATTACHING, st::ATTACHED)?;
-    if !db::nics::attached(&mut conn, nic_id, db::now())? {
-        return Err(ApiError::Internal(format!(
-            "NIC {nic_id} changed state while attaching"
-        )));
-    }
-    db::instances::refresh_ip(&mut conn, instance_id)?;
-    load(&mut conn, nic_id)
+    hotplug::complete_attach::<Nic>(ctx, &mut conn, nic_id, instance_id)
 }
 
 pub fn detach(ctx: &Ctx, nic_id: &str, instance_id: &str) -> ApiResult<Nic> {
     let mut conn = ctx.conn()?;
     let n = load(&mut conn, nic_id)?;
-    hotplug::instance_exists(&mut conn, instance_id)?;
-    if n.instance_id.as_deref() != Some(instance_id) {
-        return Err(match n.instance_id.as_deref() {
-            Some(other) => ApiError::conflict(
-                "network_interface_attached_elsewhere",
-                format!(
-                    "network interface {nic_id} is attached to instance {other}, not {instance_id}"
-                ),
-            ),
-            None => ApiError::conflict(
-                "network_interface_not_attached",
-                format!("network interface {nic_id} is not attached to any instance"),
-            ),
-        });
-    }
-    match n.status.as_str() {
-        st::ATTACHED => {
-            check(st::ATTACHED, st::DETACHING)?;
-            if !db::nics::transition(
-                &mut conn,
-                nic_id,
-                st::ATTACHED,
-                st::DETACHING,
-                None,
-                db::now(),
-            )? {
-                return Err(not_available(&load(&mut conn, nic_id)?));
-            }
-        }
-        st::DETACHING => {}
-        _ => return Err(not_available(&n)),
-    }
-    let xml = interface_xml(&n)?;
-    match hotplug::detach(ctx, instance_id, &xml, &DeviceKey::Mac(n.mac.clone()))? {
-        Attachment::Gone => {
-            check(st::DETACHING, st::AVAILABLE)?;
-            db::nics::release(&mut conn, nic_id, st::DETACHING, None, db::now())?;
-            db::instances::refresh_ip(&mut conn, instance_id)?;
-            load(&mut conn, nic_id)
-        }
-        Attachment::Pending(msg) => {
-            db::nics::transition(
-                &mut conn,
-                nic_id,
-                st::DETACHING,
-                st::DETACHING,
-                Some(&msg),
-                db::now(),
-            )?;
-            Err(ApiError::conflict("detach_pending", msg))
-        }
-    }
+    hotplug::detach_resource(ctx, &mut conn, n, instance_id)
 }
 
 pub fn delete(ctx: &Ctx, nic_id: &str) -> ApiResult<()> {

@@ -7,7 +7,7 @@
 //! Unmount: `in-use -> detaching` -> unplug, confirmed in the live XML -> `available`; a guest
 //! that holds on leaves the volume `detaching`, and a later unmount carries on.
 
-use super::hotplug::{self, Attachment};
+use super::hotplug::{self, Pluggable};
 use super::state::volume as st;
 use super::{Ctx, Paging};
 use crate::db::instances::Instance;
@@ -18,7 +18,6 @@ use crate::ids;
 use crate::virt::DeviceKey;
 use crate::xml::devices::{to_xml, Disk, RbdAccess};
 use std::collections::HashMap;
-use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
 pub const MAX_VOLUME_GIB: u64 = 65536;
@@ -235,6 +234,58 @@ fn not_available(v: &Volume) -> ApiError {
     }
 }
 
+impl Pluggable for Volume {
+    const LABEL: &'static str = "volume";
+    const ATTACHING: &'static str = st::ATTACHING;
+    const ATTACHED: &'static str = st::IN_USE;
+    const DETACHING: &'static str = st::DETACHING;
+    const CODE_NOT_ATTACHED: &'static str = "volume_not_attached";
+    const CODE_ATTACHED_ELSEWHERE: &'static str = "volume_attached_elsewhere";
+
+    fn id(&self) -> &str {
+        &self.volume_id
+    }
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn instance_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+    fn load(conn: &mut DbConn, id: &str) -> ApiResult<Self> {
+        load(conn, id)
+    }
+    fn device(&self, ctx: &Ctx) -> ApiResult<(String, DeviceKey)> {
+        let target = self.target_dev.as_deref().unwrap_or("vdb");
+        Ok((
+            disk_xml(ctx, &self.volume_id, target)?,
+            DeviceKey::DiskSerial(self.volume_id.clone()),
+        ))
+    }
+    fn not_available(&self) -> ApiError {
+        not_available(self)
+    }
+    fn transition(
+        conn: &mut DbConn,
+        id: &str,
+        from: &str,
+        to: &str,
+        msg: Option<&str>,
+    ) -> ApiResult<bool> {
+        if from != to {
+            check(from, to)?;
+        }
+        Ok(db::volumes::transition(conn, id, from, to, msg, db::now())?)
+    }
+    fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool> {
+        check(st::ATTACHING, st::IN_USE)?;
+        Ok(db::volumes::attached(conn, id, db::now())?)
+    }
+    fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool> {
+        check(from, st::AVAILABLE)?;
+        Ok(db::volumes::release(conn, id, from, msg, db::now())?)
+    }
+}
+
 pub fn mount(ctx: &Ctx, volume_id: &str, instance_id: &str) -> ApiResult<Volume> {
     let mut conn = ctx.conn()?;
     let v = load(&mut conn, volume_id)?;
@@ -245,36 +296,8 @@ pub fn mount(ctx: &Ctx, volume_id: &str, instance_id: &str) -> ApiResult<Volume>
     if v.status != st::AVAILABLE {
         return Err(not_available(&v));
     }
-    let target = reserve(ctx, &mut conn, &v, &inst)?;
-    let xml = disk_xml(ctx, volume_id, &target)?;
-    let key = DeviceKey::DiskSerial(volume_id.to_string());
-    let revert = |conn: &mut DbConn, why: &str| {
-        if let Err(e) = db::volumes::release(conn, volume_id, st::ATTACHING, Some(why), db::now()) {
-            log::error!("volume {volume_id}: cannot return to available after a failed mount: {e}");
-        }
-    };
-    if let Err(e) = hotplug::attach(ctx, instance_id, &xml, &key) {
-        revert(&mut conn, &e.to_string());
-        return Err(e);
-    }
-    check(st::ATTACHING, st::IN_USE)?;
-    match db::volumes::attached(&mut conn, volume_id, db::now()) {
-        Ok(true) => load(&mut conn, volume_id),
-        outcome => {
-            // Recording failed: take the disk out again, so libvirt and MySQL agree.
-            let why = match outcome {
-                Err(e) => e.to_string(),
-                _ => "the row changed under us".into(),
-            };
-            let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-            let undone = ctx.hv.unplug(instance_id, &xml, &key, t);
-            revert(&mut conn, &why);
-            Err(ApiError::unavailable(
-                Backend::Database,
-                format!("the disk was attached but recording it failed ({why}); detaching it again: {undone:?}"),
-            ))
-        }
-    }
+    reserve(ctx, &mut conn, &v, &inst)?;
+    hotplug::complete_attach::<Volume>(ctx, &mut conn, volume_id, instance_id)
 }
 
 pub fn unmount(ctx: &Ctx, volume_id: &str, instance_id: &str) -> ApiResult<Volume> {
@@ -283,58 +306,7 @@ pub fn unmount(ctx: &Ctx, volume_id: &str, instance_id: &str) -> ApiResult<Volum
     if v.is_root {
         return Err(root_refusal(&v, "unmounted"));
     }
-    hotplug::instance_exists(&mut conn, instance_id)?;
-    if v.instance_id.as_deref() != Some(instance_id) {
-        return Err(match v.instance_id.as_deref() {
-            Some(other) => ApiError::conflict(
-                "volume_attached_elsewhere",
-                format!("volume {volume_id} is attached to instance {other}, not {instance_id}"),
-            ),
-            None => ApiError::conflict(
-                "volume_not_attached",
-                format!("volume {volume_id} is not attached to any instance"),
-            ),
-        });
-    }
-    match v.status.as_str() {
-        st::IN_USE => {
-            check(st::IN_USE, st::DETACHING)?;
-            if !db::volumes::transition(
-                &mut conn,
-                volume_id,
-                st::IN_USE,
-                st::DETACHING,
-                None,
-                db::now(),
-            )? {
-                return Err(not_available(&load(&mut conn, volume_id)?));
-            }
-        }
-        // A previous unmount is waiting for the guest: carry on from there.
-        st::DETACHING => {}
-        _ => return Err(not_available(&v)),
-    }
-    let target = v.target_dev.clone().unwrap_or_else(|| "vdb".into());
-    let xml = disk_xml(ctx, volume_id, &target)?;
-    let key = DeviceKey::DiskSerial(volume_id.to_string());
-    match hotplug::detach(ctx, instance_id, &xml, &key)? {
-        Attachment::Gone => {
-            check(st::DETACHING, st::AVAILABLE)?;
-            db::volumes::release(&mut conn, volume_id, st::DETACHING, None, db::now())?;
-            load(&mut conn, volume_id)
-        }
-        Attachment::Pending(msg) => {
-            db::volumes::transition(
-                &mut conn,
-                volume_id,
-                st::DETACHING,
-                st::DETACHING,
-                Some(&msg),
-                db::now(),
-            )?;
-            Err(ApiError::conflict("detach_pending", msg))
-        }
-    }
+    hotplug::detach_resource(ctx, &mut conn, v, instance_id)
 }
 
 pub fn delete(ctx: &Ctx, volume_id: &str) -> ApiResult<crate::ceph::Removal> {
