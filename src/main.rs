@@ -1,6 +1,6 @@
 use actix_web::{web, HttpServer};
 use api_web::config::Config;
-use api_web::service::{images, instances, Ctx};
+use api_web::service::{images, instances, nics, volumes, Ctx};
 use api_web::{api, db, logging};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -81,15 +81,20 @@ fn serve(cfg: Config) -> Result<(), String> {
     let workers = cfg.server.workers;
     let ctx = web::Data::new(Ctx::new(cfg)?);
     // Repairs what a crash left half-done; a backend that is down now only delays it.
-    match images::reconcile(&ctx, 600) {
-        Ok(0) => {}
-        Ok(n) => log::warn!("reconciliation repaired {n} image row(s)"),
-        Err(e) => log::warn!("image reconciliation skipped: {e}"),
-    }
-    match instances::reconcile(&ctx, 600) {
-        Ok(0) => {}
-        Ok(n) => log::warn!("reconciliation repaired {n} instance row(s)"),
-        Err(e) => log::warn!("instance reconciliation skipped: {e}"),
+    // Repairs what a crash left half-done (rows untouched for 10 minutes: no live request is
+    // still working on them); a backend that is down now only delays it to the next start.
+    let repairs: [(&str, fn(&Ctx, u64) -> api_web::error::ApiResult<usize>); 4] = [
+        ("image", images::reconcile),
+        ("instance", instances::reconcile),
+        ("volume", volumes::reconcile),
+        ("network interface", nics::reconcile),
+    ];
+    for (what, repair) in repairs {
+        match repair(&ctx, 600) {
+            Ok(0) => {}
+            Ok(n) => log::warn!("reconciliation repaired {n} {what} row(s)"),
+            Err(e) => log::warn!("{what} reconciliation skipped: {e}"),
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

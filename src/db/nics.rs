@@ -173,3 +173,16 @@ pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult
         .select(Nic::as_select())
         .load(conn)
 }
+
+/// Rows in `status` untouched since before `older_than` (work a crash interrupted).
+pub fn stale_in_status(
+    conn: &mut MysqlConnection,
+    status: &str,
+    older_than: u64,
+) -> QueryResult<Vec<Nic>> {
+    nic::table
+        .filter(nic::status.eq(status))
+        .filter(nic::update_time.lt(older_than))
+        .select(Nic::as_select())
+        .load(conn)
+}

@@ -209,3 +209,16 @@ pub fn targets_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<
         .load(conn)?;
     Ok(t.into_iter().flatten().collect())
 }
+
+/// Rows in `status` untouched since before `older_than` (work a crash interrupted).
+pub fn stale_in_status(
+    conn: &mut MysqlConnection,
+    status: &str,
+    older_than: u64,
+) -> QueryResult<Vec<Volume>> {
+    volume::table
+        .filter(volume::status.eq(status))
+        .filter(volume::update_time.lt(older_than))
+        .select(Volume::as_select())
+        .load(conn)
+}

@@ -216,3 +216,37 @@ pub fn detach_resource<P: Pluggable>(
         }
     }
 }
+
+/// Start-up repair of resources a crash left `ATTACHING` or `DETACHING` (rows untouched for a
+/// while): the instance's persistent XML is the truth. Holding the device -> `ATTACHED`; not
+/// holding it (or no domain) -> available. Returns how many rows were repaired.
+pub fn reconcile<P: Pluggable>(ctx: &Ctx, conn: &mut DbConn, stale: Vec<P>) -> ApiResult<usize> {
+    let mut fixed = 0;
+    for p in stale {
+        let Some(inst) = p.instance_id().map(str::to_string) else {
+            continue;
+        };
+        let (_, key) = p.device(ctx)?;
+        let held = match ctx.hv.xml(&inst, true) {
+            Ok(xml) => key.is_in(&xml)?,
+            Err(e) if e.is_no_domain() => false,
+            Err(e) => return Err(e.into()),
+        };
+        let from = p.status().to_string();
+        let done = match (held, from == P::ATTACHING) {
+            (true, true) => P::mark_attached(conn, p.id())?,
+            (true, false) => P::transition(conn, p.id(), P::DETACHING, P::ATTACHED, None)?,
+            (false, _) => P::release(conn, p.id(), &from, None)?,
+        };
+        if done {
+            log::warn!(
+                "reconcile: {} {} was {from}; libvirt says {}",
+                P::LABEL,
+                p.id(),
+                if held { "attached" } else { "not attached" }
+            );
+            fixed += 1;
+        }
+    }
+    Ok(fixed)
+}

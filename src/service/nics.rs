@@ -416,6 +416,15 @@ pub fn delete(ctx: &Ctx, nic_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Start-up repair of NICs a crash left attaching or detaching (see `hotplug::reconcile`).
+pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
+    let mut conn = ctx.conn()?;
+    let cutoff = db::now().saturating_sub(older_than_secs);
+    let mut stale = db::nics::stale_in_status(&mut conn, st::ATTACHING, cutoff)?;
+    stale.extend(db::nics::stale_in_status(&mut conn, st::DETACHING, cutoff)?);
+    hotplug::reconcile(ctx, &mut conn, stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,3 +360,16 @@ mod tests {
         assert_eq!(free_target(&all), None);
     }
 }
+
+/// Start-up repair of volumes a crash left attaching or detaching (see `hotplug::reconcile`).
+pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
+    let mut conn = ctx.conn()?;
+    let cutoff = db::now().saturating_sub(older_than_secs);
+    let mut stale = db::volumes::stale_in_status(&mut conn, st::ATTACHING, cutoff)?;
+    stale.extend(db::volumes::stale_in_status(
+        &mut conn,
+        st::DETACHING,
+        cutoff,
+    )?);
+    hotplug::reconcile(ctx, &mut conn, stale)
+}

@@ -5,6 +5,7 @@ use crate::common::*;
 use crate::instances::{count, create, drop_image, test_image, virsh, wait_console, wait_created};
 use actix_web::test;
 use api_web::api;
+use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -246,6 +247,37 @@ async fn mount_and_unmount_on_a_running_guest() {
         .find(|v| v["volume_id"] == vol.as_str())
         .unwrap();
     assert_eq!(mine["instance_name"], "host");
+
+    // A crash mid-mount (the disk is in libvirt) or mid-unmount (it is not) is repaired at
+    // start-up from libvirt's truth.
+    let ghost = new_volume(&app, "ghost", 1).await;
+    t.db.conn()
+        .batch_execute(&format!(
+            "UPDATE volume SET status = 'attaching', update_time = 1 WHERE volume_id = '{vol}'; \
+             UPDATE volume SET status = 'detaching', instance_id = '{inst}', target_dev = 'vdc', \
+               update_time = 1 WHERE volume_id = '{ghost}';"
+        ))
+        .unwrap();
+    assert_eq!(
+        api_web::service::volumes::reconcile(&t.ctx, 600).unwrap(),
+        2
+    );
+    let status_of = |d: &Value, id: &str| {
+        d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["volume_id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    let d = get(&app, "/api/v1/volume/list").await.ok().clone();
+    assert_eq!(status_of(&d, &vol), "in-use");
+    assert_eq!(status_of(&d, &ghost), "available");
+    assert_consistent(&t);
+    get(&app, &format!("/api/v1/volume/delete?volume_id={ghost}"))
+        .await
+        .ok();
 
     // Conflicts, each with its stable code.
     post(
