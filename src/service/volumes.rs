@@ -345,6 +345,19 @@ pub fn delete(ctx: &Ctx, volume_id: &str) -> ApiResult<crate::ceph::Removal> {
     Ok(removal)
 }
 
+/// Start-up repair of volumes a crash left attaching or detaching (see `hotplug::reconcile`).
+pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
+    let mut conn = ctx.conn()?;
+    let cutoff = db::now().saturating_sub(older_than_secs);
+    let mut stale = db::volumes::stale_in_status(&mut conn, st::ATTACHING, cutoff)?;
+    stale.extend(db::volumes::stale_in_status(
+        &mut conn,
+        st::DETACHING,
+        cutoff,
+    )?);
+    hotplug::reconcile(ctx, &mut conn, stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::free_target;
@@ -359,17 +372,4 @@ mod tests {
         let all: Vec<String> = (b'a'..=b'z').map(|c| format!("vd{}", c as char)).collect();
         assert_eq!(free_target(&all), None);
     }
-}
-
-/// Start-up repair of volumes a crash left attaching or detaching (see `hotplug::reconcile`).
-pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
-    let mut conn = ctx.conn()?;
-    let cutoff = db::now().saturating_sub(older_than_secs);
-    let mut stale = db::volumes::stale_in_status(&mut conn, st::ATTACHING, cutoff)?;
-    stale.extend(db::volumes::stale_in_status(
-        &mut conn,
-        st::DETACHING,
-        cutoff,
-    )?);
-    hotplug::reconcile(ctx, &mut conn, stale)
 }
