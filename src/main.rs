@@ -83,7 +83,8 @@ fn serve(cfg: Config) -> Result<(), String> {
     // Repairs what a crash left half-done; a backend that is down now only delays it.
     // Repairs what a crash left half-done (rows untouched for 10 minutes: no live request is
     // still working on them); a backend that is down now only delays it to the next start.
-    let repairs: [(&str, fn(&Ctx, u64) -> api_web::error::ApiResult<usize>); 4] = [
+    type Repair = fn(&Ctx, u64) -> api_web::error::ApiResult<usize>;
+    let repairs: [(&str, Repair); 4] = [
         ("image", images::reconcile),
         ("instance", instances::reconcile),
         ("volume", volumes::reconcile),
