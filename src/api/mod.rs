@@ -29,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use web::{get, post, resource};
     cfg.service(resource("/healthz").route(get().to(health::healthz)))
         .service(resource("/api/v1/version").route(get().to(health::version)))
+        .service(resource("/api/v1/openapi.json").route(get().to(openapi)))
         .service(resource("/api/v1/images/list").route(get().to(images::list)))
         .service(resource("/api/v1/images/inspect").route(get().to(images::inspect)))
         .service(resource("/api/v1/images/create").route(post().to(images::create)))
@@ -92,6 +93,15 @@ pub fn app(
         .configure(routes)
         .default_service(web::to(no_route))
         .wrap(from_fn(request_id::middleware))
+}
+
+/// The OpenAPI description of this API (openapi.json; a test keeps it and the routes in step).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 async fn no_route(req: HttpRequest) -> ApiResult<HttpResponse> {

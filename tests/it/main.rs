@@ -4,6 +4,7 @@ mod common;
 mod images;
 mod instances;
 mod nics;
+mod openapi;
 mod provision;
 mod schema;
 mod server;
