@@ -510,3 +510,42 @@ async fn list_search_and_detail() {
     }
     drop_image(&app, &image).await;
 }
+
+/// The Windows template (Hyper-V enlightenments, local clock, tablet, VGA + VNC on loopback) is
+/// accepted by the hypervisor and boots: the test image registered as a Windows image.
+#[actix_web::test]
+async fn windows_template_boots() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let path = env("API_WEB_TEST_IMAGE");
+    let name = unique("winimg");
+    rbd_ok(&[
+        "import",
+        "--no-progress",
+        &path,
+        &format!("{}/{name}", t.images_pool()),
+    ]);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let r = post(
+        &app,
+        "/api/v1/images/register",
+        json!({"image_id": name, "image_name": "windows-ish", "image_size": size, "os_type": "Windows"}),
+    )
+    .await;
+    r.ok();
+    let id = create(&app, &name, "win").await;
+    let p = wait_created(&app, &id).await;
+    assert_eq!(p["status"], "running", "{p}");
+    wait_console(&app, &id, "API-WEB-GUEST-BOOTED").await;
+    let (_, xml) = virsh(&["dumpxml", "--inactive", &id]);
+    assert!(
+        xml.contains("<hyperv")
+            && xml.contains("offset='localtime'")
+            && xml.contains("type='tablet'"),
+        "{xml}"
+    );
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+    drop_image(&app, &name).await;
+}
