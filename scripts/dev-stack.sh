@@ -52,7 +52,7 @@ wait_for() { # wait_for <seconds> <description> <command...>
 need_packages() {
   local missing=0
   for c in mariadbd mariadb-install-db libvirtd virtlogd virsh qemu-system-x86_64 ceph ceph-mon ceph-osd \
-           ceph-authtool monmaptool rbd qemu-img ip busybox mcopy mkfs.vfat syslinux cpio pkg-config; do
+           ceph-authtool monmaptool rbd qemu-img ip busybox mcopy mkfs.vfat syslinux cpio pkg-config curl; do
     command -v "$c" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$c" >/dev/null 2>&1 || { log "missing: $c"; missing=1; }
   done
   for f in /usr/include/rbd/librbd.h /usr/include/rados/librados.h /usr/lib/syslinux/mbr/mbr.bin; do
@@ -76,7 +76,7 @@ install_packages() {
     libvirt-daemon-system libvirt-clients libvirt-dev \
     mariadb-server libmariadb-dev-compat bridge-utils iproute2 \
     ceph ceph-mon ceph-osd ceph-common librbd-dev librados-dev \
-    busybox-static linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools cpio pkg-config >&2
+    busybox-static linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools cpio pkg-config curl >&2
   need_packages || die "packages still missing after apt-get install"
 }
 
