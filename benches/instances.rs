@@ -13,7 +13,6 @@ use api_web::db::{self, instances::Instance, volumes::Volume};
 use api_web::xml::devices::{Disk, RbdAccess};
 use api_web::xml::domain::{build, DomainSpec};
 use diesel::RunQueryDsl;
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -22,10 +21,6 @@ const N: usize = 10;
 const ROWS: usize = 10_000;
 const REQUESTS: usize = 1_000;
 const MARKER: &str = "API-WEB-GUEST-BOOTED";
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap()
-}
 
 fn wait_file(path: &str, needle: &str, t0: Instant) -> Duration {
     loop {

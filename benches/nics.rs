@@ -5,16 +5,11 @@
 
 mod support;
 
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
 const CYCLES: usize = 25;
-
-fn json(b: &str) -> Value {
-    serde_json::from_str(b).unwrap()
-}
 
 fn main() {
     let (dbname, url, _conn) = new_db();
@@ -22,45 +17,14 @@ fn main() {
     cfg.network.auto_nic = false;
     let (ctx, addr) = serve(cfg.clone());
     let mut http = Http::connect(addr);
-    let conf = env("CEPH_CONF");
     let uri = cfg.libvirt.uri.clone();
     let bridge = cfg.network.default_bridge.clone();
     let tag = std::process::id();
 
+    // A booted guest.
     let image = format!("bench-{tag}-nic");
-    let img = env("API_WEB_TEST_IMAGE");
-    run(Command::new("rbd").args([
-        "--conf",
-        &conf,
-        "import",
-        "--no-progress",
-        &img,
-        &format!("{}/{image}", cfg.ceph.images_pool),
-    ]));
-    let size = std::fs::metadata(&img).unwrap().len();
-    let body = format!(
-        r#"{{"image_id":"{image}","image_name":"bench","image_size":{size},"os_type":"Linux"}}"#
-    );
-    assert_eq!(
-        http.call("POST", "/api/v1/images/register", Some(&body)).0,
-        200
-    );
-    let body = format!(r#"{{"instance_name":"bench","image_id":"{image}","cpu":1,"memory":256}}"#);
-    let (s, b) = http.call("POST", "/api/v1/instance/create", Some(&body));
-    assert_eq!(s, 200, "{b}");
-    let inst = json(&b)["data"]["instance_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let console = api_web::service::instances::console_path(&ctx, &inst);
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("API-WEB-GUEST-REPORT 1")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "guest did not boot"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    register_test_image(&mut http, &cfg, &image);
+    let inst = boot_guest(&mut http, &ctx, &image);
 
     let (s, b) = http.call(
         "POST",
@@ -144,24 +108,9 @@ fn main() {
         a / c
     );
 
-    let (s, b) = http.call(
-        "POST",
-        "/api/v1/instance/destroy",
-        Some(&format!(
-            r#"{{"instance_id":"{inst}","delete_attached":true}}"#
-        )),
-    );
-    assert_eq!(s, 200, "{b}");
-    let _ = http.call(
-        "POST",
-        "/api/v1/network/delete",
-        Some(&format!(r#"{{"network_interface_id":"{nid}"}}"#)),
-    );
-    let (s, b) = http.call(
-        "POST",
-        "/api/v1/images/delete",
-        Some(&format!(r#"{{"image_id":"{image}","del_file":true}}"#)),
-    );
+    teardown_guest(&mut http, &inst, &image);
+    let body = format!(r#"{{"network_interface_id":"{nid}"}}"#);
+    let (s, b) = http.call("POST", "/api/v1/network/delete", Some(&body));
     assert_eq!(s, 200, "{b}");
     drop_db(&dbname);
 }

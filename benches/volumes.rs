@@ -8,16 +8,11 @@
 
 mod support;
 
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
 const CYCLES: usize = 25;
-
-fn json(b: &str) -> Value {
-    serde_json::from_str(b).unwrap()
-}
 
 fn main() {
     let (dbname, url, _conn) = new_db();
@@ -25,44 +20,14 @@ fn main() {
     let (ctx, addr) = serve(cfg.clone());
     let mut http = Http::connect(addr);
     let conf = env("CEPH_CONF");
-    let (ipool, vpool) = (cfg.ceph.images_pool.clone(), cfg.ceph.volumes_pool.clone());
+    let vpool = cfg.ceph.volumes_pool.clone();
     let uri = cfg.libvirt.uri.clone();
     let tag = std::process::id();
 
     // A booted guest.
     let image = format!("bench-{tag}-vol");
-    run(Command::new("rbd").args([
-        "--conf",
-        &conf,
-        "import",
-        "--no-progress",
-        &env("API_WEB_TEST_IMAGE"),
-        &format!("{ipool}/{image}"),
-    ]));
-    let size = std::fs::metadata(env("API_WEB_TEST_IMAGE")).unwrap().len();
-    let body = format!(
-        r#"{{"image_id":"{image}","image_name":"bench","image_size":{size},"os_type":"Linux"}}"#
-    );
-    assert_eq!(
-        http.call("POST", "/api/v1/images/register", Some(&body)).0,
-        200
-    );
-    let body = format!(r#"{{"instance_name":"bench","image_id":"{image}","cpu":1,"memory":256}}"#);
-    let (s, b) = http.call("POST", "/api/v1/instance/create", Some(&body));
-    assert_eq!(s, 200, "{b}");
-    let inst = json(&b)["data"]["instance_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let console = api_web::service::instances::console_path(&ctx, &inst);
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("API-WEB-GUEST-REPORT 1")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "guest did not boot"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    register_test_image(&mut http, &cfg, &image);
+    let inst = boot_guest(&mut http, &ctx, &image);
 
     // The API's volume, and one for the hand-run commands with the same XML shape.
     let (s, b) = http.call(
@@ -182,19 +147,13 @@ fn main() {
     println!("{:<44} {:.2}x (api / by hand)", "delete ratio (p50)", a / b);
 
     // Clean up.
+    teardown_guest(&mut http, &inst, &image);
     let (s, b) = http.call(
-        "POST",
-        "/api/v1/instance/destroy",
-        Some(&format!(
-            r#"{{"instance_id":"{inst}","delete_attached":true}}"#
-        )),
-    );
-    assert_eq!(s, 200, "{b}");
-    let _ = http.call(
         "GET",
         &format!("/api/v1/volume/delete?volume_id={vol}"),
         None,
     );
+    assert_eq!(s, 200, "{b}");
     run(Command::new("rbd").args([
         "--conf",
         &conf,
@@ -202,12 +161,6 @@ fn main() {
         "--no-progress",
         &format!("{vpool}/{man}"),
     ]));
-    let (s, b) = http.call(
-        "POST",
-        "/api/v1/images/delete",
-        Some(&format!(r#"{{"image_id":"{image}","del_file":true}}"#)),
-    );
-    assert_eq!(s, 200, "{b}");
     let _ = std::fs::remove_file(&xml_path);
     drop_db(&dbname);
 }

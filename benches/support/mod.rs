@@ -166,3 +166,59 @@ pub fn serve(cfg: Config) -> (web::Data<Ctx>, std::net::SocketAddr) {
     });
     (ctx, rx.recv().unwrap())
 }
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap()
+}
+
+/// Imports the test image (API_WEB_TEST_IMAGE) as `images_pool/name` and registers it.
+pub fn register_test_image(http: &mut Http, cfg: &Config, name: &str) {
+    let img = env("API_WEB_TEST_IMAGE");
+    let spec = format!("{}/{name}", cfg.ceph.images_pool);
+    run(Command::new("rbd").args([
+        "--conf",
+        &cfg.ceph.conf,
+        "import",
+        "--no-progress",
+        &img,
+        &spec,
+    ]));
+    let size = std::fs::metadata(&img).unwrap().len();
+    let body = format!(
+        r#"{{"image_id":"{name}","image_name":"bench","image_size":{size},"os_type":"Linux"}}"#
+    );
+    let (s, b) = http.call("POST", "/api/v1/images/register", Some(&body));
+    assert_eq!(s, 200, "{b}");
+}
+
+/// Creates an instance from `image` and waits until its guest has booted and reported its
+/// devices; returns the instance_id.
+pub fn boot_guest(http: &mut Http, ctx: &Ctx, image: &str) -> String {
+    let body = format!(r#"{{"instance_name":"bench","image_id":"{image}","cpu":1,"memory":256}}"#);
+    let (s, b) = http.call("POST", "/api/v1/instance/create", Some(&body));
+    assert_eq!(s, 200, "{b}");
+    let inst = json(&b)["data"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let console = api_web::service::instances::console_path(ctx, &inst);
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("API-WEB-GUEST-REPORT 1")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "guest did not boot"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    inst
+}
+
+/// Destroys the instance with what is attached, and deletes the image with its RBD image.
+pub fn teardown_guest(http: &mut Http, inst: &str, image: &str) {
+    let body = format!(r#"{{"instance_id":"{inst}","delete_attached":true}}"#);
+    let (s, b) = http.call("POST", "/api/v1/instance/destroy", Some(&body));
+    assert_eq!(s, 200, "{b}");
+    let body = format!(r#"{{"image_id":"{image}","del_file":true}}"#);
+    let (s, b) = http.call("POST", "/api/v1/images/delete", Some(&body));
+    assert_eq!(s, 200, "{b}");
+}

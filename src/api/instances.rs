@@ -3,7 +3,8 @@
 use super::request_id::blocking;
 use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::db::images::Image;
-use crate::db::instances::{Instance, NicRow};
+use crate::db::instances::Instance;
+use crate::db::nics::Nic;
 use crate::db::volumes::Volume;
 use crate::error::ApiResult;
 use crate::service::instances::{self as svc, NewInstance};
@@ -97,7 +98,7 @@ pub struct NicView {
     create_time: u64,
 }
 
-fn nic_view(instance_id: &str, n: NicRow) -> NicView {
+fn nic_view(instance_id: &str, n: Nic) -> NicView {
     NicView {
         network_interface_id: n.network_interface_id,
         network_interface_name: n.network_interface_name,

@@ -44,14 +44,9 @@ where
     F: FnOnce() -> ApiResult<T> + Send + 'static,
 {
     let id = current_opt();
-    web::block(move || {
-        THREAD_ID.with(|t| *t.borrow_mut() = id);
-        let out = f();
-        THREAD_ID.with(|t| *t.borrow_mut() = None);
-        out
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+    web::block(move || with_id(id, f))
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// Runs `f` with `id` as the current request id (for background work started by a request).

@@ -62,25 +62,6 @@ pub fn all_ids(conn: &mut MysqlConnection) -> QueryResult<Vec<String>> {
     image::table.select(image::image_id).load(conn)
 }
 
-/// Compare-and-set of the status: true if this call made the transition.
-pub fn transition(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    to: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(image::table.find(id).filter(image::status.eq(from)))
-        .set((
-            image::status.eq(to),
-            image::error_message.eq(error_message),
-            image::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 pub fn update(conn: &mut MysqlConnection, id: &str, changes: &ImageChanges) -> QueryResult<usize> {
     diesel::update(image::table.find(id))
         .set(changes)
@@ -93,21 +74,4 @@ pub fn set_snapshot(conn: &mut MysqlConnection, id: &str, snap: &str) -> QueryRe
         .execute(conn)
 }
 
-/// Deletes the row if it is in `status`.
-pub fn delete_in_status(conn: &mut MysqlConnection, id: &str, status: &str) -> QueryResult<bool> {
-    let n = diesel::delete(image::table.find(id).filter(image::status.eq(status))).execute(conn)?;
-    Ok(n == 1)
-}
-
-/// Rows stuck in a transitional status since before `older_than` (for reconciliation).
-pub fn stale_in_status(
-    conn: &mut MysqlConnection,
-    status: &str,
-    older_than: u64,
-) -> QueryResult<Vec<Image>> {
-    image::table
-        .filter(image::status.eq(status))
-        .filter(image::update_time.lt(older_than))
-        .select(Image::as_select())
-        .load(conn)
-}
+crate::db::status_queries!(image, Image);

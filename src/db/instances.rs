@@ -82,31 +82,6 @@ pub fn set_domain_uuid(conn: &mut MysqlConnection, id: &str, uuid: &str) -> Quer
         .execute(conn)
 }
 
-/// Compare-and-set of the status: true if this call made the transition.
-pub fn transition(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    to: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(instance::table.find(id).filter(instance::status.eq(from)))
-        .set((
-            instance::status.eq(to),
-            instance::error_message.eq(error_message),
-            instance::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
-pub fn delete_in_status(conn: &mut MysqlConnection, id: &str, status: &str) -> QueryResult<bool> {
-    let n = diesel::delete(instance::table.find(id).filter(instance::status.eq(status)))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 /// (instance_id, instance_name) of the instances booted from an image.
 pub fn using_image(
     conn: &mut MysqlConnection,
@@ -117,93 +92,6 @@ pub fn using_image(
         .select((instance::instance_id, instance::instance_name))
         .order(instance::instance_id)
         .load(conn)
-}
-
-/// Rows in `status` untouched since before `older_than` (work interrupted by a crash).
-pub fn stale_in_status(
-    conn: &mut MysqlConnection,
-    status: &str,
-    older_than: u64,
-) -> QueryResult<Vec<Instance>> {
-    instance::table
-        .filter(instance::status.eq(status))
-        .filter(instance::update_time.lt(older_than))
-        .select(Instance::as_select())
-        .load(conn)
-}
-
-/// What an instance shows of each of its NICs.
-#[derive(Debug, Clone, Queryable)]
-pub struct NicRow {
-    pub network_interface_id: String,
-    pub network_interface_name: String,
-    pub mac: String,
-    pub ip: Option<String>,
-    pub bridge: String,
-    pub status: String,
-    pub create_time: u64,
-}
-
-type NicColumns = (
-    network_interface::network_interface_id,
-    network_interface::network_interface_name,
-    network_interface::mac,
-    network_interface::ip,
-    network_interface::bridge,
-    network_interface::status,
-    network_interface::create_time,
-);
-
-const NIC_COLUMNS: NicColumns = (
-    network_interface::network_interface_id,
-    network_interface::network_interface_name,
-    network_interface::mac,
-    network_interface::ip,
-    network_interface::bridge,
-    network_interface::status,
-    network_interface::create_time,
-);
-
-pub fn nics_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<NicRow>> {
-    network_interface::table
-        .filter(network_interface::instance_id.eq(instance_id))
-        .select(NIC_COLUMNS)
-        .order(network_interface::attach_time.asc())
-        .load(conn)
-}
-
-/// Releases an instance's NICs in MySQL (the domain is gone): `available` again.
-pub fn release_nics(conn: &mut MysqlConnection, instance_id: &str, now: u64) -> QueryResult<usize> {
-    diesel::update(network_interface::table.filter(network_interface::instance_id.eq(instance_id)))
-        .set((
-            network_interface::status.eq("available"),
-            network_interface::instance_id.eq(None::<String>),
-            network_interface::attach_time.eq(None::<u64>),
-            network_interface::update_time.eq(now),
-        ))
-        .execute(conn)
-}
-
-/// NICs of several instances at once, each with its instance id (lists: no query per row).
-pub fn nics_of_instances(
-    conn: &mut MysqlConnection,
-    ids: &[String],
-) -> QueryResult<Vec<(String, NicRow)>> {
-    let rows: Vec<(Option<String>, NicRow)> = network_interface::table
-        .filter(network_interface::instance_id.eq_any(ids))
-        .select((network_interface::instance_id, NIC_COLUMNS))
-        .order(network_interface::attach_time.asc())
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(iid, n)| (iid.unwrap_or_default(), n))
-        .collect())
-}
-
-/// Deletes an instance's NICs (destroy with delete_attached).
-pub fn delete_nics(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<usize> {
-    diesel::delete(network_interface::table.filter(network_interface::instance_id.eq(instance_id)))
-        .execute(conn)
 }
 
 /// instance_id -> instance_name for the given ids (lists of volumes and NICs).
@@ -251,3 +139,5 @@ pub fn refresh_ip(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<
     }
     set_ip(conn, instance_id, ips.first().map(String::as_str)).map(|_| ())
 }
+
+crate::db::status_queries!(instance, Instance);

@@ -14,6 +14,62 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::time::Duration;
 
+/// The status queries of every table with a `status`, an `error_message` and an `update_time`:
+/// compare-and-set transitions (how racing requests get exactly one winner), delete-if-in-status,
+/// and the rows a crash left in a status (for start-up repair). `$table` is the diesel table
+/// module (in scope), `$row` its row struct.
+macro_rules! status_queries {
+    ($table:ident, $row:ty) => {
+        /// Compare-and-set of the status (with a message, or none): true if this call made the
+        /// transition.
+        pub fn transition(
+            conn: &mut diesel::MysqlConnection,
+            id: &str,
+            from: &str,
+            to: &str,
+            error_message: Option<&str>,
+            now: u64,
+        ) -> diesel::QueryResult<bool> {
+            use diesel::prelude::*;
+            let n = diesel::update($table::table.find(id).filter($table::status.eq(from)))
+                .set((
+                    $table::status.eq(to),
+                    $table::error_message.eq(error_message),
+                    $table::update_time.eq(now),
+                ))
+                .execute(conn)?;
+            Ok(n == 1)
+        }
+
+        /// Deletes the row if it is in `status`: true if this call deleted it.
+        pub fn delete_in_status(
+            conn: &mut diesel::MysqlConnection,
+            id: &str,
+            status: &str,
+        ) -> diesel::QueryResult<bool> {
+            use diesel::prelude::*;
+            let n = diesel::delete($table::table.find(id).filter($table::status.eq(status)))
+                .execute(conn)?;
+            Ok(n == 1)
+        }
+
+        /// Rows in `status` untouched since before `older_than` (work a crash interrupted).
+        pub fn stale_in_status(
+            conn: &mut diesel::MysqlConnection,
+            status: &str,
+            older_than: u64,
+        ) -> diesel::QueryResult<Vec<$row>> {
+            use diesel::prelude::*;
+            $table::table
+                .filter($table::status.eq(status))
+                .filter($table::update_time.lt(older_than))
+                .select(<$row>::as_select())
+                .load(conn)
+        }
+    };
+}
+pub(crate) use status_queries;
+
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;

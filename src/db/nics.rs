@@ -122,24 +122,6 @@ pub fn attached(conn: &mut MysqlConnection, id: &str, now: u64) -> QueryResult<b
     Ok(n == 1)
 }
 
-pub fn transition(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    to: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(nic::table.find(id).filter(nic::status.eq(from)))
-        .set((
-            nic::status.eq(to),
-            nic::error_message.eq(error_message),
-            nic::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 /// `from -> available`, forgetting the instance.
 pub fn release(
     conn: &mut MysqlConnection,
@@ -160,11 +142,6 @@ pub fn release(
     Ok(n == 1)
 }
 
-pub fn delete_in_status(conn: &mut MysqlConnection, id: &str, status: &str) -> QueryResult<bool> {
-    let n = diesel::delete(nic::table.find(id).filter(nic::status.eq(status))).execute(conn)?;
-    Ok(n == 1)
-}
-
 /// The NICs of an instance, in attach order.
 pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<Nic>> {
     nic::table
@@ -174,15 +151,34 @@ pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult
         .load(conn)
 }
 
-/// Rows in `status` untouched since before `older_than` (work a crash interrupted).
-pub fn stale_in_status(
-    conn: &mut MysqlConnection,
-    status: &str,
-    older_than: u64,
-) -> QueryResult<Vec<Nic>> {
+/// The NICs of several instances at once (lists: no query per row).
+pub fn of_instances(conn: &mut MysqlConnection, ids: &[String]) -> QueryResult<Vec<Nic>> {
     nic::table
-        .filter(nic::status.eq(status))
-        .filter(nic::update_time.lt(older_than))
+        .filter(nic::instance_id.eq_any(ids))
+        .order((nic::attach_time.asc(), nic::create_time.asc()))
         .select(Nic::as_select())
         .load(conn)
 }
+
+/// Releases an instance's NICs in MySQL (its domain is gone): `available` again.
+pub fn release_all_of(
+    conn: &mut MysqlConnection,
+    instance_id: &str,
+    now: u64,
+) -> QueryResult<usize> {
+    diesel::update(nic::table.filter(nic::instance_id.eq(instance_id)))
+        .set((
+            nic::status.eq("available"),
+            nic::instance_id.eq(None::<String>),
+            nic::attach_time.eq(None::<u64>),
+            nic::update_time.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// Deletes an instance's NICs (destroy with delete_attached).
+pub fn delete_all_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<usize> {
+    diesel::delete(nic::table.filter(nic::instance_id.eq(instance_id))).execute(conn)
+}
+
+crate::db::status_queries!(nic, Nic);

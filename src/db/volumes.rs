@@ -32,17 +32,6 @@ pub fn delete(conn: &mut MysqlConnection, id: &str) -> QueryResult<usize> {
     diesel::delete(volume::table.find(id)).execute(conn)
 }
 
-pub fn set_status(
-    conn: &mut MysqlConnection,
-    id: &str,
-    status: &str,
-    now: u64,
-) -> QueryResult<usize> {
-    diesel::update(volume::table.find(id))
-        .set((volume::status.eq(status), volume::update_time.eq(now)))
-        .execute(conn)
-}
-
 /// The volumes of an instance, root first, then by device.
 pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<Volume>> {
     volume::table
@@ -139,25 +128,6 @@ pub fn reserve(
     Ok(n == 1)
 }
 
-/// Compare-and-set of the status alone, with an optional message.
-pub fn transition(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    to: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(volume::table.find(id).filter(volume::status.eq(from)))
-        .set((
-            volume::status.eq(to),
-            volume::error_message.eq(error_message),
-            volume::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 /// `attaching -> in-use`, stamping the attach time.
 pub fn attached(conn: &mut MysqlConnection, id: &str, now: u64) -> QueryResult<bool> {
     let n = diesel::update(
@@ -195,12 +165,6 @@ pub fn release(
     Ok(n == 1)
 }
 
-pub fn delete_in_status(conn: &mut MysqlConnection, id: &str, status: &str) -> QueryResult<bool> {
-    let n =
-        diesel::delete(volume::table.find(id).filter(volume::status.eq(status))).execute(conn)?;
-    Ok(n == 1)
-}
-
 /// Target devices recorded for an instance's volumes.
 pub fn targets_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<String>> {
     let t: Vec<Option<String>> = volume::table
@@ -210,15 +174,4 @@ pub fn targets_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<
     Ok(t.into_iter().flatten().collect())
 }
 
-/// Rows in `status` untouched since before `older_than` (work a crash interrupted).
-pub fn stale_in_status(
-    conn: &mut MysqlConnection,
-    status: &str,
-    older_than: u64,
-) -> QueryResult<Vec<Volume>> {
-    volume::table
-        .filter(volume::status.eq(status))
-        .filter(volume::update_time.lt(older_than))
-        .select(Volume::as_select())
-        .load(conn)
-}
+crate::db::status_queries!(volume, Volume);

@@ -8,7 +8,8 @@
 use super::state::instance as st;
 use super::{Ctx, Paging};
 use crate::db::images::Image;
-use crate::db::instances::{Instance, NicRow};
+use crate::db::instances::Instance;
+use crate::db::nics::Nic;
 use crate::db::volumes::Volume;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult, Backend};
@@ -16,6 +17,7 @@ use crate::ids;
 use crate::virt::{Power, Shutdown};
 use crate::xml::devices::{Disk, RbdAccess};
 use crate::xml::domain::{self, DomainSpec};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +56,7 @@ pub struct Detail {
     pub instance: Instance,
     pub image: Option<Image>,
     pub volumes: Vec<Volume>,
-    pub nics: Vec<NicRow>,
+    pub nics: Vec<Nic>,
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -551,7 +553,7 @@ fn build_steps(
             .resize_image(&c.ceph.volumes_pool, &root.volume_id, root_bytes)
             .map_err(|e| format!("could not resize the root disk: {e}"))?;
     }
-    db::volumes::set_status(conn, &root.volume_id, "in-use", db::now())
+    db::volumes::transition(conn, &root.volume_id, "creating", "in-use", None, db::now())
         .map_err(|e| e.to_string())?;
 
     let data: Vec<Volume> = db::volumes::of_instance(conn, id)
@@ -665,7 +667,7 @@ pub fn get(ctx: &Ctx, id: &str) -> ApiResult<Instance> {
 pub struct Listed {
     pub instance: Instance,
     pub volumes: Vec<Volume>,
-    pub nics: Vec<NicRow>,
+    pub nics: Vec<Nic>,
 }
 
 /// A page of instances with the volumes and NICs of each (two more queries, not one per row).
@@ -686,22 +688,24 @@ pub fn list(
     let mut conn = ctx.conn()?;
     let (total, rows) = db::instances::list(&mut conn, name_contains, status, paging.to_db())?;
     let ids: Vec<String> = rows.iter().map(|r| r.instance_id.clone()).collect();
-    let mut vols = db::volumes::of_instances(&mut conn, &ids)?;
-    let mut nics = db::instances::nics_of_instances(&mut conn, &ids)?;
+    let mut vols: HashMap<String, Vec<Volume>> = HashMap::new();
+    for v in db::volumes::of_instances(&mut conn, &ids)? {
+        vols.entry(v.instance_id.clone().unwrap_or_default())
+            .or_default()
+            .push(v);
+    }
+    let mut nics: HashMap<String, Vec<Nic>> = HashMap::new();
+    for n in db::nics::of_instances(&mut conn, &ids)? {
+        nics.entry(n.instance_id.clone().unwrap_or_default())
+            .or_default()
+            .push(n);
+    }
     let out = rows
         .into_iter()
-        .map(|r| {
-            let mine = |v: &Volume| v.instance_id.as_deref() == Some(r.instance_id.as_str());
-            let (v, rest): (Vec<_>, Vec<_>) = vols.drain(..).partition(mine);
-            vols = rest;
-            let (n, rest): (Vec<_>, Vec<_>) =
-                nics.drain(..).partition(|(iid, _)| *iid == r.instance_id);
-            nics = rest;
-            Listed {
-                instance: r,
-                volumes: v,
-                nics: n.into_iter().map(|(_, nic)| nic).collect(),
-            }
+        .map(|r| Listed {
+            volumes: vols.remove(&r.instance_id).unwrap_or_default(),
+            nics: nics.remove(&r.instance_id).unwrap_or_default(),
+            instance: r,
         })
         .collect();
     Ok((total, out))
@@ -712,7 +716,7 @@ pub fn detail(ctx: &Ctx, id: &str) -> ApiResult<Detail> {
     let instance = load(&mut conn, id)?;
     let image = db::images::get(&mut conn, &instance.image_id)?;
     let volumes = db::volumes::of_instance(&mut conn, id)?;
-    let nics = db::instances::nics_of(&mut conn, id)?;
+    let nics = db::nics::of_instance(&mut conn, id)?;
     Ok(Detail {
         instance,
         image,
@@ -896,11 +900,11 @@ fn destroy_steps(
     let released_volumes = db::volumes::release_data_volumes(conn, id, now)
         .map_err(|e| ("releasing volumes", e.into()))?;
     let (released_nics, deleted_nics) = if delete_attached {
-        let n = db::instances::delete_nics(conn, id).map_err(|e| ("deleting NICs", e.into()))?;
+        let n = db::nics::delete_all_of(conn, id).map_err(|e| ("deleting NICs", e.into()))?;
         (0, n)
     } else {
         let n =
-            db::instances::release_nics(conn, id, now).map_err(|e| ("releasing NICs", e.into()))?;
+            db::nics::release_all_of(conn, id, now).map_err(|e| ("releasing NICs", e.into()))?;
         (n, 0)
     };
     db::instances::delete_in_status(conn, id, st::DESTROYING)

@@ -170,10 +170,6 @@ pub fn list(
     Ok((total, rows, names))
 }
 
-pub fn get(ctx: &Ctx, id: &str) -> ApiResult<Volume> {
-    load(&mut ctx.conn()?, id)
-}
-
 /// The first of vdb..vdz that neither MySQL nor libvirt uses on the instance.
 fn free_target(used: &[String]) -> Option<String> {
     (b'b'..=b'z')

@@ -192,11 +192,22 @@ impl Resp {
     }
 }
 
-pub async fn send<S, B>(app: &S, req: actix_http::Request) -> Resp
+/// The app under test, as actix's test service: every helper takes `&impl App`.
+pub trait App:
+    Service<actix_http::Request, Response = ServiceResponse<Self::Body>, Error = actix_web::Error>
+{
+    type Body: MessageBody;
+}
+
+impl<S, B> App for S
 where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
+    type Body = B;
+}
+
+pub async fn send(app: &impl App, req: actix_http::Request) -> Resp {
     let res = test::call_service(app, req).await;
     let status = res.status();
     let request_id = res
@@ -213,19 +224,11 @@ where
     }
 }
 
-pub async fn get<S, B>(app: &S, uri: &str) -> Resp
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
+pub async fn get(app: &impl App, uri: &str) -> Resp {
     send(app, test::TestRequest::get().uri(uri).to_request()).await
 }
 
-pub async fn post<S, B>(app: &S, uri: &str, body: Value) -> Resp
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
+pub async fn post(app: &impl App, uri: &str, body: Value) -> Resp {
     send(
         app,
         test::TestRequest::post()
@@ -294,6 +297,37 @@ pub fn rbd_size(spec: &str) -> Option<u64> {
     }
     let v: Value = serde_json::from_str(&out).unwrap();
     v["size"].as_u64()
+}
+
+/// A domain's persistent and live XML, parsed (the live one is the persistent one when the
+/// domain is not running).
+pub fn domain_xmls(
+    instance: &str,
+) -> (
+    api_web::xml::domain::ParsedDomain,
+    api_web::xml::domain::ParsedDomain,
+) {
+    let dump = |inactive: bool| {
+        let mut args = vec!["-c".to_string(), env("LIBVIRT_URI"), "dumpxml".to_string()];
+        if inactive {
+            args.push("--inactive".into());
+        }
+        args.push(instance.to_string());
+        let out = Command::new("virsh").args(&args).output().unwrap();
+        let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "virsh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        api_web::xml::domain::parse(&xml).unwrap()
+    };
+    let state = Command::new("virsh")
+        .args(["-c", &env("LIBVIRT_URI"), "domstate", instance])
+        .output()
+        .unwrap();
+    let running = String::from_utf8_lossy(&state.stdout).trim() == "running";
+    (dump(true), dump(!running))
 }
 
 /// A name no other test uses.

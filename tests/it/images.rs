@@ -8,15 +8,7 @@ use serde_json::{json, Value};
 
 const GIB: u64 = 1 << 30;
 
-async fn create_image<S, B>(app: &S, name: &str, size: u64) -> Value
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+async fn create_image(app: &impl App, name: &str, size: u64) -> Value {
     let r = post(
         app,
         "/api/v1/images/create",

@@ -9,15 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Imports the test image (scripts/build-test-image.sh) under a unique name and registers it.
-pub async fn test_image<S, B>(app: &S, t: &TestApp) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+pub async fn test_image(app: &impl App, t: &TestApp) -> String {
     let path = env("API_WEB_TEST_IMAGE");
     let name = unique("testimg");
     rbd_ok(&[
@@ -38,15 +30,7 @@ where
 }
 
 /// Removes the test image (after its instances are gone).
-pub async fn drop_image<S, B>(app: &S, image: &str)
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+pub async fn drop_image(app: &impl App, image: &str) {
     let r = post(
         app,
         "/api/v1/images/delete",
@@ -57,15 +41,7 @@ where
 }
 
 /// Polls progress until the instance leaves `creating`; returns the last progress answer.
-pub async fn wait_created<S, B>(app: &S, id: &str) -> Value
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+pub async fn wait_created(app: &impl App, id: &str) -> Value {
     let end = Instant::now() + Duration::from_secs(90);
     let mut last_pct = 0;
     loop {
@@ -83,15 +59,7 @@ where
 }
 
 /// Waits until the console shows `needle`; returns the console text.
-pub async fn wait_console<S, B>(app: &S, id: &str, needle: &str) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+pub async fn wait_console(app: &impl App, id: &str, needle: &str) -> String {
     let end = Instant::now() + Duration::from_secs(90);
     loop {
         let r = get(app, &format!("/api/v1/instance/console?instance_id={id}")).await;
@@ -163,15 +131,7 @@ pub fn count(db: &TestDb, sql: &str) -> i64 {
         .n
 }
 
-pub async fn create<S, B>(app: &S, image: &str, name: &str) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+pub async fn create(app: &impl App, image: &str, name: &str) -> String {
     let r = post(
         app,
         "/api/v1/instance/create",

@@ -2,48 +2,28 @@
 //! their MAC.
 
 use crate::common::*;
-use crate::instances::{count, create, drop_image, test_image, virsh, wait_console, wait_created};
+use crate::instances::{count, create, drop_image, test_image, wait_console, wait_created};
 use actix_web::test;
 use api_web::api;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-async fn new_nic<S, B>(app: &S, body: Value) -> Value
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+async fn new_nic(app: &impl App, body: Value) -> Value {
     let r = post(app, "/api/v1/network/create", body).await;
     r.ok().clone()
 }
 
 /// MACs in a domain's persistent and live XML.
 fn macs(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let get = |inactive: bool| {
-        let mut args = vec!["dumpxml"];
-        if inactive {
-            args.push("--inactive");
-        }
-        args.push(instance);
-        let (ok, xml) = virsh(&args);
-        assert!(ok, "{xml}");
-        let d = api_web::xml::domain::parse(&xml).unwrap();
+    let (p, l) = domain_xmls(instance);
+    let of = |d: api_web::xml::domain::ParsedDomain| {
         d.devices
             .interface
             .into_iter()
             .filter_map(|i| i.mac.map(|m| m.address.to_lowercase()))
-            .collect::<BTreeSet<_>>()
+            .collect()
     };
-    let persistent = get(true);
-    let running = virsh(&["domstate", instance]).1.trim() == "running";
-    (
-        persistent.clone(),
-        if running { get(false) } else { persistent },
-    )
+    (of(p), of(l))
 }
 
 #[actix_web::test]

@@ -2,22 +2,14 @@
 //! through their `<serial>`.
 
 use crate::common::*;
-use crate::instances::{count, create, drop_image, test_image, virsh, wait_console, wait_created};
+use crate::instances::{count, create, drop_image, test_image, wait_console, wait_created};
 use actix_web::test;
 use api_web::api;
 use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-async fn new_volume<S, B>(app: &S, name: &str, gib: u64) -> String
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<B>,
-        Error = actix_web::Error,
-    >,
-    B: actix_web::body::MessageBody,
-{
+async fn new_volume(app: &impl App, name: &str, gib: u64) -> String {
     let r = post(
         app,
         "/api/v1/volume/create",
@@ -31,27 +23,15 @@ where
 
 /// Disk serials in a domain's persistent and live XML.
 fn serials(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let get = |inactive: bool| {
-        let mut args = vec!["dumpxml"];
-        if inactive {
-            args.push("--inactive");
-        }
-        args.push(instance);
-        let (ok, xml) = virsh(&args);
-        assert!(ok, "{xml}");
-        let d = api_web::xml::domain::parse(&xml).unwrap();
+    let (p, l) = domain_xmls(instance);
+    let of = |d: api_web::xml::domain::ParsedDomain| {
         d.devices
             .disk
             .into_iter()
             .filter_map(|d| d.serial)
-            .collect::<BTreeSet<_>>()
+            .collect()
     };
-    let persistent = get(true);
-    let running = virsh(&["domstate", instance]).1.trim() == "running";
-    (
-        persistent.clone(),
-        if running { get(false) } else { persistent },
-    )
+    (of(p), of(l))
 }
 
 /// What MySQL says is attached to each instance equals what libvirt holds: `in-use` volumes are
