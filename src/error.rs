@@ -177,7 +177,7 @@ impl ResponseError for ApiError {
             code: self.status().as_u16(),
             error: self.code(),
             message: &message,
-            request_id: crate::api::request_id::current(),
+            request_id: crate::context::current(),
         };
         HttpResponse::build(self.status()).json(body)
     }
@@ -202,6 +202,12 @@ impl From<diesel::result::Error> for ApiError {
             E::NotFound => ApiError::Internal("a row expected to exist was not found".into()),
             other => ApiError::Internal(format!("database: {other}")),
         }
+    }
+}
+
+impl From<crate::context::TaskFailed> for ApiError {
+    fn from(e: crate::context::TaskFailed) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

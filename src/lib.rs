@@ -4,6 +4,7 @@
 pub mod api;
 pub mod ceph;
 pub mod config;
+pub mod context;
 pub mod db;
 pub mod error;
 pub mod ids;

@@ -1,5 +1,5 @@
 //! Log lines: `<time> <level> <target> [request_id=<id>] <message>`, request id included whenever
-//! the line is written while a request is served (see `api::request_id`).
+//! the line is written while a request is served (see `context`).
 
 use std::io::Write;
 
@@ -8,7 +8,7 @@ pub fn init() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|buf, rec| {
             let ts = buf.timestamp_millis();
-            match crate::api::request_id::current_opt() {
+            match crate::context::current_opt() {
                 Some(id) => writeln!(
                     buf,
                     "{ts} {} {} request_id={id} {}",

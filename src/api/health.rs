@@ -1,7 +1,7 @@
 //! `/healthz` and `/api/v1/version`.
 
-use super::request_id::{self, blocking};
 use super::Success;
+use crate::context::{self, blocking};
 use crate::service::{health, Ctx};
 use actix_web::web::Data;
 use actix_web::HttpResponse;
@@ -18,7 +18,7 @@ struct CheckView {
 }
 
 async fn run(ctx: Data<Ctx>, f: fn(&Ctx) -> health::Check) -> CheckView {
-    let work = blocking(move || Ok(f(&ctx)));
+    let work = blocking::<_, context::TaskFailed, _>(move || Ok(f(&ctx)));
     match tokio::time::timeout(CHECK_TIMEOUT, work).await {
         Ok(Ok(c)) => CheckView {
             ok: c.ok,
@@ -77,14 +77,14 @@ pub async fn healthz(ctx: Data<Ctx>) -> HttpResponse {
             "code": 0,
             "message": "success",
             "data": &checks,
-            "request_id": request_id::current(),
+            "request_id": context::current(),
         }))
     } else {
         HttpResponse::ServiceUnavailable().json(Unhealthy {
             code: 503,
             error: "backend_unavailable",
             message: format!("unavailable: {}", failing.join("; ")),
-            request_id: request_id::current(),
+            request_id: context::current(),
             data: &checks,
         })
     }

@@ -1,7 +1,7 @@
 //! `/api/v1/images/*` and `/api/v1/unregister_images/list` (seed-api.md section 1).
 
-use super::request_id::blocking;
 use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use crate::context::blocking;
 use crate::db::images::Image;
 use crate::error::ApiResult;
 use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};

@@ -1,7 +1,7 @@
 //! `/api/v1/instance/*` (seed-api.md section 4).
 
-use super::request_id::blocking;
 use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use crate::context::blocking;
 use crate::db::images::Image;
 use crate::db::instances::Instance;
 use crate::db::nics::Nic;

@@ -4,8 +4,8 @@
 mod health;
 mod images;
 mod instances;
+mod middleware;
 mod nics;
-pub mod request_id;
 mod volumes;
 
 use crate::error::{ApiError, ApiResult};
@@ -92,7 +92,7 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .configure(routes)
         .default_service(web::to(no_route))
-        .wrap(from_fn(request_id::middleware))
+        .wrap(from_fn(middleware::middleware))
 }
 
 /// The OpenAPI description of this API (openapi.json; a test keeps it and the routes in step).
@@ -195,7 +195,7 @@ impl<T: Serialize> Responder for Success<T> {
             code: 0,
             message: "success",
             data: self.0,
-            request_id: request_id::current(),
+            request_id: crate::context::current(),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/network/*` (seed-api.md section 3).
 
-use super::request_id::blocking;
 use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use crate::context::blocking;
 use crate::db::nics::Nic;
 use crate::error::ApiResult;
 use crate::service::nics::{self as svc, NewNic};

@@ -1,8 +1,8 @@
 //! `/api/v1/volume/*` (seed-api.md section 2).
 
-use super::request_id::blocking;
 use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::ceph::Removal;
+use crate::context::blocking;
 use crate::db::volumes::Volume;
 use crate::error::ApiResult;
 use crate::service::volumes as svc;

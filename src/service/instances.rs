@@ -261,14 +261,10 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             return Err(e);
         }
     };
-    let (bg, id, rid) = (
-        ctx.clone(),
-        row.instance_id.clone(),
-        crate::api::request_id::current_opt(),
-    );
-    let spawned = std::thread::Builder::new()
-        .name(format!("create-{id}"))
-        .spawn(move || crate::api::request_id::with_id(rid, || build(&bg, &id, &image, nics)));
+    let (bg, id) = (ctx.clone(), row.instance_id.clone());
+    let spawned = crate::context::spawn_named(format!("create-{id}"), move || {
+        build(&bg, &id, &image, nics)
+    });
     if let Err(e) = spawned {
         let msg = format!("could not start the creation: {e}");
         transition(

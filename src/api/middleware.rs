@@ -1,61 +1,20 @@
 //! `X-Request-Id`: taken from the client (if sane) or generated, returned on every response, put
-//! in every error body and on every log line written while the request is served, including
-//! lines from the blocking threads its services run on.
+//! in every error body and on every log line written while the request is served (the id itself
+//! lives in `crate::context`, which carries it to blocking and background threads).
 //!
 //! The same middleware is the structured access log and turns any error response that is not
 //! already ours (actix's own 404/405/413/415...) into the JSON error envelope.
 
-use crate::error::{ApiError, ApiResult};
+use crate::context;
+use crate::error::ApiError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
-use std::cell::RefCell;
+use actix_web::ResponseError;
 use std::time::Instant;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    static TASK_ID: String;
-}
-
-thread_local! {
-    static THREAD_ID: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// The id of the request being served on this task or blocking thread, if any.
-pub fn current_opt() -> Option<String> {
-    TASK_ID
-        .try_with(|id| id.clone())
-        .ok()
-        .or_else(|| THREAD_ID.with(|t| t.borrow().clone()))
-}
-
-/// The id of the request being served ("" outside a request).
-pub fn current() -> String {
-    current_opt().unwrap_or_default()
-}
-
-/// Runs blocking work (diesel, librbd, libvirt) on the blocking pool, carrying the request id.
-pub async fn blocking<T, F>(f: F) -> ApiResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> ApiResult<T> + Send + 'static,
-{
-    let id = current_opt();
-    web::block(move || with_id(id, f))
-        .await
-        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
-}
-
-/// Runs `f` with `id` as the current request id (for background work started by a request).
-pub fn with_id<T>(id: Option<String>, f: impl FnOnce() -> T) -> T {
-    THREAD_ID.with(|t| *t.borrow_mut() = id);
-    let out = f();
-    THREAD_ID.with(|t| *t.borrow_mut() = None);
-    out
-}
 
 /// A client's id is kept if it is 1-128 visible ASCII characters; otherwise we make one.
 fn client_id(req: &ServiceRequest) -> Option<String> {
@@ -76,24 +35,23 @@ pub async fn middleware(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "-".into());
-    TASK_ID
-        .scope(id.clone(), async move {
-            // Routing and handlers turn errors into responses; an Err here comes from an inner
-            // middleware and is turned into a response by actix (its log line is then missing).
-            let res = next.call(req).await?.map_into_boxed_body();
-            let mut res = as_json_error(res, &method, &path);
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                res.headers_mut().insert(HEADER, v);
-            }
-            let status = res.status().as_u16();
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            log::info!(
-                target: "access",
-                "method={method} path={path:?} status={status} duration_ms={ms:.2} peer={peer}"
-            );
-            Ok(res)
-        })
-        .await
+    context::scope(id.clone(), async move {
+        // Routing and handlers turn errors into responses; an Err here comes from an inner
+        // middleware and is turned into a response by actix (its log line is then missing).
+        let res = next.call(req).await?.map_into_boxed_body();
+        let mut res = as_json_error(res, &method, &path);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(HEADER, v);
+        }
+        let status = res.status().as_u16();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        log::info!(
+            target: "access",
+            "method={method} path={path:?} status={status} duration_ms={ms:.2} peer={peer}"
+        );
+        Ok(res)
+    })
+    .await
 }
 
 /// Error responses that are not JSON come from actix itself: wrap them in our envelope.
