@@ -1,8 +1,9 @@
 -- api_web schema for operators: `mariadb < sql/api_web.sql` creates the database and its tables.
 -- The service's own migrations (migrations/, applied by `api-web migrate` or at start-up) create
 -- the same tables; a test applies both to fresh databases and compares the results.
--- A database made with this script is adopted by `api-web migrate` (it records the migrations
--- as applied when it finds the tables already there).
+-- The script records the migrations it embodies (last statement), so `api-web migrate` then
+-- applies only later ones. A new migration changes this script too: its tables and its version
+-- below (a test fails when a version is missing).
 
 CREATE DATABASE IF NOT EXISTS `api_web` DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 USE `api_web`;
@@ -35,7 +36,6 @@ CREATE TABLE `instance` (
   `memory` BIGINT UNSIGNED NOT NULL,
   `image_id` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   `root_size` BIGINT UNSIGNED NULL,
-  `domain_uuid` CHAR(36) NULL,
   `describe` VARCHAR(4096) NOT NULL DEFAULT '',
   `progress` TINYINT UNSIGNED NOT NULL DEFAULT 0,
   `progress_step` VARCHAR(64) NOT NULL DEFAULT '',
@@ -91,3 +91,12 @@ CREATE TABLE `network_interface` (
   KEY `idx_nic_instance` (`instance_id`),
   KEY `idx_nic_create_time` (`create_time`, `network_interface_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- The migrations this script embodies, as diesel records them.
+CREATE TABLE `__diesel_schema_migrations` (
+  `version` VARCHAR(50) PRIMARY KEY NOT NULL,
+  `run_on` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
+  ('20261123000001'),
+  ('20261124000001');

@@ -18,7 +18,6 @@ pub struct Instance {
     pub memory: u64,
     pub image_id: String,
     pub root_size: Option<u64>,
-    pub domain_uuid: Option<String>,
     pub describe: String,
     pub progress: u8,
     pub progress_step: String,
@@ -73,12 +72,6 @@ pub fn set_progress(
             instance::progress_step.eq(step),
             instance::update_time.eq(now),
         ))
-        .execute(conn)
-}
-
-pub fn set_domain_uuid(conn: &mut MysqlConnection, id: &str, uuid: &str) -> QueryResult<usize> {
-    diesel::update(instance::table.find(id))
-        .set(instance::domain_uuid.eq(Some(uuid)))
         .execute(conn)
 }
 

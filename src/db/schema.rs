@@ -27,7 +27,6 @@ diesel::table! {
         memory -> Unsigned<Bigint>,
         image_id -> Varchar,
         root_size -> Nullable<Unsigned<Bigint>>,
-        domain_uuid -> Nullable<Char>,
         describe -> Varchar,
         progress -> Unsigned<Tinyint>,
         progress_step -> Varchar,

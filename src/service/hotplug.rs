@@ -58,10 +58,6 @@ pub fn refused(e: VirtError) -> ApiError {
     }
 }
 
-pub fn attach(ctx: &Ctx, instance_id: &str, device_xml: &str, key: &DeviceKey) -> ApiResult<()> {
-    ctx.hv.plug(instance_id, device_xml, key).map_err(refused)
-}
-
 pub fn detach(
     ctx: &Ctx,
     instance_id: &str,
@@ -115,9 +111,10 @@ pub trait Pluggable: Sized {
     fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool>;
     /// `from -> available`, forgetting the instance.
     fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool>;
-    /// A libvirt refusal in this resource's terms (NICs name a missing bridge).
-    fn explain(&self, e: ApiError) -> ApiError {
-        e
+    /// A libvirt refusal in this resource's terms (NICs name a missing bridge); `None` leaves
+    /// it to the general rule (`refused`).
+    fn explain(&self, _ctx: &Ctx, _e: &VirtError) -> Option<ApiError> {
+        None
     }
     /// Bookkeeping on the instance after a change (NICs keep its `ip` on one of them).
     fn after_change(_conn: &mut DbConn, _instance_id: &str) -> ApiResult<()> {
@@ -144,8 +141,8 @@ pub fn complete_attach<P: Pluggable>(
             );
         }
     };
-    if let Err(e) = attach(ctx, instance_id, &xml, &key) {
-        let e = p.explain(e);
+    if let Err(e) = ctx.hv.plug(instance_id, &xml, &key) {
+        let e = p.explain(ctx, &e).unwrap_or_else(|| refused(e));
         give_back(conn, &e.to_string());
         return Err(e);
     }

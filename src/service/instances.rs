@@ -212,7 +212,6 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
         memory: req.memory,
         image_id: image.image_id.clone(),
         root_size: Some(req.root_size.unwrap_or(image_gib)),
-        domain_uuid: None,
         describe: req.describe,
         progress: 0,
         progress_step: "queued".into(),
@@ -629,7 +628,6 @@ fn build_steps(
     };
     let xml = domain::build(ctx.templates.for_os(&image.os_type), &spec)
         .map_err(|e| format!("could not build the domain XML: {e}"))?;
-    db::instances::set_domain_uuid(conn, id, &uuid).map_err(|e| e.to_string())?;
     ctx.hv
         .define(&xml)
         .map_err(|e| format!("the hypervisor refused the domain: {}", e.message()))?;

@@ -13,7 +13,7 @@ use crate::db::nics::Nic;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::virt::DeviceKey;
+use crate::virt::{DeviceKey, Fault, VirtError};
 use crate::xml::devices::{to_xml, Interface};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -364,20 +364,20 @@ impl Pluggable for Nic {
         check(from, st::AVAILABLE)?;
         Ok(db::nics::release(conn, id, from, msg, db::now())?)
     }
-    /// libvirt's words for a bridge that does not exist on the hypervisor, as a 422 naming it.
-    fn explain(&self, e: ApiError) -> ApiError {
-        let m = e.to_string();
-        if m.contains("Cannot get interface MTU") || m.contains("No such device") {
-            ApiError::unprocessable(
-                "bridge_missing",
-                format!(
-                    "bridge {} does not exist on the hypervisor ({m})",
-                    self.bridge
-                ),
-            )
-        } else {
-            e
+    /// A host-side failure to plug a bridge NIC whose bridge the hypervisor does not have: a
+    /// 422 naming the bridge (decided on libvirt's error code and its interface lookup).
+    fn explain(&self, ctx: &Ctx, e: &VirtError) -> Option<ApiError> {
+        if e.fault() != Some(Fault::System) || ctx.hv.has_interface(&self.bridge).ok()? {
+            return None;
         }
+        Some(ApiError::unprocessable(
+            "bridge_missing",
+            format!(
+                "bridge {} does not exist on the hypervisor ({})",
+                self.bridge,
+                e.message().trim().trim_end_matches('.')
+            ),
+        ))
     }
     fn after_change(conn: &mut DbConn, instance_id: &str) -> ApiResult<()> {
         Ok(db::instances::refresh_ip(conn, instance_id)?)

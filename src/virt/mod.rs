@@ -9,6 +9,40 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 
+/// What libvirt reported, in the terms api-web decides on (libvirt's numeric codes, never its
+/// English text, which changes between versions and locales).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No domain of that name (`VIR_ERR_NO_DOMAIN`).
+    NoDomain,
+    /// No host interface of that name (`VIR_ERR_NO_INTERFACE`).
+    NoInterface,
+    /// The host's OS refused (a tap device, a bridge, a file): `VIR_ERR_SYSTEM_ERROR`.
+    System,
+    /// QEMU's monitor refused or failed a command (`VIR_ERR_INTERNAL_ERROR`,
+    /// `VIR_ERR_OPERATION_FAILED`), e.g. a device_del while an earlier one is pending.
+    Monitor,
+    /// The request does not fit the domain's state (`VIR_ERR_OPERATION_INVALID`).
+    Invalid,
+    /// Anything else; the message says what.
+    Other,
+    /// Our own check after libvirt answered (a device not in the XML, XML we cannot parse).
+    Unconfirmed,
+}
+
+impl Fault {
+    fn of(e: &virt::error::Error) -> Fault {
+        match e.code().known() {
+            Some(ErrorNumber::NoDomain) => Fault::NoDomain,
+            Some(ErrorNumber::NoInterface) => Fault::NoInterface,
+            Some(ErrorNumber::SystemError) => Fault::System,
+            Some(ErrorNumber::InternalError | ErrorNumber::OperationFailed) => Fault::Monitor,
+            Some(ErrorNumber::OperationInvalid) => Fault::Invalid,
+            _ => Fault::Other,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VirtError {
     #[error("cannot connect to libvirt at {uri}: {message}")]
@@ -16,8 +50,8 @@ pub enum VirtError {
     #[error("libvirt: {op} failed: {message}")]
     Op {
         op: &'static str,
+        fault: Fault,
         message: String,
-        no_domain: bool,
     },
 }
 
@@ -25,19 +59,27 @@ impl VirtError {
     fn op(op: &'static str, e: virt::error::Error) -> VirtError {
         VirtError::Op {
             op,
-            no_domain: e.code() == virt::error::ErrorNumberEnum::from(ErrorNumber::NoDomain),
+            fault: Fault::of(&e),
             message: e.message().to_string(),
+        }
+    }
+    fn unconfirmed(op: &'static str, message: impl Into<String>) -> VirtError {
+        VirtError::Op {
+            op,
+            fault: Fault::Unconfirmed,
+            message: message.into(),
+        }
+    }
+    /// The kind of failure; `None` when libvirt could not be reached at all.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            VirtError::Connect { .. } => None,
+            VirtError::Op { fault, .. } => Some(*fault),
         }
     }
     /// The domain does not exist.
     pub fn is_no_domain(&self) -> bool {
-        matches!(
-            self,
-            VirtError::Op {
-                no_domain: true,
-                ..
-            }
-        )
+        self.fault() == Some(Fault::NoDomain)
     }
     /// libvirt's own words, for a user-facing message.
     pub fn message(&self) -> &str {
@@ -82,10 +124,6 @@ impl Hypervisor {
             uri: uri.to_string(),
             conn: Mutex::new(None),
         }
-    }
-
-    pub fn uri(&self) -> &str {
-        &self.uri
     }
 
     /// Runs `f` on the open connection, opening (or reopening a dead) one first.
@@ -239,11 +277,8 @@ pub enum DeviceKey {
 impl DeviceKey {
     /// Whether a domain XML holds the device.
     pub fn is_in(&self, xml: &str) -> Result<bool, VirtError> {
-        let d = crate::xml::domain::parse(xml).map_err(|e| VirtError::Op {
-            op: "parse domain XML",
-            message: e.to_string(),
-            no_domain: false,
-        })?;
+        let d = crate::xml::domain::parse(xml)
+            .map_err(|e| VirtError::unconfirmed("parse domain XML", e.to_string()))?;
         Ok(match self {
             DeviceKey::DiskSerial(s) => d
                 .devices
@@ -291,11 +326,10 @@ impl Hypervisor {
         if in_config && in_live {
             Ok(())
         } else {
-            Err(VirtError::Op {
-                op: "attach device",
-                message: "libvirt reported success but the device is not in the domain XML".into(),
-                no_domain: false,
-            })
+            Err(VirtError::unconfirmed(
+                "attach device",
+                "libvirt reported success but the device is not in the domain XML",
+            ))
         }
     }
 
@@ -325,11 +359,15 @@ impl Hypervisor {
                     .detach_device_flags(device_xml, AFFECT_LIVE)
                     .map_err(|e| VirtError::op("detach device", e))
             });
-            if let Err(e) = asked {
-                // A retry while the guest still works on the first request is expected.
-                if !e.message().contains("already in the process of unplug") {
-                    return Err(e);
+            match asked {
+                // QEMU refuses a second device_del while the guest still works on the first
+                // (a retry of a pending detach): the device is still in the live XML, so wait
+                // for the guest like the first request did.
+                Err(e) if e.fault() == Some(Fault::Monitor) => {
+                    log::info!("{name}: unplug already pending ({})", e.message())
                 }
+                Err(e) => return Err(e),
+                Ok(()) => {}
             }
         }
         let end = Instant::now() + timeout;
@@ -349,6 +387,16 @@ impl Hypervisor {
         }
     }
 
+    /// Whether the host has a network interface (a bridge) of this name, as libvirt's
+    /// interface driver on the hypervisor sees it.
+    pub fn has_interface(&self, name: &str) -> Result<bool, VirtError> {
+        self.with_conn(|c| match c.lookup_interface_by_name(name) {
+            Ok(_) => Ok(true),
+            Err(e) if Fault::of(&e) == Fault::NoInterface => Ok(false),
+            Err(e) => Err(VirtError::op("look up interface", e)),
+        })
+    }
+
     /// Target devices (`vda`, `vdb`...) of the disks in the persistent and the live XML.
     pub fn disk_targets(&self, name: &str) -> Result<Vec<String>, VirtError> {
         let mut out = vec![];
@@ -357,11 +405,8 @@ impl Hypervisor {
             xmls.push(self.xml(name, false)?);
         }
         for x in xmls {
-            let d = crate::xml::domain::parse(&x).map_err(|e| VirtError::Op {
-                op: "parse domain XML",
-                message: e.to_string(),
-                no_domain: false,
-            })?;
+            let d = crate::xml::domain::parse(&x)
+                .map_err(|e| VirtError::unconfirmed("parse domain XML", e.to_string()))?;
             out.extend(
                 d.devices
                     .disk

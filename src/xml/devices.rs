@@ -1,4 +1,4 @@
-//! libvirt device and secret XML, one struct per element; optional attributes are left out when
+//! libvirt device XML, one struct per element; optional attributes are left out when
 //! absent. Serialised by quick-xml, which escapes every text and attribute value.
 
 use serde::{Deserialize, Serialize};
@@ -165,40 +165,7 @@ impl Interface {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename = "secret")]
-pub struct Secret {
-    #[serde(rename = "@ephemeral")]
-    pub ephemeral: String,
-    #[serde(rename = "@private")]
-    pub private: String,
-    pub uuid: String,
-    pub usage: Usage,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    #[serde(rename = "@type")]
-    pub kind: String,
-    pub name: String,
-}
-
-impl Secret {
-    /// A persistent, private ceph secret (its value never leaves libvirt).
-    pub fn ceph(uuid: &str, usage_name: &str) -> Secret {
-        Secret {
-            ephemeral: "no".into(),
-            private: "yes".into(),
-            uuid: uuid.to_string(),
-            usage: Usage {
-                kind: "ceph".into(),
-                name: usage_name.to_string(),
-            },
-        }
-    }
-}
-
-/// Serialises a device or secret; quick-xml escapes all values.
+/// Serialises a device; quick-xml escapes all values.
 pub fn to_xml<T: Serialize>(v: &T) -> Result<String, quick_xml::SeError> {
     quick_xml::se::to_string(v)
 }
@@ -251,31 +218,15 @@ mod tests {
     }
 
     #[test]
-    fn secret_snapshot_and_round_trip() {
-        let s = Secret::ceph(
-            "8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01",
-            "client.libvirt secret",
-        );
-        let xml = to_xml(&s).unwrap();
-        assert_eq!(
-            xml,
-            "<secret ephemeral=\"no\" private=\"yes\"><uuid>8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01</uuid>\
-             <usage type=\"ceph\"><name>client.libvirt secret</name></usage></secret>"
-        );
-        let back: Secret = quick_xml::de::from_str(&xml).unwrap();
-        assert_eq!(back, s);
-    }
-
-    #[test]
     fn values_are_escaped() {
-        let s = Secret::ceph("u", "</name><evil a='1'>&");
-        let xml = to_xml(&s).unwrap();
-        // Markup characters are escaped in text (quotes need not be outside attributes).
+        let evil = "br\"/><evil a='1'>&";
+        let i = Interface::bridge(evil, "52:54:00:aa:bb:02");
+        let xml = to_xml(&i).unwrap();
         assert!(
-            xml.contains("<name>&lt;/name&gt;&lt;evil a='1'&gt;&amp;</name>"),
+            xml.contains("<source bridge=\"br&quot;/&gt;&lt;evil a='1'&gt;&amp;\"/>"),
             "{xml}"
         );
-        let back: Secret = quick_xml::de::from_str(&xml).unwrap();
-        assert_eq!(back.usage.name, "</name><evil a='1'>&");
+        let back: Interface = quick_xml::de::from_str(&xml).unwrap();
+        assert_eq!(back.source.bridge, evil);
     }
 }

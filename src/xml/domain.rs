@@ -318,17 +318,9 @@ pub struct ParsedDisk {
     #[serde(rename = "@type")]
     pub kind: String,
     #[serde(default)]
-    pub source: Option<ParsedDiskSource>,
-    #[serde(default)]
     pub target: Option<ParsedTarget>,
     #[serde(default)]
     pub serial: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ParsedDiskSource {
-    #[serde(rename = "@name", default)]
-    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,8 +331,6 @@ pub struct ParsedTarget {
 
 #[derive(Debug, Deserialize)]
 pub struct ParsedInterface {
-    #[serde(rename = "@type")]
-    pub kind: String,
     #[serde(default)]
     pub mac: Option<super::devices::Mac>,
 }
