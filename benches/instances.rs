@@ -221,7 +221,6 @@ fn main() {
                 memory: 256,
                 image_id: "ami-bench".into(),
                 root_size: Some(1),
-                domain_uuid: None,
                 describe: "bench".into(),
                 progress: 100,
                 progress_step: "running".into(),
