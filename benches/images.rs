@@ -5,8 +5,9 @@
 
 mod support;
 
-use api_web::db::{self, images::Image};
-use diesel::RunQueryDsl;
+use api_web::db::{self, images::ImageForm};
+use api_web::model::{ImageId, ImageStatus};
+use diesel::Connection;
 use std::process::Command;
 use std::time::Instant;
 use support::*;
@@ -21,27 +22,22 @@ fn main() {
     // 10,000 rows (list never touches Ceph, so rows without RBD images measure it fairly).
     let t = Instant::now();
     let now = db::now();
-    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(1000) {
-        let rows: Vec<Image> = chunk
-            .iter()
-            .map(|i| Image {
-                image_id: format!("ami-b{i:07x}"),
+    conn.transaction(|conn| {
+        for i in 0..ROWS {
+            let form = ImageForm {
+                image_id: ImageId::new(format!("ami-b{i:07x}")),
                 image_name: format!("bench image {i}"),
                 image_size: 1 << 30,
                 os_type: "Linux".into(),
                 describe: "a row of the list benchmark".into(),
-                status: "available".into(),
-                error_message: None,
-                snapshot_name: None,
-                create_time: now - (*i as u64),
-                update_time: now,
-            })
-            .collect();
-        diesel::insert_into(db::schema::image::table)
-            .values(&rows)
-            .execute(&mut conn)
-            .unwrap();
-    }
+                status: ImageStatus::Available,
+                create_time: now - (i as u64),
+            };
+            db::images::insert(conn, &form)?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .unwrap();
     println!(
         "inserted {ROWS} image rows in {:.2} s",
         t.elapsed().as_secs_f64()

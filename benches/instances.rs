@@ -9,10 +9,11 @@
 
 mod support;
 
-use api_web::db::{self, instances::Instance, volumes::Volume};
+use api_web::db::{self, instances::InstanceForm, volumes::VolumeForm};
+use api_web::model::{ImageId, InstanceId, InstanceStatus, VolumeId, VolumeStatus};
 use api_web::xml::devices::{Disk, RbdAccess};
 use api_web::xml::domain::{build, DomainSpec};
-use diesel::RunQueryDsl;
+use diesel::Connection;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -104,7 +105,8 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             api_run.push(t0.elapsed());
-            let console = api_web::service::instances::console_path(&ctx, &id);
+            let console =
+                api_web::service::instances::console_path(&ctx, &InstanceId::new(id.as_str()));
             api_mark.push(wait_file(&console, MARKER, t0));
             let (s, b) = http.call(
                 "POST",
@@ -207,54 +209,49 @@ fn main() {
 
     // 10,000 instance rows (each with a root volume row), no domains: list and detail read MySQL only.
     let now = db::now();
-    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(1000) {
-        let rows: Vec<Instance> = chunk
-            .iter()
-            .map(|i| Instance {
-                instance_id: format!("i-b{i:07x}"),
-                instance_name: format!("bench instance {i}"),
-                status: if i % 3 == 0 { "stopped" } else { "running" }.into(),
-                ip: None,
-                host_ip: "127.0.0.1".into(),
-                host: "qemu:///system".into(),
-                cpu: 1,
-                memory: 256,
-                image_id: "ami-bench".into(),
-                root_size: Some(1),
-                describe: "bench".into(),
-                progress: 100,
-                progress_step: "running".into(),
-                error_message: None,
-                create_time: now - *i as u64,
-                update_time: now,
-            })
-            .collect();
-        diesel::insert_into(db::schema::instance::table)
-            .values(&rows)
-            .execute(&mut conn)
-            .unwrap();
-        let vols: Vec<Volume> = chunk
-            .iter()
-            .map(|i| Volume {
-                volume_id: format!("vol-b{i:07x}"),
-                volume_name: format!("root of i-b{i:07x}"),
-                volume_size: 1,
-                status: "in-use".into(),
-                instance_id: Some(format!("i-b{i:07x}")),
-                is_root: true,
-                target_dev: Some("vda".into()),
-                describe: String::new(),
-                error_message: None,
-                attach_time: Some(now),
-                create_time: now,
-                update_time: now,
-            })
-            .collect();
-        diesel::insert_into(db::schema::volume::table)
-            .values(&vols)
-            .execute(&mut conn)
-            .unwrap();
-    }
+    conn.transaction(|conn| {
+        for i in 0..ROWS {
+            let id = InstanceId::new(format!("i-b{i:07x}"));
+            db::instances::insert(
+                conn,
+                &InstanceForm {
+                    instance_id: id.clone(),
+                    instance_name: format!("bench instance {i}"),
+                    status: if i % 3 == 0 {
+                        InstanceStatus::Stopped
+                    } else {
+                        InstanceStatus::Running
+                    },
+                    host_ip: "127.0.0.1".into(),
+                    host: "qemu:///system".into(),
+                    cpu: 1,
+                    memory: 256,
+                    image_id: ImageId::new("ami-bench"),
+                    root_size: Some(1),
+                    describe: "bench".into(),
+                    progress_step: "running".into(),
+                    create_time: now - i as u64,
+                },
+            )?;
+            db::volumes::insert(
+                conn,
+                &VolumeForm {
+                    volume_id: VolumeId::new(format!("vol-b{i:07x}")),
+                    volume_name: format!("root of {id}"),
+                    volume_size: 1,
+                    status: VolumeStatus::InUse,
+                    instance_id: Some(id),
+                    is_root: true,
+                    target_dev: Some("vda".into()),
+                    describe: String::new(),
+                    attach_time: Some(now),
+                    create_time: now,
+                },
+            )?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .unwrap();
     for _ in 0..50 {
         http.call("GET", "/api/v1/instance/list?page_size=100", None);
     }

@@ -49,7 +49,12 @@ fn main() {
     let xml_path = std::env::temp_dir().join(format!("{man}.xml"));
     std::fs::write(
         &xml_path,
-        api_web::service::volumes::disk_xml(&ctx, &man, "vdc").unwrap(),
+        api_web::xml::devices::to_xml(&api_web::service::volumes::disk(
+            &ctx,
+            &api_web::model::VolumeId::new(man.as_str()),
+            "vdc",
+        ))
+        .unwrap(),
     )
     .unwrap();
     let xml = xml_path.to_str().unwrap().to_string();

@@ -14,6 +14,212 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+/// Every `error` code a client can see: one variant each (clients match on them, so a code is
+/// never renamed). A test fails when a variant is unused, so this list is the list the API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The body is not JSON.
+    InvalidJson,
+    /// A parameter is missing, unknown, of the wrong type or out of range.
+    InvalidParam,
+    /// The body is larger than server.body_limit.
+    PayloadTooLarge,
+    /// No such path.
+    RouteNotFound,
+    /// The path exists but not for this method.
+    MethodNotAllowed,
+    /// Actix's own 408.
+    RequestTimeout,
+    /// Actix's own 411.
+    LengthRequired,
+    /// Actix's own 415.
+    UnsupportedMediaType,
+    /// Actix's own 431.
+    HeadersTooLarge,
+    /// Actix's own 503.
+    ServiceUnavailable,
+    /// Any other HTTP error actix produced.
+    HttpError,
+    /// A bug.
+    InternalError,
+    /// MySQL unreachable or failing.
+    DatabaseUnavailable,
+    /// Ceph unreachable or failing.
+    CephUnavailable,
+    /// Libvirt unreachable or failing.
+    LibvirtUnavailable,
+    /// /healthz: at least one backend is down.
+    BackendUnavailable,
+    ImageNotFound,
+    /// Register: no RBD image of that name.
+    ImageNotInPool,
+    ImageAlreadyRegistered,
+    /// Register: the size disagrees with the RBD image.
+    ImageSizeMismatch,
+    /// The image is not available for this request.
+    ImageBusy,
+    /// Delete: clones or instances depend on it.
+    ImageHasClones,
+    InstanceNotFound,
+    /// The instance is in a transitional status.
+    InstanceBusy,
+    /// The instance is in error: destroy it.
+    InstanceError,
+    /// Turnon of a running instance.
+    InstanceRunning,
+    /// Turnoff of a stopped instance.
+    InstanceStopped,
+    /// The guest ignored the ACPI shutdown.
+    InstanceStillRunning,
+    /// Root_size below the image's size.
+    RootSizeTooSmall,
+    VolumeNotFound,
+    /// Attached, attaching or detaching.
+    VolumeInUse,
+    /// In a status that forbids the request.
+    VolumeBusy,
+    /// A root disk cannot be handled on its own.
+    VolumeIsRoot,
+    VolumeNotAttached,
+    VolumeAttachedElsewhere,
+    /// The instance has no free disk target.
+    NoFreeDevice,
+    NetworkInterfaceNotFound,
+    /// Attached, attaching or detaching.
+    NetworkInterfaceInUse,
+    /// In a status that forbids the request.
+    NetworkInterfaceBusy,
+    NetworkInterfaceNotAttached,
+    NetworkInterfaceAttachedElsewhere,
+    MacInUse,
+    IpInUse,
+    IpOutsidePool,
+    /// The bridge's address pool has no free address.
+    PoolExhausted,
+    /// Not one of network.bridges.
+    BridgeNotAllowed,
+    /// The hypervisor has no such bridge.
+    BridgeMissing,
+    /// The hypervisor refused the device.
+    AttachFailed,
+    /// The guest has not released the device yet.
+    DetachPending,
+}
+
+impl ErrorCode {
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidParam,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
+        ErrorCode::LengthRequired,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::HttpError,
+        ErrorCode::InternalError,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::CephUnavailable,
+        ErrorCode::LibvirtUnavailable,
+        ErrorCode::BackendUnavailable,
+        ErrorCode::ImageNotFound,
+        ErrorCode::ImageNotInPool,
+        ErrorCode::ImageAlreadyRegistered,
+        ErrorCode::ImageSizeMismatch,
+        ErrorCode::ImageBusy,
+        ErrorCode::ImageHasClones,
+        ErrorCode::InstanceNotFound,
+        ErrorCode::InstanceBusy,
+        ErrorCode::InstanceError,
+        ErrorCode::InstanceRunning,
+        ErrorCode::InstanceStopped,
+        ErrorCode::InstanceStillRunning,
+        ErrorCode::RootSizeTooSmall,
+        ErrorCode::VolumeNotFound,
+        ErrorCode::VolumeInUse,
+        ErrorCode::VolumeBusy,
+        ErrorCode::VolumeIsRoot,
+        ErrorCode::VolumeNotAttached,
+        ErrorCode::VolumeAttachedElsewhere,
+        ErrorCode::NoFreeDevice,
+        ErrorCode::NetworkInterfaceNotFound,
+        ErrorCode::NetworkInterfaceInUse,
+        ErrorCode::NetworkInterfaceBusy,
+        ErrorCode::NetworkInterfaceNotAttached,
+        ErrorCode::NetworkInterfaceAttachedElsewhere,
+        ErrorCode::MacInUse,
+        ErrorCode::IpInUse,
+        ErrorCode::IpOutsidePool,
+        ErrorCode::PoolExhausted,
+        ErrorCode::BridgeNotAllowed,
+        ErrorCode::BridgeMissing,
+        ErrorCode::AttachFailed,
+        ErrorCode::DetachPending,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidParam => "invalid_param",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::LengthRequired => "length_required",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::HttpError => "http_error",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::CephUnavailable => "ceph_unavailable",
+            ErrorCode::LibvirtUnavailable => "libvirt_unavailable",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
+            ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::ImageNotInPool => "image_not_in_pool",
+            ErrorCode::ImageAlreadyRegistered => "image_already_registered",
+            ErrorCode::ImageSizeMismatch => "image_size_mismatch",
+            ErrorCode::ImageBusy => "image_busy",
+            ErrorCode::ImageHasClones => "image_has_clones",
+            ErrorCode::InstanceNotFound => "instance_not_found",
+            ErrorCode::InstanceBusy => "instance_busy",
+            ErrorCode::InstanceError => "instance_error",
+            ErrorCode::InstanceRunning => "instance_running",
+            ErrorCode::InstanceStopped => "instance_stopped",
+            ErrorCode::InstanceStillRunning => "instance_still_running",
+            ErrorCode::RootSizeTooSmall => "root_size_too_small",
+            ErrorCode::VolumeNotFound => "volume_not_found",
+            ErrorCode::VolumeInUse => "volume_in_use",
+            ErrorCode::VolumeBusy => "volume_busy",
+            ErrorCode::VolumeIsRoot => "volume_is_root",
+            ErrorCode::VolumeNotAttached => "volume_not_attached",
+            ErrorCode::VolumeAttachedElsewhere => "volume_attached_elsewhere",
+            ErrorCode::NoFreeDevice => "no_free_device",
+            ErrorCode::NetworkInterfaceNotFound => "network_interface_not_found",
+            ErrorCode::NetworkInterfaceInUse => "network_interface_in_use",
+            ErrorCode::NetworkInterfaceBusy => "network_interface_busy",
+            ErrorCode::NetworkInterfaceNotAttached => "network_interface_not_attached",
+            ErrorCode::NetworkInterfaceAttachedElsewhere => "network_interface_attached_elsewhere",
+            ErrorCode::MacInUse => "mac_in_use",
+            ErrorCode::IpInUse => "ip_in_use",
+            ErrorCode::IpOutsidePool => "ip_outside_pool",
+            ErrorCode::PoolExhausted => "pool_exhausted",
+            ErrorCode::BridgeNotAllowed => "bridge_not_allowed",
+            ErrorCode::BridgeMissing => "bridge_missing",
+            ErrorCode::AttachFailed => "attach_failed",
+            ErrorCode::DetachPending => "detach_pending",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Database,
@@ -22,11 +228,11 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn code(self) -> &'static str {
+    fn code(self) -> ErrorCode {
         match self {
-            Backend::Database => "database_unavailable",
-            Backend::Ceph => "ceph_unavailable",
-            Backend::Libvirt => "libvirt_unavailable",
+            Backend::Database => ErrorCode::DatabaseUnavailable,
+            Backend::Ceph => ErrorCode::CephUnavailable,
+            Backend::Libvirt => ErrorCode::LibvirtUnavailable,
         }
     }
 }
@@ -47,13 +253,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// An id that names nothing. `code` is `<resource>_not_found`.
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     /// The resource's state forbids the request.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// Well-formed but semantically invalid (a size that disagrees with the real one...).
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: ErrorCode, message: String },
     #[error("{message}")]
     Unavailable { backend: Backend, message: String },
     /// A bug: something that should not happen.
@@ -63,7 +269,7 @@ pub enum ApiError {
     #[error("{message}")]
     Http {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
 }
@@ -71,19 +277,19 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::NotFound {
             code,
             message: message.into(),
         }
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Conflict {
             code,
             message: message.into(),
         }
     }
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Unprocessable {
             code,
             message: message.into(),
@@ -113,19 +319,19 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidParam(_) => "invalid_param",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RouteNotFound(_) => "route_not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
+            ApiError::InvalidParam(_) => ErrorCode::InvalidParam,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::RouteNotFound(_) => ErrorCode::RouteNotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. }
-            | ApiError::Http { code, .. } => code,
+            | ApiError::Http { code, .. } => *code,
             ApiError::Unavailable { backend, .. } => backend.code(),
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -146,14 +352,14 @@ impl ApiError {
     }
 }
 
-fn http_code(status: StatusCode) -> &'static str {
+fn http_code(status: StatusCode) -> ErrorCode {
     match status.as_u16() {
-        408 => "request_timeout",
-        411 => "length_required",
-        415 => "unsupported_media_type",
-        431 => "headers_too_large",
-        503 => "service_unavailable",
-        _ => "http_error",
+        408 => ErrorCode::RequestTimeout,
+        411 => ErrorCode::LengthRequired,
+        415 => ErrorCode::UnsupportedMediaType,
+        431 => ErrorCode::HeadersTooLarge,
+        503 => ErrorCode::ServiceUnavailable,
+        _ => ErrorCode::HttpError,
     }
 }
 
@@ -175,7 +381,7 @@ impl ResponseError for ApiError {
         let message = self.to_string();
         let body = ErrorBody {
             code: self.status().as_u16(),
-            error: self.code(),
+            error: self.code().as_str(),
             message: &message,
             request_id: crate::context::current(),
         };
@@ -202,6 +408,12 @@ impl From<diesel::result::Error> for ApiError {
             E::NotFound => ApiError::Internal("a row expected to exist was not found".into()),
             other => ApiError::Internal(format!("database: {other}")),
         }
+    }
+}
+
+impl From<crate::model::IllegalTransition> for ApiError {
+    fn from(e: crate::model::IllegalTransition) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 
@@ -258,17 +470,17 @@ mod tests {
                 "method_not_allowed",
             ),
             (
-                ApiError::not_found("image_not_found", "x"),
+                ApiError::not_found(ErrorCode::ImageNotFound, "x"),
                 404,
                 "image_not_found",
             ),
             (
-                ApiError::conflict("image_has_clones", "x"),
+                ApiError::conflict(ErrorCode::ImageHasClones, "x"),
                 409,
                 "image_has_clones",
             ),
             (
-                ApiError::unprocessable("image_size_mismatch", "x"),
+                ApiError::unprocessable(ErrorCode::ImageSizeMismatch, "x"),
                 422,
                 "image_size_mismatch",
             ),
@@ -314,5 +526,53 @@ mod tests {
     fn route_not_found_names_the_path() {
         let v = json_of(ApiError::RouteNotFound("GET /nope".into()));
         assert_eq!(v["message"], "no route for GET /nope");
+    }
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(
+                s.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{s}"
+            );
+            // The variant's name is the code in CamelCase.
+            let camel: String = s
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            assert_eq!(format!("{c:?}"), camel);
+        }
+    }
+
+    /// Every code is answered somewhere (Lemmy's errors-used test): a code nothing uses is a
+    /// promise to clients the API does not keep.
+    #[test]
+    fn every_code_is_used() {
+        let mut src = String::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("error.rs") {
+                    src.push_str(&std::fs::read_to_string(p).unwrap());
+                }
+            }
+        }
+        let this = include_str!("error.rs");
+        let body = &this[..this.find("#[cfg(test)]").unwrap()];
+        for c in ErrorCode::ALL {
+            let name = format!("ErrorCode::{c:?}");
+            // Used by another module, or mapped here from a status or a backend.
+            let here = body.matches(&name).count() > 2;
+            assert!(src.contains(&name) || here, "{name} is never answered");
+        }
     }
 }

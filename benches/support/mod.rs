@@ -201,7 +201,10 @@ pub fn boot_guest(http: &mut Http, ctx: &Ctx, image: &str) -> String {
         .as_str()
         .unwrap()
         .to_string();
-    let console = api_web::service::instances::console_path(ctx, &inst);
+    let console = api_web::service::instances::console_path(
+        ctx,
+        &api_web::model::InstanceId::new(inst.as_str()),
+    );
     let t0 = Instant::now();
     while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("API-WEB-GUEST-REPORT 1")) {
         assert!(

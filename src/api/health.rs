@@ -2,6 +2,7 @@
 
 use super::Success;
 use crate::context::{self, blocking};
+use crate::error::ErrorCode;
 use crate::service::{health, Ctx};
 use actix_web::web::Data;
 use actix_web::HttpResponse;
@@ -82,7 +83,7 @@ pub async fn healthz(ctx: Data<Ctx>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(Unhealthy {
             code: 503,
-            error: "backend_unavailable",
+            error: ErrorCode::BackendUnavailable.as_str(),
             message: format!("unavailable: {}", failing.join("; ")),
             request_id: context::current(),
             data: &checks,

@@ -1,45 +1,16 @@
 //! `/api/v1/images/*` and `/api/v1/unregister_images/list` (seed-api.md section 1).
 
-use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::views::ImageView;
+use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
 use crate::db::images::Image;
 use crate::error::ApiResult;
+use crate::model::{ImageId, ImageStatus};
 use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
-
-#[derive(Serialize)]
-pub struct ImageView {
-    image_id: String,
-    image_name: String,
-    image_size: u64,
-    os_type: String,
-    describe: String,
-    status: String,
-    error_message: Option<String>,
-    image_location: String,
-    create_time: u64,
-    update_time: u64,
-}
-
-impl ImageView {
-    fn new(i: Image, pool: &str) -> Self {
-        ImageView {
-            image_location: format!("rbd:{pool}/{}", i.image_id),
-            image_id: i.image_id,
-            image_name: i.image_name,
-            image_size: i.image_size,
-            os_type: i.os_type,
-            describe: i.describe,
-            status: i.status,
-            error_message: i.error_message.filter(|m| !m.is_empty()),
-            create_time: i.create_time,
-            update_time: i.update_time,
-        }
-    }
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
@@ -53,11 +24,10 @@ pub struct ListQuery {
 pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<ImageView>>> {
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
-    let q = q.into_inner();
-    let filter = q.filter_name.filter(|f| !f.is_empty());
+    let filter = list_filter::<ImageStatus>(q.into_inner().filter_name, None, None)?;
     let (total, rows) = {
         let ctx = ctx.clone();
-        blocking(move || svc::list(&ctx, filter.as_deref(), p)).await?
+        blocking(move || crate::service::list::<Image>(&ctx, &filter, p)).await?
     };
     let pool = &ctx.cfg.ceph.images_pool;
     let items = rows.into_iter().map(|r| ImageView::new(r, pool)).collect();
@@ -73,7 +43,7 @@ pub struct IdQuery {
 
 pub async fn inspect(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<ImageView>> {
     check(&*q)?;
-    let id = q.into_inner().image_id;
+    let id = ImageId::new(q.into_inner().image_id);
     let c = ctx.clone();
     let row = blocking(move || svc::get(&c, &id)).await?;
     Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
@@ -152,7 +122,7 @@ pub async fn update(ctx: Data<Ctx>, body: Json<UpdateBody>) -> ApiResult<Success
         os_type: b.os_type.as_deref().map(OsType::parse).transpose()?,
         describe: b.describe,
     };
-    let id = b.image_id;
+    let id = ImageId::new(b.image_id);
     let c = ctx.clone();
     let row = blocking(move || svc::update(&c, &id, changes)).await?;
     Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
@@ -178,7 +148,7 @@ pub struct DeletedView {
 pub async fn delete(ctx: Data<Ctx>, body: Json<DeleteBody>) -> ApiResult<Success<DeletedView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let id = b.image_id.clone();
+    let id = ImageId::new(b.image_id.clone());
     let outcome = blocking(move || svc::delete(&ctx, &id, b.del_file)).await?;
     let (file, message) = match outcome {
         FileOutcome::Kept => ("kept", "image unregistered; its RBD image is kept"),

@@ -1,12 +1,10 @@
 //! `/api/v1/instance/*` (seed-api.md section 4).
 
-use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::views::{ImageView, InstanceNames, InstanceView, NicView, VolumeView};
+use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
-use crate::db::images::Image;
-use crate::db::instances::Instance;
-use crate::db::nics::Nic;
-use crate::db::volumes::Volume;
 use crate::error::ApiResult;
+use crate::model::{ImageId, InstanceId, InstanceStatus, NicId, VolumeId};
 use crate::service::instances::{self as svc, NewInstance};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -14,132 +12,11 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 #[derive(Serialize)]
-pub struct InstanceView {
-    instance_id: String,
-    instance_name: String,
-    status: String,
-    ip: Option<String>,
-    host_ip: String,
-    cpu: u32,
-    /// MiB
-    memory: u64,
-    image_id: String,
-    /// GiB
-    root_size: Option<u64>,
-    describe: String,
-    progress: u8,
-    progress_step: String,
-    error_message: Option<String>,
-    create_time: u64,
-    update_time: u64,
-}
-
-impl From<Instance> for InstanceView {
-    fn from(i: Instance) -> Self {
-        InstanceView {
-            instance_id: i.instance_id,
-            instance_name: i.instance_name,
-            status: i.status,
-            ip: i.ip,
-            host_ip: i.host_ip,
-            cpu: i.cpu,
-            memory: i.memory,
-            image_id: i.image_id,
-            root_size: i.root_size,
-            describe: i.describe,
-            progress: i.progress,
-            progress_step: i.progress_step,
-            error_message: i.error_message.filter(|m| !m.is_empty()),
-            create_time: i.create_time,
-            update_time: i.update_time,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct VolumeView {
-    volume_id: String,
-    volume_name: String,
-    /// GiB
-    volume_size: u64,
-    instance_id: Option<String>,
-    status: String,
-    is_root: bool,
-    target_dev: Option<String>,
-    describe: String,
-    create_time: u64,
-}
-
-impl From<Volume> for VolumeView {
-    fn from(v: Volume) -> Self {
-        VolumeView {
-            volume_id: v.volume_id,
-            volume_name: v.volume_name,
-            volume_size: v.volume_size,
-            instance_id: v.instance_id,
-            status: v.status,
-            is_root: v.is_root,
-            target_dev: v.target_dev,
-            describe: v.describe,
-            create_time: v.create_time,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct NicView {
-    network_interface_id: String,
-    network_interface_name: String,
-    instance_id: String,
-    mac: String,
-    ip: Option<String>,
-    bridge: String,
-    status: String,
-    create_time: u64,
-}
-
-fn nic_view(instance_id: &str, n: Nic) -> NicView {
-    NicView {
-        network_interface_id: n.network_interface_id,
-        network_interface_name: n.network_interface_name,
-        instance_id: instance_id.to_string(),
-        mac: n.mac,
-        ip: n.ip,
-        bridge: n.bridge,
-        status: n.status,
-        create_time: n.create_time,
-    }
-}
-
-#[derive(Serialize)]
-pub struct ImageBrief {
-    image_id: String,
-    image_name: String,
-    image_location: String,
-    image_size: u64,
-    os_type: String,
-    describe: String,
-    create_time: u64,
-}
-
-fn image_brief(i: Image, pool: &str) -> ImageBrief {
-    ImageBrief {
-        image_location: format!("rbd:{pool}/{}", i.image_id),
-        image_id: i.image_id,
-        image_name: i.image_name,
-        image_size: i.image_size,
-        os_type: i.os_type,
-        describe: i.describe,
-        create_time: i.create_time,
-    }
-}
-
-#[derive(Serialize)]
 pub struct ListItem {
     #[serde(flatten)]
     instance: InstanceView,
-    volumes: Vec<String>,
-    network_interfaces: Vec<String>,
+    volumes: Vec<VolumeId>,
+    network_interfaces: Vec<NicId>,
 }
 
 #[derive(Deserialize, Validate)]
@@ -156,10 +33,8 @@ pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<Page
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
     let q = q.into_inner();
-    let filter = q.filter_name.filter(|f| !f.is_empty());
-    let status = q.status.filter(|s| !s.is_empty());
-    let (total, rows) =
-        blocking(move || svc::list(&ctx, filter.as_deref(), status.as_deref(), p)).await?;
+    let filter = list_filter::<InstanceStatus>(q.filter_name, q.status, None)?;
+    let (total, rows) = blocking(move || svc::list(&ctx, &filter, p)).await?;
     let items = rows
         .into_iter()
         .map(|l| ListItem {
@@ -182,22 +57,36 @@ pub struct IdQuery {
 pub struct DetailView {
     #[serde(flatten)]
     instance: InstanceView,
-    image: Option<ImageBrief>,
+    image: Option<ImageView>,
     volumes: Vec<VolumeView>,
     network_interfaces: Vec<NicView>,
 }
 
 pub async fn detail(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<DetailView>> {
     check(&*q)?;
-    let id = q.into_inner().instance_id;
+    let id = InstanceId::new(q.into_inner().instance_id);
     let c = ctx.clone();
     let d = blocking(move || svc::detail(&c, &id)).await?;
-    let iid = d.instance.instance_id.clone();
+    let names: InstanceNames = [(
+        d.instance.instance_id.clone(),
+        d.instance.instance_name.clone(),
+    )]
+    .into();
     Ok(Success(DetailView {
         instance: d.instance.into(),
-        image: d.image.map(|i| image_brief(i, &ctx.cfg.ceph.images_pool)),
-        volumes: d.volumes.into_iter().map(VolumeView::from).collect(),
-        network_interfaces: d.nics.into_iter().map(|n| nic_view(&iid, n)).collect(),
+        image: d
+            .image
+            .map(|i| ImageView::new(i, &ctx.cfg.ceph.images_pool)),
+        volumes: d
+            .volumes
+            .into_iter()
+            .map(|v| VolumeView::new(v, &names))
+            .collect(),
+        network_interfaces: d
+            .nics
+            .into_iter()
+            .map(|n| NicView::new(n, &names))
+            .collect(),
     }))
 }
 
@@ -230,14 +119,18 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
     let b = body.into_inner();
     let req = NewInstance {
         instance_name: b.instance_name,
-        image_id: b.image_id,
+        image_id: ImageId::new(b.image_id),
         cpu: b.cpu,
         memory: b.memory,
         root_size: b.root_size,
         describe: b.describe.unwrap_or_default(),
-        volume_ids: b.volume_ids,
+        volume_ids: b.volume_ids.into_iter().map(VolumeId::new).collect(),
         data_volume_size: b.data_volume_size,
-        network_interface_ids: b.network_interface_ids,
+        network_interface_ids: b
+            .network_interface_ids
+            .into_iter()
+            .map(NicId::new)
+            .collect(),
     };
     let ctx = ctx.into_inner();
     let row = blocking(move || svc::create(ctx, req)).await?;
@@ -246,8 +139,8 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
 
 #[derive(Serialize)]
 pub struct ProgressView {
-    instance_id: String,
-    status: String,
+    instance_id: InstanceId,
+    status: InstanceStatus,
     progress: u8,
     step: String,
     error_message: Option<String>,
@@ -255,7 +148,7 @@ pub struct ProgressView {
 
 pub async fn progress(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<ProgressView>> {
     check(&*q)?;
-    let id = q.into_inner().instance_id;
+    let id = InstanceId::new(q.into_inner().instance_id);
     let i = blocking(move || svc::get(&ctx, &id)).await?;
     Ok(Success(ProgressView {
         instance_id: i.instance_id,
@@ -275,7 +168,7 @@ pub struct IdBody {
 
 pub async fn turnon(ctx: Data<Ctx>, body: Json<IdBody>) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
-    let id = body.into_inner().instance_id;
+    let id = InstanceId::new(body.into_inner().instance_id);
     let i = blocking(move || svc::turnon(&ctx, &id)).await?;
     Ok(Success(i.into()))
 }
@@ -292,7 +185,8 @@ pub struct TurnoffBody {
 pub async fn turnoff(ctx: Data<Ctx>, body: Json<TurnoffBody>) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let i = blocking(move || svc::turnoff(&ctx, &b.instance_id, b.force)).await?;
+    let id = InstanceId::new(b.instance_id);
+    let i = blocking(move || svc::turnoff(&ctx, &id, b.force)).await?;
     Ok(Success(i.into()))
 }
 
@@ -317,7 +211,7 @@ pub struct DestroyedView {
 pub async fn destroy(ctx: Data<Ctx>, body: Json<DestroyBody>) -> ApiResult<Success<DestroyedView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let id = b.instance_id.clone();
+    let id = InstanceId::new(b.instance_id.clone());
     let d = blocking(move || svc::destroy(&ctx, &id, b.delete_attached)).await?;
     Ok(Success(DestroyedView {
         instance_id: b.instance_id,
@@ -347,7 +241,7 @@ pub struct ConsoleView {
 pub async fn console(ctx: Data<Ctx>, q: Query<ConsoleQuery>) -> ApiResult<Success<ConsoleView>> {
     check(&*q)?;
     let q = q.into_inner();
-    let id = q.instance_id.clone();
+    let id = InstanceId::new(q.instance_id.clone());
     let max = q.tail_bytes.unwrap_or(65536);
     let output = blocking(move || svc::console(&ctx, &id, max)).await?;
     Ok(Success(ConsoleView {

@@ -6,6 +6,7 @@ mod images;
 mod instances;
 mod middleware;
 mod nics;
+mod views;
 mod volumes;
 
 use crate::error::{ApiError, ApiResult};
@@ -174,6 +175,28 @@ pub fn paging(page_num: Option<u32>, page_size: Option<u32>) -> ApiResult<Paging
     Ok(Paging {
         page_num,
         page_size,
+    })
+}
+
+/// The filter of a list from its optional query parameters (empty ones do not filter); an
+/// unknown status is a 400 naming the statuses there are.
+pub fn list_filter<S: crate::model::Lifecycle>(
+    filter_name: Option<String>,
+    status: Option<String>,
+    instance_id: Option<String>,
+) -> ApiResult<crate::db::ListFilter<S>> {
+    let status = match status.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(S::parse(&s).ok_or_else(|| {
+            ApiError::invalid(format!("status: {s:?} is not one of {}", S::names()))
+        })?),
+    };
+    Ok(crate::db::ListFilter {
+        name_contains: filter_name.filter(|f| !f.is_empty()),
+        status,
+        instance_id: instance_id
+            .filter(|s| !s.is_empty())
+            .map(crate::model::InstanceId::new),
     })
 }
 

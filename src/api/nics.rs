@@ -1,49 +1,16 @@
 //! `/api/v1/network/*` (seed-api.md section 3).
 
-use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::views::{InstanceNames, NicView};
+use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
 use crate::db::nics::Nic;
 use crate::error::ApiResult;
+use crate::model::{InstanceId, NicId, NicStatus};
 use crate::service::nics::{self as svc, NewNic};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
-
-#[derive(Serialize)]
-pub struct NicView {
-    network_interface_id: String,
-    network_interface_name: String,
-    mac: String,
-    ip: Option<String>,
-    bridge: String,
-    status: String,
-    instance_id: Option<String>,
-    instance_name: Option<String>,
-    attach_time: Option<u64>,
-    describe: String,
-    error_message: Option<String>,
-    create_time: u64,
-}
-
-impl NicView {
-    fn new(n: Nic, instance_name: Option<String>) -> Self {
-        NicView {
-            network_interface_id: n.network_interface_id,
-            network_interface_name: n.network_interface_name,
-            mac: n.mac,
-            ip: n.ip,
-            bridge: n.bridge,
-            status: n.status,
-            instance_id: n.instance_id,
-            instance_name,
-            attach_time: n.attach_time,
-            describe: n.describe,
-            error_message: n.error_message.filter(|m| !m.is_empty()),
-            create_time: n.create_time,
-        }
-    }
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
@@ -60,26 +27,12 @@ pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<Page
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
     let q = q.into_inner();
-    let filter = q.filter_name.filter(|f| !f.is_empty());
-    let status = q.status.filter(|s| !s.is_empty());
-    let inst = q.instance_id.filter(|s| !s.is_empty());
+    let filter = list_filter::<NicStatus>(q.filter_name, q.status, q.instance_id)?;
     let (total, rows, names) = blocking(move || {
-        svc::list(
-            &ctx,
-            filter.as_deref(),
-            status.as_deref(),
-            inst.as_deref(),
-            p,
-        )
+        crate::service::list_attached::<Nic>(&ctx, &filter, p, |n| n.instance_id.as_ref())
     })
     .await?;
-    let items = rows
-        .into_iter()
-        .map(|n| {
-            let name = n.instance_id.as_ref().and_then(|i| names.get(i).cloned());
-            NicView::new(n, name)
-        })
-        .collect();
+    let items = rows.into_iter().map(|n| NicView::new(n, &names)).collect();
     Ok(Success(PageView::new(total, p, items)))
 }
 
@@ -106,7 +59,7 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
         describe: b.describe.unwrap_or_default(),
     };
     let n = blocking(move || svc::create(&ctx, req)).await?;
-    Ok(Success(NicView::new(n, None)))
+    Ok(Success(NicView::new(n, &InstanceNames::new())))
 }
 
 #[derive(Deserialize, Validate)]
@@ -121,15 +74,23 @@ pub struct AttachBody {
 pub async fn attach(ctx: Data<Ctx>, body: Json<AttachBody>) -> ApiResult<Success<NicView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let n = blocking(move || svc::attach(&ctx, &b.network_interface_id, &b.instance_id)).await?;
-    Ok(Success(NicView::new(n, None)))
+    let (n, i) = (
+        NicId::new(b.network_interface_id),
+        InstanceId::new(b.instance_id),
+    );
+    let n = blocking(move || svc::attach(&ctx, &n, &i)).await?;
+    Ok(Success(NicView::new(n, &InstanceNames::new())))
 }
 
 pub async fn detach(ctx: Data<Ctx>, body: Json<AttachBody>) -> ApiResult<Success<NicView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let n = blocking(move || svc::detach(&ctx, &b.network_interface_id, &b.instance_id)).await?;
-    Ok(Success(NicView::new(n, None)))
+    let (n, i) = (
+        NicId::new(b.network_interface_id),
+        InstanceId::new(b.instance_id),
+    );
+    let n = blocking(move || svc::detach(&ctx, &n, &i)).await?;
+    Ok(Success(NicView::new(n, &InstanceNames::new())))
 }
 
 #[derive(Deserialize, Validate)]
@@ -147,7 +108,7 @@ pub struct DeletedView {
 pub async fn delete(ctx: Data<Ctx>, body: Json<IdBody>) -> ApiResult<Success<DeletedView>> {
     check(&*body)?;
     let id = body.into_inner().network_interface_id;
-    let i = id.clone();
+    let i = NicId::new(id.clone());
     blocking(move || svc::delete(&ctx, &i)).await?;
     Ok(Success(DeletedView {
         network_interface_id: id,

@@ -1,53 +1,17 @@
 //! `/api/v1/volume/*` (seed-api.md section 2).
 
-use super::{check, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::views::{InstanceNames, VolumeView};
+use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::ceph::Removal;
 use crate::context::blocking;
 use crate::db::volumes::Volume;
 use crate::error::ApiResult;
+use crate::model::{InstanceId, VolumeId, VolumeStatus};
 use crate::service::volumes as svc;
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
-
-#[derive(Serialize)]
-pub struct VolumeView {
-    volume_id: String,
-    volume_name: String,
-    /// GiB
-    volume_size: u64,
-    status: String,
-    instance_id: Option<String>,
-    instance_name: Option<String>,
-    target_dev: Option<String>,
-    is_root: bool,
-    describe: String,
-    error_message: Option<String>,
-    attach_time: Option<u64>,
-    create_time: u64,
-    update_time: u64,
-}
-
-impl VolumeView {
-    fn new(v: Volume, instance_name: Option<String>) -> Self {
-        VolumeView {
-            volume_id: v.volume_id,
-            volume_name: v.volume_name,
-            volume_size: v.volume_size,
-            status: v.status,
-            instance_id: v.instance_id,
-            instance_name,
-            target_dev: v.target_dev,
-            is_root: v.is_root,
-            describe: v.describe,
-            error_message: v.error_message.filter(|m| !m.is_empty()),
-            attach_time: v.attach_time,
-            create_time: v.create_time,
-            update_time: v.update_time,
-        }
-    }
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
@@ -65,25 +29,14 @@ pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<Page
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
     let q = q.into_inner();
-    let filter = q.filter_name.filter(|f| !f.is_empty());
-    let status = q.status.filter(|s| !s.is_empty());
-    let inst = q.instance_id.filter(|s| !s.is_empty());
+    let filter = list_filter::<VolumeStatus>(q.filter_name, q.status, q.instance_id)?;
     let (total, rows, names) = blocking(move || {
-        svc::list(
-            &ctx,
-            filter.as_deref(),
-            status.as_deref(),
-            inst.as_deref(),
-            p,
-        )
+        crate::service::list_attached::<Volume>(&ctx, &filter, p, |v| v.instance_id.as_ref())
     })
     .await?;
     let items = rows
         .into_iter()
-        .map(|v| {
-            let name = v.instance_id.as_ref().and_then(|i| names.get(i).cloned());
-            VolumeView::new(v, name)
-        })
+        .map(|v| VolumeView::new(v, &names))
         .collect();
     Ok(Success(PageView::new(total, p, items)))
 }
@@ -111,7 +64,7 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
         )
     })
     .await?;
-    Ok(Success(VolumeView::new(v, None)))
+    Ok(Success(VolumeView::new(v, &InstanceNames::new())))
 }
 
 #[derive(Deserialize, Validate)]
@@ -126,15 +79,17 @@ pub struct MountBody {
 pub async fn mount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let v = blocking(move || svc::mount(&ctx, &b.volume_id, &b.instance_id)).await?;
-    Ok(Success(VolumeView::new(v, None)))
+    let (v, i) = (VolumeId::new(b.volume_id), InstanceId::new(b.instance_id));
+    let v = blocking(move || svc::mount(&ctx, &v, &i)).await?;
+    Ok(Success(VolumeView::new(v, &InstanceNames::new())))
 }
 
 pub async fn unmount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
     check(&*body)?;
     let b = body.into_inner();
-    let v = blocking(move || svc::unmount(&ctx, &b.volume_id, &b.instance_id)).await?;
-    Ok(Success(VolumeView::new(v, None)))
+    let (v, i) = (VolumeId::new(b.volume_id), InstanceId::new(b.instance_id));
+    let v = blocking(move || svc::unmount(&ctx, &v, &i)).await?;
+    Ok(Success(VolumeView::new(v, &InstanceNames::new())))
 }
 
 #[derive(Deserialize, Validate)]
@@ -153,7 +108,7 @@ pub struct DeletedView {
 
 async fn delete(ctx: Data<Ctx>, p: IdParam) -> ApiResult<Success<DeletedView>> {
     check(&p)?;
-    let id = p.volume_id.clone();
+    let id = VolumeId::new(p.volume_id.clone());
     let r = blocking(move || svc::delete(&ctx, &id)).await?;
     Ok(Success(DeletedView {
         volume_id: p.volume_id,

@@ -14,19 +14,68 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::time::Duration;
 
-/// The status queries of every table with a `status`, an `error_message` and an `update_time`:
-/// compare-and-set transitions (how racing requests get exactly one winner), delete-if-in-status,
-/// and the rows a crash left in a status (for start-up repair). `$table` is the diesel table
-/// module (in scope), `$row` its row struct.
-macro_rules! status_queries {
-    ($table:ident, $row:ty) => {
+/// The queries every table shares, typed by its id and status: insert, get, compare-and-set
+/// status transitions (how racing requests get exactly one winner, also across processes),
+/// delete-if-in-status, the rows a crash left in a status, and `Table` for the generic list.
+/// `$table` is the diesel table module (in scope), `$name` the SQL table, `$row` its row struct,
+/// `$form` its insert form.
+macro_rules! table_queries {
+    (
+        $table:ident, $name:literal, $row:ty, $form:ty, $id:ty, $status:ty,
+        id = $id_col:literal, name = $name_col:literal
+    ) => {
+        impl crate::db::Table for $row {
+            type Id = $id;
+            type Status = $status;
+            const TABLE: &'static str = $name;
+            const ID: &'static str = $id_col;
+            const NAME: &'static str = $name_col;
+            fn get(
+                conn: &mut diesel::MysqlConnection,
+                id: &$id,
+            ) -> diesel::QueryResult<Option<Self>> {
+                get(conn, id)
+            }
+            fn transition(
+                conn: &mut diesel::MysqlConnection,
+                id: &$id,
+                from: $status,
+                to: $status,
+                error_message: Option<&str>,
+                now: u64,
+            ) -> diesel::QueryResult<bool> {
+                transition(conn, id, from, to, error_message, now)
+            }
+        }
+
+        /// Inserts a new row (update_time = create_time); a unique violation is a taken key.
+        pub fn insert(conn: &mut diesel::MysqlConnection, form: &$form) -> diesel::QueryResult<()> {
+            use diesel::prelude::*;
+            diesel::insert_into($table::table)
+                .values((form, $table::update_time.eq(form.create_time)))
+                .execute(conn)
+                .map(|_| ())
+        }
+
+        pub fn get(
+            conn: &mut diesel::MysqlConnection,
+            id: &$id,
+        ) -> diesel::QueryResult<Option<$row>> {
+            use diesel::prelude::*;
+            $table::table
+                .find(id)
+                .select(<$row>::as_select())
+                .first(conn)
+                .optional()
+        }
+
         /// Compare-and-set of the status (with a message, or none): true if this call made the
-        /// transition.
+        /// transition. The caller has checked it against the state machine.
         pub fn transition(
             conn: &mut diesel::MysqlConnection,
-            id: &str,
-            from: &str,
-            to: &str,
+            id: &$id,
+            from: $status,
+            to: $status,
             error_message: Option<&str>,
             now: u64,
         ) -> diesel::QueryResult<bool> {
@@ -44,8 +93,8 @@ macro_rules! status_queries {
         /// Deletes the row if it is in `status`: true if this call deleted it.
         pub fn delete_in_status(
             conn: &mut diesel::MysqlConnection,
-            id: &str,
-            status: &str,
+            id: &$id,
+            status: $status,
         ) -> diesel::QueryResult<bool> {
             use diesel::prelude::*;
             let n = diesel::delete($table::table.find(id).filter($table::status.eq(status)))
@@ -56,7 +105,7 @@ macro_rules! status_queries {
         /// Rows in `status` untouched since before `older_than` (work a crash interrupted).
         pub fn stale_in_status(
             conn: &mut diesel::MysqlConnection,
-            status: &str,
+            status: $status,
             older_than: u64,
         ) -> diesel::QueryResult<Vec<$row>> {
             use diesel::prelude::*;
@@ -68,7 +117,71 @@ macro_rules! status_queries {
         }
     };
 }
-pub(crate) use status_queries;
+pub(crate) use table_queries;
+
+/// What the generic code knows of a table (lists, loads): its SQL names and its typed id and
+/// status. Implemented by `table_queries!`.
+pub trait Table: Sized + QueryableByName<diesel::mysql::Mysql> + 'static {
+    type Id: std::fmt::Display;
+    type Status: crate::model::Lifecycle;
+    const TABLE: &'static str;
+    const ID: &'static str;
+    /// The column `filter_name` matches.
+    const NAME: &'static str;
+    fn get(conn: &mut MysqlConnection, id: &Self::Id) -> QueryResult<Option<Self>>;
+    /// Compare-and-set of the status (see `table_queries!`).
+    fn transition(
+        conn: &mut MysqlConnection,
+        id: &Self::Id,
+        from: Self::Status,
+        to: Self::Status,
+        error_message: Option<&str>,
+        now: u64,
+    ) -> QueryResult<bool>;
+}
+
+/// What a list may filter on; `None` does not filter.
+#[derive(Debug, Clone)]
+pub struct ListFilter<S> {
+    /// Substring of the name column.
+    pub name_contains: Option<String>,
+    pub status: Option<S>,
+    /// Only rows attached to this instance (volumes, NICs).
+    pub instance_id: Option<crate::model::InstanceId>,
+}
+
+impl<S> Default for ListFilter<S> {
+    fn default() -> Self {
+        ListFilter {
+            name_contains: None,
+            status: None,
+            instance_id: None,
+        }
+    }
+}
+
+/// One page of a table, newest first, and the total matching the filter.
+pub fn list<T: Table>(
+    conn: &mut MysqlConnection,
+    f: &ListFilter<T::Status>,
+    page: Page,
+) -> QueryResult<(i64, Vec<T>)> {
+    use crate::model::Lifecycle;
+    let mut filters: Vec<(String, String)> = vec![];
+    if let Some(n) = &f.name_contains {
+        filters.push((
+            format!("`{}` LIKE ? ESCAPE '\\\\'", T::NAME),
+            contains_pattern(n),
+        ));
+    }
+    if let Some(s) = f.status {
+        filters.push(("status = ?".into(), s.as_str().to_string()));
+    }
+    if let Some(i) = &f.instance_id {
+        filters.push(("instance_id = ?".into(), i.to_string()));
+    }
+    page_of(conn, T::TABLE, T::ID, &filters, page)
+}
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -166,16 +279,16 @@ pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
 }
 
 /// One page of `table`, newest first, and the total matching `filters` (SQL conditions with one
-/// `?` each, bound to the paired text, ANDed together).
+/// `?` each, bound to the paired text, ANDed together; built only by `list` from constants).
 ///
 /// The page is a deferred join: the inner query pages over ids alone (covered by the table's
 /// `(create_time, <id>)` index when nothing filters), so only the page's rows are read and sorted
 /// in full. Sorting every full row for a deep page cost 12-23 ms at 10,000 rows.
-pub fn page_of<T>(
+fn page_of<T>(
     conn: &mut MysqlConnection,
     table: &'static str,
     id: &'static str,
-    filters: &[(&'static str, String)],
+    filters: &[(String, String)],
     page: Page,
 ) -> QueryResult<(i64, Vec<T>)>
 where
@@ -184,7 +297,7 @@ where
     let cond = if filters.is_empty() {
         String::new()
     } else {
-        let parts: Vec<&str> = filters.iter().map(|(c, _)| *c).collect();
+        let parts: Vec<&str> = filters.iter().map(|(c, _)| c.as_str()).collect();
         format!("WHERE {}", parts.join(" AND "))
     };
     let mut count =

@@ -1,19 +1,20 @@
-//! Rows of `network_interface`.
+//! Rows of `network_interface`: the row, its insert form and its update form.
 
 use super::schema::network_interface as nic;
+use crate::model::{InstanceId, NicId, NicStatus};
 use diesel::prelude::*;
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = nic)]
 #[diesel(check_for_backend(diesel::mysql::Mysql))]
 pub struct Nic {
-    pub network_interface_id: String,
+    pub network_interface_id: NicId,
     pub network_interface_name: String,
     pub mac: String,
     pub ip: Option<String>,
     pub bridge: String,
-    pub status: String,
-    pub instance_id: Option<String>,
+    pub status: NicStatus,
+    pub instance_id: Option<InstanceId>,
     pub describe: String,
     pub error_message: Option<String>,
     pub attach_time: Option<u64>,
@@ -21,20 +22,79 @@ pub struct Nic {
     pub update_time: u64,
 }
 
-/// Inserts; a unique violation names a taken MAC or (bridge, IP) - or a taken id.
-pub fn insert(conn: &mut MysqlConnection, row: &Nic) -> QueryResult<()> {
-    diesel::insert_into(nic::table)
-        .values(row)
-        .execute(conn)
-        .map(|_| ())
+/// A new NIC row (available, or reserved for an instance being created).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = nic)]
+pub struct NicForm {
+    pub network_interface_id: NicId,
+    pub network_interface_name: String,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub bridge: String,
+    pub status: NicStatus,
+    pub instance_id: Option<InstanceId>,
+    pub describe: String,
+    pub create_time: u64,
 }
 
-pub fn get(conn: &mut MysqlConnection, id: &str) -> QueryResult<Option<Nic>> {
-    nic::table
-        .find(id)
-        .select(Nic::as_select())
-        .first(conn)
-        .optional()
+/// A status change with the columns that go with it (see `VolumeUpdate`).
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = nic)]
+pub struct NicUpdate {
+    pub status: NicStatus,
+    pub instance_id: Option<Option<InstanceId>>,
+    pub attach_time: Option<Option<u64>>,
+    pub error_message: Option<Option<String>>,
+    pub update_time: u64,
+}
+
+impl NicUpdate {
+    fn to(status: NicStatus, now: u64) -> Self {
+        NicUpdate {
+            status,
+            instance_id: None,
+            attach_time: None,
+            error_message: None,
+            update_time: now,
+        }
+    }
+    /// `-> attaching` to `instance`.
+    pub fn reserve(instance: &InstanceId, now: u64) -> Self {
+        NicUpdate {
+            instance_id: Some(Some(instance.clone())),
+            error_message: Some(None),
+            ..Self::to(NicStatus::Attaching, now)
+        }
+    }
+    /// `-> attached`, stamping the attach time.
+    pub fn attached(now: u64) -> Self {
+        NicUpdate {
+            attach_time: Some(Some(now)),
+            ..Self::to(NicStatus::Attached, now)
+        }
+    }
+    /// `-> available`, forgetting the instance.
+    pub fn released(error_message: Option<&str>, now: u64) -> Self {
+        NicUpdate {
+            instance_id: Some(None),
+            attach_time: Some(None),
+            error_message: Some(error_message.map(str::to_string)),
+            ..Self::to(NicStatus::Available, now)
+        }
+    }
+}
+
+/// Compare-and-set `from -> changes.status` with the columns of `changes` (see volumes).
+pub fn transition_with(
+    conn: &mut MysqlConnection,
+    id: &NicId,
+    from: NicStatus,
+    changes: &NicUpdate,
+) -> QueryResult<bool> {
+    let n = diesel::update(nic::table.find(id).filter(nic::status.eq(from)))
+        .set(changes)
+        .execute(conn)?;
+    Ok(n == 1)
 }
 
 pub fn mac_taken(conn: &mut MysqlConnection, mac: &str) -> QueryResult<bool> {
@@ -63,96 +123,13 @@ pub fn ips_on(conn: &mut MysqlConnection, bridge: &str) -> QueryResult<Vec<Strin
     Ok(v.into_iter().flatten().collect())
 }
 
-pub fn list(
-    conn: &mut MysqlConnection,
-    name_contains: Option<&str>,
-    status: Option<&str>,
-    instance_id: Option<&str>,
-    page: super::Page,
-) -> QueryResult<(i64, Vec<Nic>)> {
-    let mut filters = vec![];
-    if let Some(f) = name_contains {
-        filters.push((
-            "network_interface_name LIKE ? ESCAPE '\\\\'",
-            super::contains_pattern(f),
-        ));
-    }
-    if let Some(s) = status {
-        filters.push(("status = ?", s.to_string()));
-    }
-    if let Some(i) = instance_id {
-        filters.push(("instance_id = ?", i.to_string()));
-    }
-    super::page_of(
-        conn,
-        "network_interface",
-        "network_interface_id",
-        &filters,
-        page,
-    )
-}
-
-/// `available -> attaching`, recording the instance. False if the NIC was not available.
-pub fn reserve(
-    conn: &mut MysqlConnection,
-    id: &str,
-    instance_id: &str,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(nic::table.find(id).filter(nic::status.eq("available")))
-        .set((
-            nic::status.eq("attaching"),
-            nic::instance_id.eq(Some(instance_id)),
-            nic::error_message.eq(None::<String>),
-            nic::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
-/// `attaching -> attached`, stamping the attach time.
-pub fn attached(conn: &mut MysqlConnection, id: &str, now: u64) -> QueryResult<bool> {
-    let n = diesel::update(nic::table.find(id).filter(nic::status.eq("attaching")))
-        .set((
-            nic::status.eq("attached"),
-            nic::attach_time.eq(Some(now)),
-            nic::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
-/// `from -> available`, forgetting the instance.
-pub fn release(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(nic::table.find(id).filter(nic::status.eq(from)))
-        .set((
-            nic::status.eq("available"),
-            nic::instance_id.eq(None::<String>),
-            nic::attach_time.eq(None::<u64>),
-            nic::error_message.eq(error_message),
-            nic::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 /// The NICs of an instance, in attach order.
-pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<Nic>> {
-    nic::table
-        .filter(nic::instance_id.eq(instance_id))
-        .order((nic::attach_time.asc(), nic::create_time.asc()))
-        .select(Nic::as_select())
-        .load(conn)
+pub fn of_instance(conn: &mut MysqlConnection, instance_id: &InstanceId) -> QueryResult<Vec<Nic>> {
+    of_instances(conn, std::slice::from_ref(instance_id))
 }
 
 /// The NICs of several instances at once (lists: no query per row).
-pub fn of_instances(conn: &mut MysqlConnection, ids: &[String]) -> QueryResult<Vec<Nic>> {
+pub fn of_instances(conn: &mut MysqlConnection, ids: &[InstanceId]) -> QueryResult<Vec<Nic>> {
     nic::table
         .filter(nic::instance_id.eq_any(ids))
         .order((nic::attach_time.asc(), nic::create_time.asc()))
@@ -160,25 +137,31 @@ pub fn of_instances(conn: &mut MysqlConnection, ids: &[String]) -> QueryResult<V
         .load(conn)
 }
 
-/// Releases an instance's NICs in MySQL (its domain is gone): `available` again.
+/// Releases the NICs of an instance whose domain is gone: `available` again.
 pub fn release_all_of(
     conn: &mut MysqlConnection,
-    instance_id: &str,
+    instance_id: &InstanceId,
     now: u64,
 ) -> QueryResult<usize> {
+    let mut released = NicUpdate::released(None, now);
+    released.error_message = None;
     diesel::update(nic::table.filter(nic::instance_id.eq(instance_id)))
-        .set((
-            nic::status.eq("available"),
-            nic::instance_id.eq(None::<String>),
-            nic::attach_time.eq(None::<u64>),
-            nic::update_time.eq(now),
-        ))
+        .set(&released)
         .execute(conn)
 }
 
 /// Deletes an instance's NICs (destroy with delete_attached).
-pub fn delete_all_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<usize> {
+pub fn delete_all_of(conn: &mut MysqlConnection, instance_id: &InstanceId) -> QueryResult<usize> {
     diesel::delete(nic::table.filter(nic::instance_id.eq(instance_id))).execute(conn)
 }
 
-crate::db::status_queries!(nic, Nic);
+crate::db::table_queries!(
+    nic,
+    "network_interface",
+    Nic,
+    NicForm,
+    NicId,
+    NicStatus,
+    id = "network_interface_id",
+    name = "network_interface_name"
+);

@@ -1,17 +1,19 @@
-//! Rows of `volume` (data volumes, and instances' root disks with `is_root`).
+//! Rows of `volume` (data volumes, and instances' root disks with `is_root`): the row, its
+//! insert form and its update form.
 
 use super::schema::volume;
+use crate::model::{InstanceId, VolumeId, VolumeStatus};
 use diesel::prelude::*;
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = volume)]
 #[diesel(check_for_backend(diesel::mysql::Mysql))]
 pub struct Volume {
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     pub volume_name: String,
     pub volume_size: u64,
-    pub status: String,
-    pub instance_id: Option<String>,
+    pub status: VolumeStatus,
+    pub instance_id: Option<InstanceId>,
     pub is_root: bool,
     pub target_dev: Option<String>,
     pub describe: String,
@@ -21,28 +23,102 @@ pub struct Volume {
     pub update_time: u64,
 }
 
-pub fn insert(conn: &mut MysqlConnection, row: &Volume) -> QueryResult<()> {
-    diesel::insert_into(volume::table)
-        .values(row)
-        .execute(conn)
-        .map(|_| ())
+/// A new volume row (a data volume, or an instance's root disk or data volume reserved for it).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = volume)]
+pub struct VolumeForm {
+    pub volume_id: VolumeId,
+    pub volume_name: String,
+    pub volume_size: u64,
+    pub status: VolumeStatus,
+    pub instance_id: Option<InstanceId>,
+    pub is_root: bool,
+    pub target_dev: Option<String>,
+    pub describe: String,
+    pub attach_time: Option<u64>,
+    pub create_time: u64,
 }
 
-pub fn delete(conn: &mut MysqlConnection, id: &str) -> QueryResult<usize> {
+/// A status change with the columns that go with it; `None` leaves a column as it is,
+/// `Some(None)` sets NULL. Applied by `transition_with` as a compare-and-set.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = volume)]
+pub struct VolumeUpdate {
+    pub status: VolumeStatus,
+    pub instance_id: Option<Option<InstanceId>>,
+    pub target_dev: Option<Option<String>>,
+    pub attach_time: Option<Option<u64>>,
+    pub error_message: Option<Option<String>>,
+    pub update_time: u64,
+}
+
+impl VolumeUpdate {
+    fn to(status: VolumeStatus, now: u64) -> Self {
+        VolumeUpdate {
+            status,
+            instance_id: None,
+            target_dev: None,
+            attach_time: None,
+            error_message: None,
+            update_time: now,
+        }
+    }
+    /// `-> attaching` to `instance` at `target` (a unique violation: the target is taken).
+    pub fn reserve(instance: &InstanceId, target: &str, now: u64) -> Self {
+        VolumeUpdate {
+            instance_id: Some(Some(instance.clone())),
+            target_dev: Some(Some(target.to_string())),
+            error_message: Some(None),
+            ..Self::to(VolumeStatus::Attaching, now)
+        }
+    }
+    /// `-> in-use`, stamping the attach time.
+    pub fn attached(now: u64) -> Self {
+        VolumeUpdate {
+            attach_time: Some(Some(now)),
+            ..Self::to(VolumeStatus::InUse, now)
+        }
+    }
+    /// `-> available`, forgetting the instance and the target device.
+    pub fn released(error_message: Option<&str>, now: u64) -> Self {
+        VolumeUpdate {
+            instance_id: Some(None),
+            target_dev: Some(None),
+            attach_time: Some(None),
+            error_message: Some(error_message.map(str::to_string)),
+            ..Self::to(VolumeStatus::Available, now)
+        }
+    }
+}
+
+/// Compare-and-set `from -> changes.status` with the columns of `changes`: true if this call
+/// made it. The caller has checked the transition against the state machine.
+pub fn transition_with(
+    conn: &mut MysqlConnection,
+    id: &VolumeId,
+    from: VolumeStatus,
+    changes: &VolumeUpdate,
+) -> QueryResult<bool> {
+    let n = diesel::update(volume::table.find(id).filter(volume::status.eq(from)))
+        .set(changes)
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn delete(conn: &mut MysqlConnection, id: &VolumeId) -> QueryResult<usize> {
     diesel::delete(volume::table.find(id)).execute(conn)
 }
 
 /// The volumes of an instance, root first, then by device.
-pub fn of_instance(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<Volume>> {
-    volume::table
-        .filter(volume::instance_id.eq(instance_id))
-        .order((volume::is_root.desc(), volume::target_dev.asc()))
-        .select(Volume::as_select())
-        .load(conn)
+pub fn of_instance(
+    conn: &mut MysqlConnection,
+    instance_id: &InstanceId,
+) -> QueryResult<Vec<Volume>> {
+    of_instances(conn, std::slice::from_ref(instance_id))
 }
 
 /// The volumes of several instances at once (lists: no query per row).
-pub fn of_instances(conn: &mut MysqlConnection, ids: &[String]) -> QueryResult<Vec<Volume>> {
+pub fn of_instances(conn: &mut MysqlConnection, ids: &[InstanceId]) -> QueryResult<Vec<Volume>> {
     volume::table
         .filter(volume::instance_id.eq_any(ids))
         .order((volume::is_root.desc(), volume::target_dev.asc()))
@@ -50,123 +126,29 @@ pub fn of_instances(conn: &mut MysqlConnection, ids: &[String]) -> QueryResult<V
         .load(conn)
 }
 
-/// Detaches every data volume of an instance in MySQL (the domain is gone): `available` again.
+/// Detaches every data volume of an instance whose domain is gone: whatever status a volume
+/// had, it is attached to nothing now, so `available`.
 pub fn release_data_volumes(
     conn: &mut MysqlConnection,
-    instance_id: &str,
+    instance_id: &InstanceId,
     now: u64,
 ) -> QueryResult<usize> {
+    let mut released = VolumeUpdate::released(None, now);
+    released.error_message = None;
     diesel::update(
         volume::table
             .filter(volume::instance_id.eq(instance_id))
             .filter(volume::is_root.eq(false)),
     )
-    .set((
-        volume::status.eq("available"),
-        volume::instance_id.eq(None::<String>),
-        volume::target_dev.eq(None::<String>),
-        volume::attach_time.eq(None::<u64>),
-        volume::update_time.eq(now),
-    ))
+    .set(&released)
     .execute(conn)
 }
 
-pub fn get(conn: &mut MysqlConnection, id: &str) -> QueryResult<Option<Volume>> {
-    volume::table
-        .find(id)
-        .select(Volume::as_select())
-        .first(conn)
-        .optional()
-}
-
-/// One page of volumes, newest first, filtered by name substring, status and instance.
-pub fn list(
-    conn: &mut MysqlConnection,
-    name_contains: Option<&str>,
-    status: Option<&str>,
-    instance_id: Option<&str>,
-    page: super::Page,
-) -> QueryResult<(i64, Vec<Volume>)> {
-    let mut filters = vec![];
-    if let Some(f) = name_contains {
-        filters.push((
-            "volume_name LIKE ? ESCAPE '\\\\'",
-            super::contains_pattern(f),
-        ));
-    }
-    if let Some(s) = status {
-        filters.push(("status = ?", s.to_string()));
-    }
-    if let Some(i) = instance_id {
-        filters.push(("instance_id = ?", i.to_string()));
-    }
-    super::page_of(conn, "volume", "volume_id", &filters, page)
-}
-
-/// Compare-and-set `available -> attaching`, recording the instance and target device it goes
-/// to. False if the volume was not available; a unique violation if the target is taken.
-pub fn reserve(
-    conn: &mut MysqlConnection,
-    id: &str,
-    instance_id: &str,
-    target_dev: &str,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(
-        volume::table
-            .find(id)
-            .filter(volume::status.eq("available")),
-    )
-    .set((
-        volume::status.eq("attaching"),
-        volume::instance_id.eq(Some(instance_id)),
-        volume::target_dev.eq(Some(target_dev)),
-        volume::error_message.eq(None::<String>),
-        volume::update_time.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
-}
-
-/// `attaching -> in-use`, stamping the attach time.
-pub fn attached(conn: &mut MysqlConnection, id: &str, now: u64) -> QueryResult<bool> {
-    let n = diesel::update(
-        volume::table
-            .find(id)
-            .filter(volume::status.eq("attaching")),
-    )
-    .set((
-        volume::status.eq("in-use"),
-        volume::attach_time.eq(Some(now)),
-        volume::update_time.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
-}
-
-/// `from -> available`, forgetting the instance and the target device.
-pub fn release(
-    conn: &mut MysqlConnection,
-    id: &str,
-    from: &str,
-    error_message: Option<&str>,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(volume::table.find(id).filter(volume::status.eq(from)))
-        .set((
-            volume::status.eq("available"),
-            volume::instance_id.eq(None::<String>),
-            volume::target_dev.eq(None::<String>),
-            volume::attach_time.eq(None::<u64>),
-            volume::error_message.eq(error_message),
-            volume::update_time.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 /// Target devices recorded for an instance's volumes.
-pub fn targets_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<Vec<String>> {
+pub fn targets_of(
+    conn: &mut MysqlConnection,
+    instance_id: &InstanceId,
+) -> QueryResult<Vec<String>> {
     let t: Vec<Option<String>> = volume::table
         .filter(volume::instance_id.eq(instance_id))
         .select(volume::target_dev)
@@ -174,4 +156,13 @@ pub fn targets_of(conn: &mut MysqlConnection, instance_id: &str) -> QueryResult<
     Ok(t.into_iter().flatten().collect())
 }
 
-crate::db::status_queries!(volume, Volume);
+crate::db::table_queries!(
+    volume,
+    "volume",
+    Volume,
+    VolumeForm,
+    VolumeId,
+    VolumeStatus,
+    id = "volume_id",
+    name = "volume_name"
+);

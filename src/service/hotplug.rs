@@ -3,11 +3,11 @@
 //! in the live XML with a bounded wait, with libvirt's failures turned into API errors.
 //! The resources' own state machines stay in their modules.
 
-use super::state::instance as ist;
-use super::Ctx;
+use super::{load, transition, Ctx, Resource};
 use crate::db::instances::Instance;
-use crate::db::{self, DbConn};
-use crate::error::{ApiError, ApiResult};
+use crate::db::DbConn;
+use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
+use crate::model::{InstanceId, InstanceStatus, Lifecycle};
 use crate::virt::{DeviceKey, Unplug, VirtError};
 use std::time::Duration;
 
@@ -18,26 +18,17 @@ pub enum Attachment {
     Pending(String),
 }
 
-pub fn instance_exists(conn: &mut DbConn, id: &str) -> ApiResult<Instance> {
-    db::instances::get(conn, id)?.ok_or_else(|| {
-        ApiError::not_found(
-            "instance_not_found",
-            format!("instance {id} does not exist"),
-        )
-    })
-}
-
 /// An instance that can take a device now: running or stopped.
-pub fn instance_for_attach(conn: &mut DbConn, id: &str) -> ApiResult<Instance> {
-    let inst = instance_exists(conn, id)?;
-    match inst.status.as_str() {
-        ist::RUNNING | ist::STOPPED => Ok(inst),
-        ist::ERROR => Err(ApiError::conflict(
-            "instance_error",
+pub fn instance_for_attach(conn: &mut DbConn, id: &InstanceId) -> ApiResult<Instance> {
+    let inst = load::<Instance>(conn, id)?;
+    match inst.status {
+        InstanceStatus::Running | InstanceStatus::Stopped => Ok(inst),
+        InstanceStatus::Error => Err(ApiError::conflict(
+            ErrorCode::InstanceError,
             format!("instance {id} is in error; destroy it"),
         )),
         other => Err(ApiError::conflict(
-            "instance_busy",
+            ErrorCode::InstanceBusy,
             format!("instance {id} is {other}; retry when it has finished"),
         )),
     }
@@ -51,7 +42,7 @@ pub fn refused(e: VirtError) -> ApiError {
         VirtError::Op { ref message, .. } => {
             let m = message.trim().trim_end_matches('.').to_string();
             ApiError::unprocessable(
-                "attach_failed",
+                ErrorCode::AttachFailed,
                 format!("the hypervisor refused the device: {m}"),
             )
         }
@@ -60,12 +51,12 @@ pub fn refused(e: VirtError) -> ApiError {
 
 pub fn detach(
     ctx: &Ctx,
-    instance_id: &str,
+    instance_id: &InstanceId,
     device_xml: &str,
     key: &DeviceKey,
 ) -> ApiResult<Attachment> {
     let timeout = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-    match ctx.hv.unplug(instance_id, device_xml, key, timeout) {
+    match ctx.hv.unplug(instance_id.as_str(), device_xml, key, timeout) {
         Ok(Unplug::Gone) => Ok(Attachment::Gone),
         Ok(Unplug::StillInLiveXml) => Ok(Attachment::Pending(format!(
             "the guest of instance {instance_id} has not released the device within {}s; it stays detaching until it does: retry the request",
@@ -74,52 +65,50 @@ pub fn detach(
         // No domain, no device.
         Err(e) if e.is_no_domain() => Ok(Attachment::Gone),
         Err(e @ VirtError::Connect { .. }) => Err(e.into()),
-        Err(e) => Err(ApiError::unavailable(crate::error::Backend::Libvirt, e.to_string())),
+        Err(e) => Err(ApiError::unavailable(Backend::Libvirt, e.to_string())),
     }
 }
 
-/// The MySQL side of a resource that plugs into instances (a volume, a NIC): its rows, its
-/// statuses and its error codes. The flows below are written once against it.
-pub trait Pluggable: Sized {
-    /// What a user calls it ("volume", "network interface").
-    const LABEL: &'static str;
+/// The MySQL side of a resource that plugs into instances (a volume, a NIC): its statuses, its
+/// error codes and its device. The flows below are written once against it.
+pub trait Pluggable: Resource {
     /// The status of a reserved resource being plugged.
-    const ATTACHING: &'static str;
+    const ATTACHING: Self::Status;
     /// The status of a plugged resource ("in-use", "attached").
-    const ATTACHED: &'static str;
-    const DETACHING: &'static str;
-    const CODE_NOT_ATTACHED: &'static str;
-    const CODE_ATTACHED_ELSEWHERE: &'static str;
+    const ATTACHED: Self::Status;
+    const DETACHING: Self::Status;
+    const CODE_NOT_ATTACHED: ErrorCode;
+    const CODE_ATTACHED_ELSEWHERE: ErrorCode;
 
-    fn id(&self) -> &str;
-    fn status(&self) -> &str;
-    fn instance_id(&self) -> Option<&str>;
-    fn load(conn: &mut DbConn, id: &str) -> ApiResult<Self>;
+    fn id(&self) -> &Self::Id;
+    fn status(&self) -> Self::Status;
+    fn instance_id(&self) -> Option<&InstanceId>;
     /// The device XML and how to find it in a domain's XML.
     fn device(&self, ctx: &Ctx) -> ApiResult<(String, DeviceKey)>;
     /// The 409 for a resource not in a state to be taken or given back.
     fn not_available(&self) -> ApiError;
-    /// Moves between statuses if the row is in `from`; with a message.
-    fn transition(
+    /// `ATTACHING -> ATTACHED`, stamping the attach time.
+    fn mark_attached(conn: &mut DbConn, id: &Self::Id) -> ApiResult<bool>;
+    /// `from -> available`, forgetting the instance.
+    fn release(
         conn: &mut DbConn,
-        id: &str,
-        from: &str,
-        to: &str,
+        id: &Self::Id,
+        from: Self::Status,
         msg: Option<&str>,
     ) -> ApiResult<bool>;
-    /// `ATTACHING -> ATTACHED`, stamping the attach time.
-    fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool>;
-    /// `from -> available`, forgetting the instance.
-    fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool>;
     /// A libvirt refusal in this resource's terms (NICs name a missing bridge); `None` leaves
     /// it to the general rule (`refused`).
     fn explain(&self, _ctx: &Ctx, _e: &VirtError) -> Option<ApiError> {
         None
     }
     /// Bookkeeping on the instance after a change (NICs keep its `ip` on one of them).
-    fn after_change(_conn: &mut DbConn, _instance_id: &str) -> ApiResult<()> {
+    fn after_change(_conn: &mut DbConn, _instance_id: &InstanceId) -> ApiResult<()> {
         Ok(())
     }
+}
+
+fn label<P: Pluggable>() -> &'static str {
+    <P::Status as Lifecycle>::RESOURCE
 }
 
 /// Plugs a resource its caller has reserved (`ATTACHING`, instance recorded) into the instance,
@@ -128,20 +117,20 @@ pub trait Pluggable: Sized {
 pub fn complete_attach<P: Pluggable>(
     ctx: &Ctx,
     conn: &mut DbConn,
-    id: &str,
-    instance_id: &str,
+    id: &P::Id,
+    instance_id: &InstanceId,
 ) -> ApiResult<P> {
-    let p = P::load(conn, id)?;
+    let p = load::<P>(conn, id)?;
     let (xml, key) = p.device(ctx)?;
     let give_back = |conn: &mut DbConn, why: &str| {
         if let Err(e) = P::release(conn, id, P::ATTACHING, Some(why)) {
             log::error!(
                 "{} {id}: cannot return to available after a failed attach: {e}",
-                P::LABEL
+                label::<P>()
             );
         }
     };
-    if let Err(e) = ctx.hv.plug(instance_id, &xml, &key) {
+    if let Err(e) = ctx.hv.plug(instance_id.as_str(), &xml, &key) {
         let e = p.explain(ctx, &e).unwrap_or_else(|| refused(e));
         give_back(conn, &e.to_string());
         return Err(e);
@@ -149,7 +138,7 @@ pub fn complete_attach<P: Pluggable>(
     match P::mark_attached(conn, id) {
         Ok(true) => {
             P::after_change(conn, instance_id)?;
-            P::load(conn, id)
+            load::<P>(conn, id)
         }
         outcome => {
             let why = match outcome {
@@ -157,11 +146,11 @@ pub fn complete_attach<P: Pluggable>(
                 _ => "the row changed under us".into(),
             };
             let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-            let undone = ctx.hv.unplug(instance_id, &xml, &key, t);
+            let undone = ctx.hv.unplug(instance_id.as_str(), &xml, &key, t);
             give_back(conn, &why);
             Err(ApiError::unavailable(
-                crate::error::Backend::Database,
-                format!("the {} was attached but recording it failed ({why}); detaching it again: {undone:?}", P::LABEL),
+                Backend::Database,
+                format!("the {} was attached but recording it failed ({why}); detaching it again: {undone:?}", label::<P>()),
             ))
         }
     }
@@ -174,28 +163,28 @@ pub fn detach_resource<P: Pluggable>(
     ctx: &Ctx,
     conn: &mut DbConn,
     p: P,
-    instance_id: &str,
+    instance_id: &InstanceId,
 ) -> ApiResult<P> {
-    instance_exists(conn, instance_id)?;
-    let id = p.id().to_string();
+    load::<Instance>(conn, instance_id)?;
+    let id = p.id();
     if p.instance_id() != Some(instance_id) {
         return Err(match p.instance_id() {
             Some(other) => ApiError::conflict(
                 P::CODE_ATTACHED_ELSEWHERE,
                 format!(
                     "{} {id} is attached to instance {other}, not {instance_id}",
-                    P::LABEL
+                    label::<P>()
                 ),
             ),
             None => ApiError::conflict(
                 P::CODE_NOT_ATTACHED,
-                format!("{} {id} is not attached to any instance", P::LABEL),
+                format!("{} {id} is not attached to any instance", label::<P>()),
             ),
         });
     }
     if p.status() == P::ATTACHED {
-        if !P::transition(conn, &id, P::ATTACHED, P::DETACHING, None)? {
-            return Err(P::load(conn, &id)?.not_available());
+        if !transition::<P>(conn, id, P::ATTACHED, P::DETACHING, None)? {
+            return Err(load::<P>(conn, id)?.not_available());
         }
     } else if p.status() != P::DETACHING {
         return Err(p.not_available());
@@ -203,13 +192,13 @@ pub fn detach_resource<P: Pluggable>(
     let (xml, key) = p.device(ctx)?;
     match detach(ctx, instance_id, &xml, &key)? {
         Attachment::Gone => {
-            P::release(conn, &id, P::DETACHING, None)?;
+            P::release(conn, id, P::DETACHING, None)?;
             P::after_change(conn, instance_id)?;
-            P::load(conn, &id)
+            load::<P>(conn, id)
         }
         Attachment::Pending(msg) => {
-            P::transition(conn, &id, P::DETACHING, P::DETACHING, Some(&msg))?;
-            Err(ApiError::conflict("detach_pending", msg))
+            transition::<P>(conn, id, P::DETACHING, P::DETACHING, Some(&msg))?;
+            Err(ApiError::conflict(ErrorCode::DetachPending, msg))
         }
     }
 }
@@ -220,25 +209,25 @@ pub fn detach_resource<P: Pluggable>(
 pub fn reconcile<P: Pluggable>(ctx: &Ctx, conn: &mut DbConn, stale: Vec<P>) -> ApiResult<usize> {
     let mut fixed = 0;
     for p in stale {
-        let Some(inst) = p.instance_id().map(str::to_string) else {
+        let Some(inst) = p.instance_id() else {
             continue;
         };
         let (_, key) = p.device(ctx)?;
-        let held = match ctx.hv.xml(&inst, true) {
+        let held = match ctx.hv.xml(inst.as_str(), true) {
             Ok(xml) => key.is_in(&xml)?,
             Err(e) if e.is_no_domain() => false,
             Err(e) => return Err(e.into()),
         };
-        let from = p.status().to_string();
+        let from = p.status();
         let done = match (held, from == P::ATTACHING) {
             (true, true) => P::mark_attached(conn, p.id())?,
-            (true, false) => P::transition(conn, p.id(), P::DETACHING, P::ATTACHED, None)?,
-            (false, _) => P::release(conn, p.id(), &from, None)?,
+            (true, false) => transition::<P>(conn, p.id(), P::DETACHING, P::ATTACHED, None)?,
+            (false, _) => P::release(conn, p.id(), from, None)?,
         };
         if done {
             log::warn!(
                 "reconcile: {} {} was {from}; libvirt says {}",
-                P::LABEL,
+                label::<P>(),
                 p.id(),
                 if held { "attached" } else { "not attached" }
             );

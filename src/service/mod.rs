@@ -7,13 +7,15 @@ pub mod hotplug;
 pub mod images;
 pub mod instances;
 pub mod nics;
-pub mod state;
 pub mod volumes;
+
+pub use hotplug::Pluggable;
 
 use crate::ceph::Ceph;
 use crate::config::Config;
-use crate::db::{self, DbConn, DbPool};
-use crate::error::ApiResult;
+use crate::db::{self, DbConn, DbPool, ListFilter, Table};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Lifecycle;
 use crate::virt::Hypervisor;
 use crate::xml::templates::Templates;
 use std::time::Duration;
@@ -67,4 +69,90 @@ impl Paging {
             limit: i64::from(self.page_size),
         }
     }
+}
+
+/// A resource the services load by id: a table whose unknown id answers 404 with its own code.
+pub trait Resource: Table {
+    const NOT_FOUND: ErrorCode;
+}
+
+/// The 404 of a resource: "`<resource>` `<id>` does not exist".
+pub fn not_found<R: Resource>(id: impl std::fmt::Display) -> ApiError {
+    ApiError::not_found(
+        R::NOT_FOUND,
+        format!("{} {id} does not exist", <R::Status as Lifecycle>::RESOURCE),
+    )
+}
+
+/// The row of `id`, or its resource's 404.
+pub fn load<R: Resource>(conn: &mut DbConn, id: &R::Id) -> ApiResult<R> {
+    R::get(conn, id)?.ok_or_else(|| not_found::<R>(id))
+}
+
+/// Moves a row between statuses, checked against its state machine (the same status again
+/// only updates the message); false if another request won.
+pub fn transition<R: Table>(
+    conn: &mut DbConn,
+    id: &R::Id,
+    from: R::Status,
+    to: R::Status,
+    message: Option<&str>,
+) -> ApiResult<bool> {
+    if from != to {
+        from.check(to)?;
+    }
+    Ok(R::transition(conn, id, from, to, message, db::now())?)
+}
+
+/// How many random ids an insert tries before it gives up (8 collisions in a row among 2^32
+/// ids means something else is wrong).
+pub const ID_TRIES: usize = 8;
+
+/// Runs `attempt` until it does not collide: `Ok(None)` from it means "the random id (or MAC,
+/// address...) was taken, try a fresh one".
+pub fn fresh_id<T>(
+    what: &str,
+    tries: usize,
+    mut attempt: impl FnMut() -> ApiResult<Option<T>>,
+) -> ApiResult<T> {
+    for _ in 0..tries {
+        if let Some(t) = attempt()? {
+            return Ok(t);
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "could not find a free {what} after {tries} tries"
+    )))
+}
+
+/// One page of a resource, newest first, and the total matching the filter.
+pub fn list<R: Resource>(
+    ctx: &Ctx,
+    filter: &ListFilter<R::Status>,
+    paging: Paging,
+) -> ApiResult<(i64, Vec<R>)> {
+    let mut conn = ctx.conn()?;
+    Ok(db::list::<R>(&mut conn, filter, paging.to_db())?)
+}
+
+/// A page of a resource that attaches to instances (volumes, NICs), with the names of the
+/// instances on the page (one more query, not one per row).
+pub fn list_attached<R: Resource>(
+    ctx: &Ctx,
+    filter: &ListFilter<R::Status>,
+    paging: Paging,
+    instance_of: fn(&R) -> Option<&crate::model::InstanceId>,
+) -> ApiResult<(
+    i64,
+    Vec<R>,
+    std::collections::HashMap<crate::model::InstanceId, String>,
+)> {
+    let mut conn = ctx.conn()?;
+    let (total, rows) = db::list::<R>(&mut conn, filter, paging.to_db())?;
+    let ids: Vec<_> = rows
+        .iter()
+        .filter_map(|r| instance_of(r).cloned())
+        .collect();
+    let names = db::instances::names_of(&mut conn, &ids)?;
+    Ok((total, rows, names))
 }

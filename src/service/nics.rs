@@ -6,17 +6,16 @@
 //! or are given and checked against it. api-web only records addresses: no DHCP, no traffic.
 
 use super::hotplug::{self, Pluggable};
-use super::state::nic as st;
-use super::{Ctx, Paging};
+use super::{fresh_id, load, Ctx, Resource};
 use crate::config::{parse_mac_prefix, valid_bridge_name};
-use crate::db::nics::Nic;
+use crate::db::nics::{Nic, NicForm, NicUpdate};
 use crate::db::{self, DbConn};
-use crate::error::{ApiError, ApiResult};
-use crate::ids;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::{InstanceId, Lifecycle, NicId, NicStatus as St};
 use crate::virt::{DeviceKey, Fault, VirtError};
 use crate::xml::devices::{to_xml, Interface};
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 pub struct NewNic {
@@ -27,25 +26,8 @@ pub struct NewNic {
     pub describe: String,
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(
-        "network_interface_not_found",
-        format!("network interface {id} does not exist"),
-    )
-}
-
-fn load(conn: &mut DbConn, id: &str) -> ApiResult<Nic> {
-    db::nics::get(conn, id)?.ok_or_else(|| not_found(id))
-}
-
-fn check(from: &str, to: &str) -> ApiResult<()> {
-    if st::valid_transition(from, to) {
-        Ok(())
-    } else {
-        Err(ApiError::Internal(format!(
-            "illegal NIC transition {from} -> {to}"
-        )))
-    }
+impl Resource for Nic {
+    const NOT_FOUND: ErrorCode = ErrorCode::NetworkInterfaceNotFound;
 }
 
 /// A MAC as `aa:bb:cc:dd:ee:ff` (lowercase); `-` separators are accepted. Must be unicast and
@@ -83,8 +65,17 @@ fn random_mac(prefix: [u8; 3]) -> String {
         .join(":")
 }
 
-/// Which unique key a duplicate hit (MySQL names it in the message).
-fn duplicate_of(e: &diesel::result::Error) -> Option<&'static str> {
+/// Which unique key an insert hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Mac,
+    Ip,
+    Id,
+}
+
+/// Which unique key a duplicate hit: MySQL names the key (ours, from the migrations) in its
+/// message; a duplicate of no named key is the primary key.
+fn duplicate_of(e: &diesel::result::Error) -> Option<Taken> {
     match e {
         diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -92,11 +83,11 @@ fn duplicate_of(e: &diesel::result::Error) -> Option<&'static str> {
         ) => {
             let m = info.message();
             Some(if m.contains("uk_nic_mac") {
-                "mac"
+                Taken::Mac
             } else if m.contains("uk_nic_bridge_ip") {
-                "ip"
+                Taken::Ip
             } else {
-                "id"
+                Taken::Id
             })
         }
         _ => None,
@@ -116,7 +107,7 @@ fn bridge_for(ctx: &Ctx, b: Option<&str>) -> ApiResult<String> {
     }
     if !net.bridges.iter().any(|x| x == b) {
         return Err(ApiError::unprocessable(
-            "bridge_not_allowed",
+            ErrorCode::BridgeNotAllowed,
             format!(
                 "bridge {b:?} is not one of the configured bridges: {}",
                 net.bridges.join(", ")
@@ -134,7 +125,7 @@ fn check_ip(ctx: &Ctx, bridge: &str, ip: &str) -> ApiResult<String> {
     if let Some(p) = ctx.cfg.network.pool_of(bridge) {
         if !(u32::from(p.first)..=u32::from(p.last)).contains(&u32::from(addr)) {
             return Err(ApiError::conflict(
-                "ip_outside_pool",
+                ErrorCode::IpOutsidePool,
                 format!(
                     "ip {addr} is outside the pool of bridge {bridge} ({} - {})",
                     p.first, p.last
@@ -162,7 +153,7 @@ fn next_free_ip(
         .map(Some)
         .ok_or_else(|| {
             ApiError::conflict(
-                "pool_exhausted",
+                ErrorCode::PoolExhausted,
                 format!(
                     "the address pool of bridge {bridge} ({} - {}) has no free address",
                     p.first, p.last
@@ -171,21 +162,18 @@ fn next_free_ip(
         })
 }
 
-/// Records a NIC. `status`/`instance_id` let instance create make one already reserved.
+/// Records a NIC: available, or reserved (`attaching`) for an instance being created.
 pub fn insert_new(
     ctx: &Ctx,
     conn: &mut DbConn,
     req: NewNic,
-    reserved_for: Option<&str>,
+    reserved_for: Option<&InstanceId>,
 ) -> ApiResult<Nic> {
     let bridge = bridge_for(ctx, req.bridge.as_deref())?;
     let given_mac = req.mac.as_deref().map(parse_mac).transpose()?;
     if let Some(m) = &given_mac {
         if db::nics::mac_taken(conn, m)? {
-            return Err(ApiError::conflict(
-                "mac_in_use",
-                format!("mac {m} is already used by another NIC"),
-            ));
+            return Err(mac_in_use(m));
         }
     }
     let given_ip = req
@@ -196,7 +184,7 @@ pub fn insert_new(
     if let Some(ip) = &given_ip {
         if db::nics::ip_taken(conn, &bridge, ip)? {
             return Err(ApiError::conflict(
-                "ip_in_use",
+                ErrorCode::IpInUse,
                 format!("ip {ip} is already used on bridge {bridge}"),
             ));
         }
@@ -204,59 +192,53 @@ pub fn insert_new(
     let prefix = parse_mac_prefix(&ctx.cfg.network.mac_prefix)
         .ok_or_else(|| ApiError::Internal("network.mac_prefix is invalid".into()))?;
     let mut lost_ips = HashSet::new();
-    for _ in 0..16 {
-        let now = db::now();
+    let id = fresh_id("MAC/IP", 16, || {
         let ip = match &given_ip {
             Some(ip) => Some(ip.clone()),
             None => next_free_ip(ctx, conn, &bridge, &lost_ips)?,
         };
-        let row = Nic {
-            network_interface_id: ids::new_id(ids::NIC),
+        let form = NicForm {
+            network_interface_id: NicId::generate(),
             network_interface_name: req.name.clone(),
             mac: given_mac.clone().unwrap_or_else(|| random_mac(prefix)),
             ip: ip.clone(),
             bridge: bridge.clone(),
             status: if reserved_for.is_some() {
-                st::ATTACHING
+                St::Attaching
             } else {
-                st::AVAILABLE
-            }
-            .into(),
-            instance_id: reserved_for.map(str::to_string),
-            describe: req.describe.clone(),
-            error_message: None,
-            attach_time: None,
-            create_time: now,
-            update_time: now,
-        };
-        match db::nics::insert(conn, &row) {
-            Ok(()) => return Ok(row),
-            Err(e) => match duplicate_of(&e) {
-                // Another request took the given MAC or IP between our check and the insert.
-                Some("mac") if given_mac.is_some() => {
-                    return Err(ApiError::conflict(
-                        "mac_in_use",
-                        format!("mac {} is already used", row.mac),
-                    ))
-                }
-                Some("ip") if given_ip.is_some() => {
-                    return Err(ApiError::conflict(
-                        "ip_in_use",
-                        format!("ip {} is already used", ip.unwrap_or_default()),
-                    ))
-                }
-                // A generated MAC or id collided, or the pool's next address was just taken: retry.
-                Some("ip") => {
-                    lost_ips.insert(ip.unwrap_or_default());
-                }
-                Some(_) => {}
-                None => return Err(e.into()),
+                St::Available
             },
+            instance_id: reserved_for.cloned(),
+            describe: req.describe.clone(),
+            create_time: db::now(),
+        };
+        let Err(e) = db::nics::insert(conn, &form) else {
+            return Ok(Some(form.network_interface_id));
+        };
+        match duplicate_of(&e) {
+            // Another request took the given MAC or IP between our check and the insert.
+            Some(Taken::Mac) if given_mac.is_some() => Err(mac_in_use(&form.mac)),
+            Some(Taken::Ip) if given_ip.is_some() => Err(ApiError::conflict(
+                ErrorCode::IpInUse,
+                format!("ip {} is already used", ip.unwrap_or_default()),
+            )),
+            // A generated MAC or id collided, or the pool's next address was just taken: retry.
+            Some(Taken::Ip) => {
+                lost_ips.insert(ip.unwrap_or_default());
+                Ok(None)
+            }
+            Some(_) => Ok(None),
+            None => Err(e.into()),
         }
-    }
-    Err(ApiError::Internal(
-        "could not find a free MAC/IP after 16 tries".into(),
-    ))
+    })?;
+    load(conn, &id)
+}
+
+fn mac_in_use(mac: &str) -> ApiError {
+    ApiError::conflict(
+        ErrorCode::MacInUse,
+        format!("mac {mac} is already used by another NIC"),
+    )
 }
 
 pub fn create(ctx: &Ctx, req: NewNic) -> ApiResult<Nic> {
@@ -264,47 +246,19 @@ pub fn create(ctx: &Ctx, req: NewNic) -> ApiResult<Nic> {
     insert_new(ctx, &mut conn, req, None)
 }
 
-pub fn list(
-    ctx: &Ctx,
-    name_contains: Option<&str>,
-    status: Option<&str>,
-    instance_id: Option<&str>,
-    paging: Paging,
-) -> ApiResult<(i64, Vec<Nic>, HashMap<String, String>)> {
-    if let Some(s) = status {
-        if !st::ALL.contains(&s) {
-            return Err(ApiError::invalid(format!(
-                "status: {s:?} is not one of {}",
-                st::ALL.join(", ")
-            )));
-        }
-    }
-    let mut conn = ctx.conn()?;
-    let (total, rows) = db::nics::list(
-        &mut conn,
-        name_contains,
-        status,
-        instance_id,
-        paging.to_db(),
-    )?;
-    let ids: Vec<String> = rows.iter().filter_map(|n| n.instance_id.clone()).collect();
-    let names = db::instances::names_of(&mut conn, &ids)?;
-    Ok((total, rows, names))
-}
-
 fn not_available(n: &Nic) -> ApiError {
-    match n.status.as_str() {
-        st::ATTACHED | st::ATTACHING | st::DETACHING => ApiError::conflict(
-            "network_interface_in_use",
+    match n.status {
+        St::Attached | St::Attaching | St::Detaching => ApiError::conflict(
+            ErrorCode::NetworkInterfaceInUse,
             format!(
                 "network interface {} is {} on instance {}",
                 n.network_interface_id,
                 n.status,
-                n.instance_id.as_deref().unwrap_or("?")
+                n.instance_id.as_ref().map_or("?", |i| i.as_str())
             ),
         ),
         _ => ApiError::conflict(
-            "network_interface_busy",
+            ErrorCode::NetworkInterfaceBusy,
             format!(
                 "network interface {} is {}",
                 n.network_interface_id, n.status
@@ -313,56 +267,43 @@ fn not_available(n: &Nic) -> ApiError {
     }
 }
 
-pub fn interface_xml(n: &Nic) -> ApiResult<String> {
-    to_xml(&Interface::bridge(&n.bridge, &n.mac))
-        .map_err(|e| ApiError::Internal(format!("interface XML: {e}")))
+pub fn interface(n: &Nic) -> Interface {
+    Interface::bridge(&n.bridge, &n.mac)
 }
 
 impl Pluggable for Nic {
-    const LABEL: &'static str = "network interface";
-    const ATTACHING: &'static str = st::ATTACHING;
-    const ATTACHED: &'static str = st::ATTACHED;
-    const DETACHING: &'static str = st::DETACHING;
-    const CODE_NOT_ATTACHED: &'static str = "network_interface_not_attached";
-    const CODE_ATTACHED_ELSEWHERE: &'static str = "network_interface_attached_elsewhere";
+    const ATTACHING: St = St::Attaching;
+    const ATTACHED: St = St::Attached;
+    const DETACHING: St = St::Detaching;
+    const CODE_NOT_ATTACHED: ErrorCode = ErrorCode::NetworkInterfaceNotAttached;
+    const CODE_ATTACHED_ELSEWHERE: ErrorCode = ErrorCode::NetworkInterfaceAttachedElsewhere;
 
-    fn id(&self) -> &str {
+    fn id(&self) -> &NicId {
         &self.network_interface_id
     }
-    fn status(&self) -> &str {
-        &self.status
+    fn status(&self) -> St {
+        self.status
     }
-    fn instance_id(&self) -> Option<&str> {
-        self.instance_id.as_deref()
-    }
-    fn load(conn: &mut DbConn, id: &str) -> ApiResult<Self> {
-        load(conn, id)
+    fn instance_id(&self) -> Option<&InstanceId> {
+        self.instance_id.as_ref()
     }
     fn device(&self, _ctx: &Ctx) -> ApiResult<(String, DeviceKey)> {
-        Ok((interface_xml(self)?, DeviceKey::Mac(self.mac.clone())))
+        let xml = to_xml(&interface(self))
+            .map_err(|e| ApiError::Internal(format!("interface XML: {e}")))?;
+        Ok((xml, DeviceKey::Mac(self.mac.clone())))
     }
     fn not_available(&self) -> ApiError {
         not_available(self)
     }
-    fn transition(
-        conn: &mut DbConn,
-        id: &str,
-        from: &str,
-        to: &str,
-        msg: Option<&str>,
-    ) -> ApiResult<bool> {
-        if from != to {
-            check(from, to)?;
-        }
-        Ok(db::nics::transition(conn, id, from, to, msg, db::now())?)
+    fn mark_attached(conn: &mut DbConn, id: &NicId) -> ApiResult<bool> {
+        St::Attaching.check(St::Attached)?;
+        let done = NicUpdate::attached(db::now());
+        Ok(db::nics::transition_with(conn, id, St::Attaching, &done)?)
     }
-    fn mark_attached(conn: &mut DbConn, id: &str) -> ApiResult<bool> {
-        check(st::ATTACHING, st::ATTACHED)?;
-        Ok(db::nics::attached(conn, id, db::now())?)
-    }
-    fn release(conn: &mut DbConn, id: &str, from: &str, msg: Option<&str>) -> ApiResult<bool> {
-        check(from, st::AVAILABLE)?;
-        Ok(db::nics::release(conn, id, from, msg, db::now())?)
+    fn release(conn: &mut DbConn, id: &NicId, from: St, msg: Option<&str>) -> ApiResult<bool> {
+        from.check(St::Available)?;
+        let released = NicUpdate::released(msg, db::now());
+        Ok(db::nics::transition_with(conn, id, from, &released)?)
     }
     /// A host-side failure to plug a bridge NIC whose bridge the hypervisor does not have: a
     /// 422 naming the bridge (decided on libvirt's error code and its interface lookup).
@@ -371,7 +312,7 @@ impl Pluggable for Nic {
             return None;
         }
         Some(ApiError::unprocessable(
-            "bridge_missing",
+            ErrorCode::BridgeMissing,
             format!(
                 "bridge {} does not exist on the hypervisor ({})",
                 self.bridge,
@@ -379,38 +320,39 @@ impl Pluggable for Nic {
             ),
         ))
     }
-    fn after_change(conn: &mut DbConn, instance_id: &str) -> ApiResult<()> {
+    fn after_change(conn: &mut DbConn, instance_id: &InstanceId) -> ApiResult<()> {
         Ok(db::instances::refresh_ip(conn, instance_id)?)
     }
 }
 
-pub fn attach(ctx: &Ctx, nic_id: &str, instance_id: &str) -> ApiResult<Nic> {
+pub fn attach(ctx: &Ctx, nic_id: &NicId, instance_id: &InstanceId) -> ApiResult<Nic> {
     let mut conn = ctx.conn()?;
-    let n = load(&mut conn, nic_id)?;
+    let n = load::<Nic>(&mut conn, nic_id)?;
     hotplug::instance_for_attach(&mut conn, instance_id)?;
-    if n.status != st::AVAILABLE {
+    if n.status != St::Available {
         return Err(not_available(&n));
     }
-    check(st::AVAILABLE, st::ATTACHING)?;
-    if !db::nics::reserve(&mut conn, nic_id, instance_id, db::now())? {
+    St::Available.check(St::Attaching)?;
+    let reserve = NicUpdate::reserve(instance_id, db::now());
+    if !db::nics::transition_with(&mut conn, nic_id, St::Available, &reserve)? {
         return Err(not_available(&load(&mut conn, nic_id)?));
     }
     hotplug::complete_attach::<Nic>(ctx, &mut conn, nic_id, instance_id)
 }
 
-pub fn detach(ctx: &Ctx, nic_id: &str, instance_id: &str) -> ApiResult<Nic> {
+pub fn detach(ctx: &Ctx, nic_id: &NicId, instance_id: &InstanceId) -> ApiResult<Nic> {
     let mut conn = ctx.conn()?;
-    let n = load(&mut conn, nic_id)?;
+    let n = load::<Nic>(&mut conn, nic_id)?;
     hotplug::detach_resource(ctx, &mut conn, n, instance_id)
 }
 
-pub fn delete(ctx: &Ctx, nic_id: &str) -> ApiResult<()> {
+pub fn delete(ctx: &Ctx, nic_id: &NicId) -> ApiResult<()> {
     let mut conn = ctx.conn()?;
-    let n = load(&mut conn, nic_id)?;
-    if !matches!(n.status.as_str(), st::AVAILABLE | st::ERROR) {
+    let n = load::<Nic>(&mut conn, nic_id)?;
+    if !matches!(n.status, St::Available | St::Error) {
         return Err(not_available(&n));
     }
-    if !db::nics::delete_in_status(&mut conn, nic_id, &n.status)? {
+    if !db::nics::delete_in_status(&mut conn, nic_id, n.status)? {
         return Err(not_available(&load(&mut conn, nic_id)?));
     }
     Ok(())
@@ -420,8 +362,8 @@ pub fn delete(ctx: &Ctx, nic_id: &str) -> ApiResult<()> {
 pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
     let mut conn = ctx.conn()?;
     let cutoff = db::now().saturating_sub(older_than_secs);
-    let mut stale = db::nics::stale_in_status(&mut conn, st::ATTACHING, cutoff)?;
-    stale.extend(db::nics::stale_in_status(&mut conn, st::DETACHING, cutoff)?);
+    let mut stale = db::nics::stale_in_status(&mut conn, St::Attaching, cutoff)?;
+    stale.extend(db::nics::stale_in_status(&mut conn, St::Detaching, cutoff)?);
     hotplug::reconcile(ctx, &mut conn, stale)
 }
 

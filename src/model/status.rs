@@ -1,0 +1,348 @@
+//! The state machines, one enum and one exhaustive `valid_transition` each (model:
+//! cloud-hypervisor's `VmState::valid_transition`): a new status does not compile until every
+//! arm says where it may go. An illegal transition is a bug (`IllegalTransition`); a legal one
+//! that loses a race is a compare-and-set that changed no row (the caller answers 409).
+
+use std::fmt;
+
+/// What every status enum offers the generic code (transitions, lists, parsing).
+pub trait Lifecycle: Copy + Eq + fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// The resource's name in messages ("volume", "network interface").
+    const RESOURCE: &'static str;
+    /// Every status, in the order the API documents them.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn valid_transition(self, to: Self) -> bool;
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+
+    /// `Ok` if `self -> to` is in the state machine.
+    fn check(self, to: Self) -> Result<(), IllegalTransition> {
+        if self.valid_transition(to) {
+            Ok(())
+        } else {
+            Err(IllegalTransition {
+                resource: Self::RESOURCE,
+                from: self.as_str(),
+                to: to.as_str(),
+            })
+        }
+    }
+
+    /// "a, b, c": the statuses a list filter accepts.
+    fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A transition the state machine does not have: a bug in the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal {resource} transition {from} -> {to}")]
+pub struct IllegalTransition {
+    pub resource: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+macro_rules! status_enum {
+    ($(#[$doc:meta])* $name:ident, $resource:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::AsExpression, diesel::FromSqlRow)]
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                <Self as Lifecycle>::parse(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        super::text_sql!($name);
+    };
+}
+
+status_enum!(
+    /// `creating -> available | error`; `available | error -> deleting`; `deleting -> available |
+    /// error` (a delete that could not finish goes back to where it started).
+    ImageStatus, "image" {
+        Creating => "creating",
+        Available => "available",
+        Deleting => "deleting",
+        Error => "error",
+    }
+);
+
+impl Lifecycle for ImageStatus {
+    const RESOURCE: &'static str = "image";
+    const ALL: &'static [Self] = &[Self::Creating, Self::Available, Self::Deleting, Self::Error];
+    fn as_str(self) -> &'static str {
+        ImageStatus::as_str(self)
+    }
+    fn valid_transition(self, to: Self) -> bool {
+        use ImageStatus::*;
+        match self {
+            Creating => matches!(to, Available | Error),
+            Available => matches!(to, Deleting),
+            Deleting => matches!(to, Available | Error),
+            Error => matches!(to, Deleting),
+        }
+    }
+}
+
+status_enum!(
+    /// `creating -> running | error`; `running -> stopping -> stopped | running`;
+    /// `stopped -> starting -> running | stopped`; any settled status (and `error`) `->
+    /// destroying`; `destroying -> error` when a step fails (a retry goes `error -> destroying`).
+    InstanceStatus, "instance" {
+        Creating => "creating",
+        Running => "running",
+        Stopped => "stopped",
+        Starting => "starting",
+        Stopping => "stopping",
+        Destroying => "destroying",
+        Error => "error",
+    }
+);
+
+impl Lifecycle for InstanceStatus {
+    const RESOURCE: &'static str = "instance";
+    const ALL: &'static [Self] = &[
+        Self::Creating,
+        Self::Running,
+        Self::Stopped,
+        Self::Starting,
+        Self::Stopping,
+        Self::Destroying,
+        Self::Error,
+    ];
+    fn as_str(self) -> &'static str {
+        InstanceStatus::as_str(self)
+    }
+    fn valid_transition(self, to: Self) -> bool {
+        use InstanceStatus::*;
+        match self {
+            Creating => matches!(to, Running | Error),
+            Running => matches!(to, Stopping | Destroying),
+            Stopping => matches!(to, Stopped | Running),
+            Stopped => matches!(to, Starting | Destroying),
+            Starting => matches!(to, Running | Stopped),
+            Destroying => matches!(to, Error),
+            Error => matches!(to, Destroying),
+        }
+    }
+}
+
+status_enum!(
+    /// `creating -> available | error`, or `-> attaching` for a data volume made by instance
+    /// create, or `-> in-use` for an instance's root disk; `available -> attaching -> in-use`
+    /// (back to `available` if the attach fails); `in-use -> detaching -> available` (stays
+    /// `detaching` while the guest holds the disk; a retry goes on from there, or back to
+    /// `in-use` if the guest kept it); `available | error -> deleting -> (gone) | back`.
+    VolumeStatus, "volume" {
+        Creating => "creating",
+        Available => "available",
+        Attaching => "attaching",
+        InUse => "in-use",
+        Detaching => "detaching",
+        Deleting => "deleting",
+        Error => "error",
+    }
+);
+
+impl Lifecycle for VolumeStatus {
+    const RESOURCE: &'static str = "volume";
+    const ALL: &'static [Self] = &[
+        Self::Creating,
+        Self::Available,
+        Self::Attaching,
+        Self::InUse,
+        Self::Detaching,
+        Self::Deleting,
+        Self::Error,
+    ];
+    fn as_str(self) -> &'static str {
+        VolumeStatus::as_str(self)
+    }
+    fn valid_transition(self, to: Self) -> bool {
+        use VolumeStatus::*;
+        match self {
+            Creating => matches!(to, Available | Error | Attaching | InUse),
+            Available => matches!(to, Attaching | Deleting),
+            Attaching => matches!(to, InUse | Available),
+            InUse => matches!(to, Detaching),
+            Detaching => matches!(to, Available | InUse),
+            Deleting => matches!(to, Available | Error),
+            Error => matches!(to, Deleting),
+        }
+    }
+}
+
+status_enum!(
+    /// `available -> attaching -> attached -> detaching -> available`; `attaching -> available`
+    /// when the attach fails; `detaching` stays while the guest holds the device (or goes back
+    /// to `attached`).
+    NicStatus, "network interface" {
+        Available => "available",
+        Attaching => "attaching",
+        Attached => "attached",
+        Detaching => "detaching",
+        Error => "error",
+    }
+);
+
+impl Lifecycle for NicStatus {
+    const RESOURCE: &'static str = "network interface";
+    const ALL: &'static [Self] = &[
+        Self::Available,
+        Self::Attaching,
+        Self::Attached,
+        Self::Detaching,
+        Self::Error,
+    ];
+    fn as_str(self) -> &'static str {
+        NicStatus::as_str(self)
+    }
+    fn valid_transition(self, to: Self) -> bool {
+        use NicStatus::*;
+        match self {
+            Available => matches!(to, Attaching),
+            Attaching => matches!(to, Attached | Available),
+            Attached => matches!(to, Detaching),
+            Detaching => matches!(to, Available | Attached),
+            Error => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<S: Lifecycle>() {
+        for s in S::ALL {
+            assert_eq!(S::parse(s.as_str()), Some(*s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(S::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn every_status_parses_back() {
+        round_trip::<ImageStatus>();
+        round_trip::<InstanceStatus>();
+        round_trip::<VolumeStatus>();
+        round_trip::<NicStatus>();
+        assert_eq!(VolumeStatus::InUse.as_str(), "in-use");
+        assert_eq!(
+            serde_json::to_string(&VolumeStatus::InUse).unwrap(),
+            "\"in-use\""
+        );
+    }
+
+    #[test]
+    fn image_transitions() {
+        use ImageStatus::*;
+        assert!(Creating.valid_transition(Available));
+        assert!(Available.valid_transition(Deleting));
+        assert!(Deleting.valid_transition(Available));
+        assert!(Error.valid_transition(Deleting));
+        assert!(!Available.valid_transition(Creating));
+        assert!(!Deleting.valid_transition(Deleting));
+        assert!(!Creating.valid_transition(Deleting));
+    }
+
+    #[test]
+    fn instance_transitions() {
+        use InstanceStatus::*;
+        for (from, to) in [
+            (Creating, Running),
+            (Running, Stopping),
+            (Stopping, Stopped),
+            (Stopped, Starting),
+            (Starting, Running),
+            (Error, Destroying),
+            (Destroying, Error),
+        ] {
+            assert!(from.valid_transition(to), "{from} -> {to}");
+        }
+        for (from, to) in [
+            (Creating, Destroying),
+            (Running, Starting),
+            (Stopped, Stopping),
+            (Destroying, Running),
+            (Starting, Destroying),
+        ] {
+            assert!(!from.valid_transition(to), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn volume_transitions() {
+        use VolumeStatus::*;
+        for (f, t) in [
+            (Creating, Available),
+            (Available, Attaching),
+            (Attaching, InUse),
+            (Attaching, Available),
+            (InUse, Detaching),
+            (Detaching, Available),
+            (Available, Deleting),
+        ] {
+            assert!(f.valid_transition(t), "{f} -> {t}");
+        }
+        for (f, t) in [
+            (InUse, Deleting),
+            (Attaching, Deleting),
+            (InUse, Available),
+            (Available, InUse),
+            (Detaching, Deleting),
+        ] {
+            assert!(!f.valid_transition(t), "{f} -> {t}");
+        }
+    }
+
+    #[test]
+    fn nic_transitions() {
+        use NicStatus::*;
+        assert!(Available.valid_transition(Attaching));
+        assert!(Attached.valid_transition(Detaching));
+        assert!(Detaching.valid_transition(Available));
+        assert!(!Attached.valid_transition(Available));
+        assert!(!Available.valid_transition(Attached));
+        assert!(!Error.valid_transition(Attaching));
+    }
+
+    #[test]
+    fn illegal_transition_names_both_states() {
+        let e = NicStatus::Attached.check(NicStatus::Available).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "illegal network interface transition attached -> available"
+        );
+    }
+}

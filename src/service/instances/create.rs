@@ -1,0 +1,311 @@
+//! Instance create, the part a request waits for: check the request, record the instance
+//! (`creating`), reserve its volumes and NICs so that no one else takes them, and start the
+//! background build. Anything refused here leaves nothing behind.
+
+use super::build::{self, BootNics};
+use super::{MAX_CPU, MAX_MEMORY_MIB, MAX_ROOT_GIB, MIN_MEMORY_MIB};
+use crate::db::images::Image;
+use crate::db::instances::{Instance, InstanceForm};
+use crate::db::nics::{Nic, NicUpdate};
+use crate::db::volumes::{Volume, VolumeForm, VolumeUpdate};
+use crate::db::{self, DbConn};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::{
+    ImageId, ImageStatus, InstanceId, InstanceStatus as St, NicId, NicStatus, VolumeId,
+    VolumeStatus,
+};
+use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
+use crate::service::{fresh_id, load, nics, Ctx, ID_TRIES};
+use std::sync::Arc;
+
+pub struct NewInstance {
+    pub instance_name: String,
+    pub image_id: ImageId,
+    pub cpu: u32,
+    pub memory: u64,
+    pub root_size: Option<u64>,
+    pub describe: String,
+    /// Existing available volumes to attach at boot, in this order (vdb, vdc...).
+    pub volume_ids: Vec<VolumeId>,
+    /// GiB of a new data volume to create and attach after them.
+    pub data_volume_size: Option<u64>,
+    /// Existing available NICs to attach at boot, in this order; none: one is made on the
+    /// default bridge (if `network.auto_nic`).
+    pub network_interface_ids: Vec<NicId>,
+}
+
+/// Disk devices of data volumes, in attach order (vda is the root disk).
+pub const DATA_TARGETS: [&str; 25] = [
+    "vdb", "vdc", "vdd", "vde", "vdf", "vdg", "vdh", "vdi", "vdj", "vdk", "vdl", "vdm", "vdn",
+    "vdo", "vdp", "vdq", "vdr", "vds", "vdt", "vdu", "vdv", "vdw", "vdx", "vdy", "vdz",
+];
+
+pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
+    validate(&req)?;
+    let mut conn = ctx.conn()?;
+    check_devices(&mut conn, &req)?;
+    let image = bootable_image(&mut conn, &req)?;
+    let id = insert(&ctx, &mut conn, &req, &image)?;
+    if let Err(e) = reserve_volumes(&mut conn, &id, &req.volume_ids, req.data_volume_size) {
+        release_reserved(&mut conn, &id);
+        let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
+        return Err(e);
+    }
+    let nics = match reserve_nics(&ctx, &mut conn, &id, &req.network_interface_ids) {
+        Ok(n) => n,
+        Err((e, partial)) => {
+            release_nics(&mut conn, &partial);
+            release_reserved(&mut conn, &id);
+            let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
+            return Err(e);
+        }
+    };
+    let (bg, bid) = (ctx.clone(), id.clone());
+    let spawned = crate::context::spawn_named(format!("create-{id}"), move || {
+        build::run(&bg, &bid, &image, nics)
+    });
+    if let Err(e) = spawned {
+        let msg = format!("could not start the creation: {e}");
+        super::set_status(&mut conn, &id, St::Creating, St::Error, Some(&msg))?;
+        return Err(ApiError::Internal(msg));
+    }
+    // As recorded, with the first NIC's address.
+    load(&mut conn, &id)
+}
+
+fn bounded(name: &str, v: u64, min: u64, max: u64, unit: &str) -> ApiResult<()> {
+    if (min..=max).contains(&v) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "{name}: must be between {min} and {max}{unit}"
+    )))
+}
+
+/// The request's own limits, before anything is read.
+fn validate(req: &NewInstance) -> ApiResult<()> {
+    bounded("cpu", req.cpu.into(), 1, MAX_CPU.into(), "")?;
+    bounded("memory", req.memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")?;
+    if let Some(r) = req.root_size {
+        bounded("root_size", r, 1, MAX_ROOT_GIB, " GiB")?;
+    }
+    if let Some(g) = req.data_volume_size {
+        bounded("data_volume_size", g, 1, MAX_VOLUME_GIB, " GiB")?;
+    }
+    let wanted = req.volume_ids.len() + usize::from(req.data_volume_size.is_some());
+    if wanted > DATA_TARGETS.len() {
+        return Err(ApiError::invalid(format!(
+            "volume_ids: at most {} data volumes",
+            DATA_TARGETS.len()
+        )));
+    }
+    no_repeats("volume_ids", &req.volume_ids)?;
+    no_repeats("network_interface_ids", &req.network_interface_ids)
+}
+
+fn no_repeats<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> ApiResult<()> {
+    for (i, v) in items.iter().enumerate() {
+        if items[..i].contains(v) {
+            return Err(ApiError::invalid(format!("{name}: {v} is given twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The given NICs and volumes exist and are free (the reservation later makes sure of it).
+fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
+    for n in &req.network_interface_ids {
+        let nic = load::<Nic>(conn, n)?;
+        if nic.status != NicStatus::Available {
+            return Err(ApiError::conflict(
+                ErrorCode::NetworkInterfaceInUse,
+                format!(
+                    "network interface {n} is {} and cannot be attached to a new instance",
+                    nic.status
+                ),
+            ));
+        }
+    }
+    for v in &req.volume_ids {
+        let vol = load::<Volume>(conn, v)?;
+        if vol.is_root || vol.status != VolumeStatus::Available {
+            return Err(ApiError::conflict(
+                ErrorCode::VolumeInUse,
+                format!(
+                    "volume {v} is {} and cannot be attached to a new instance",
+                    vol.status
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The image, available, and not larger than the root disk asked for.
+fn bootable_image(conn: &mut DbConn, req: &NewInstance) -> ApiResult<Image> {
+    let image = load::<Image>(conn, &req.image_id)?;
+    if image.status != ImageStatus::Available {
+        return Err(ApiError::conflict(
+            ErrorCode::ImageBusy,
+            format!(
+                "image {} is {}; an instance needs an available image",
+                image.image_id, image.status
+            ),
+        ));
+    }
+    let image_gib = image_gib(&image);
+    if let Some(r) = req.root_size.filter(|r| *r < image_gib) {
+        return Err(ApiError::unprocessable(
+            ErrorCode::RootSizeTooSmall,
+            format!("root_size {r} GiB is smaller than the image ({image_gib} GiB)"),
+        ));
+    }
+    Ok(image)
+}
+
+fn image_gib(image: &Image) -> u64 {
+    image.image_size.div_ceil(GIB).max(1)
+}
+
+/// Records the instance `creating` under a fresh id.
+fn insert(ctx: &Ctx, conn: &mut DbConn, req: &NewInstance, image: &Image) -> ApiResult<InstanceId> {
+    fresh_id("instance id", ID_TRIES, || {
+        let form = InstanceForm {
+            instance_id: InstanceId::generate(),
+            instance_name: req.instance_name.clone(),
+            status: St::Creating,
+            host_ip: ctx.cfg.libvirt.host_ip.clone(),
+            host: ctx.cfg.libvirt.uri.clone(),
+            cpu: req.cpu,
+            memory: req.memory,
+            image_id: image.image_id.clone(),
+            root_size: Some(req.root_size.unwrap_or_else(|| image_gib(image))),
+            describe: req.describe.clone(),
+            progress_step: "queued".into(),
+            create_time: db::now(),
+        };
+        match db::instances::insert(conn, &form) {
+            Ok(()) => Ok(Some(form.instance_id)),
+            Err(e) if db::is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Reserves the given volumes for the new instance (`available -> attaching`, so no one else
+/// takes them meanwhile) and records the new data volume (`creating`), in device order.
+fn reserve_volumes(
+    conn: &mut DbConn,
+    id: &InstanceId,
+    volume_ids: &[VolumeId],
+    data_gib: Option<u64>,
+) -> ApiResult<()> {
+    let now = db::now();
+    for (v, target) in volume_ids.iter().zip(DATA_TARGETS) {
+        let reserve = VolumeUpdate::reserve(id, target, now);
+        if !db::volumes::transition_with(conn, v, VolumeStatus::Available, &reserve)? {
+            return Err(ApiError::conflict(
+                ErrorCode::VolumeInUse,
+                format!("volume {v} was taken by another request"),
+            ));
+        }
+    }
+    if let Some(gib) = data_gib {
+        let form = VolumeForm {
+            volume_id: VolumeId::generate(),
+            volume_name: format!("data of {id}"),
+            volume_size: gib,
+            status: VolumeStatus::Creating,
+            instance_id: Some(id.clone()),
+            is_root: false,
+            target_dev: Some(DATA_TARGETS[volume_ids.len()].to_string()),
+            describe: String::new(),
+            attach_time: None,
+            create_time: now,
+        };
+        db::volumes::insert(conn, &form)?;
+    }
+    Ok(())
+}
+
+/// Gives back the existing volumes a failed create had reserved, and drops the rows of data
+/// volumes it had not started making (those it made are removed by their own undo).
+pub fn release_reserved(conn: &mut DbConn, id: &InstanceId) {
+    let vols = db::volumes::of_instance(conn, id).unwrap_or_default();
+    for v in vols.iter().filter(|v| !v.is_root) {
+        let r = if v.status == VolumeStatus::Creating {
+            db::volumes::delete(conn, &v.volume_id).map(|_| ())
+        } else {
+            let released = VolumeUpdate::released(None, db::now());
+            db::volumes::transition_with(conn, &v.volume_id, VolumeStatus::Attaching, &released)
+                .map(|_| ())
+        };
+        if let Err(e) = r {
+            log::error!("instance {id}: cannot release volume {}: {e}", v.volume_id);
+        }
+    }
+}
+
+/// Reserves the given NICs (`available -> attaching`), or makes one on the default bridge when
+/// none is given and `network.auto_nic` is on; records the first one's IP as the instance's.
+/// On failure, says which NICs it had already reserved.
+fn reserve_nics(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    id: &InstanceId,
+    given: &[NicId],
+) -> Result<BootNics, (ApiError, BootNics)> {
+    let mut out = BootNics::default();
+    for n in given {
+        let reserve = NicUpdate::reserve(id, db::now());
+        match db::nics::transition_with(conn, n, NicStatus::Available, &reserve) {
+            Ok(true) => out.ids.push(n.clone()),
+            Ok(false) => {
+                let e = ApiError::conflict(
+                    ErrorCode::NetworkInterfaceInUse,
+                    format!("network interface {n} was taken by another request"),
+                );
+                return Err((e, out));
+            }
+            Err(e) => return Err((e.into(), out)),
+        }
+    }
+    if given.is_empty() && ctx.cfg.network.auto_nic {
+        let req = nics::NewNic {
+            name: format!("nic of {id}"),
+            bridge: None,
+            mac: None,
+            ip: None,
+            describe: format!("made with instance {id}"),
+        };
+        match nics::insert_new(ctx, conn, req, Some(id)) {
+            Ok(nic) => {
+                out.ids.push(nic.network_interface_id.clone());
+                out.auto = Some(nic.network_interface_id);
+            }
+            Err(e) => return Err((e, out)),
+        }
+    }
+    if let Some(first) = out.ids.first() {
+        let ip = db::nics::get(conn, first).ok().flatten().and_then(|n| n.ip);
+        if let Err(e) = db::instances::set_ip(conn, id, ip.as_deref()) {
+            return Err((e.into(), out));
+        }
+    }
+    Ok(out)
+}
+
+/// Gives back NICs a failed create reserved, and deletes the one it made.
+pub fn release_nics(conn: &mut DbConn, nics: &BootNics) {
+    for n in &nics.ids {
+        let r = if nics.auto.as_ref() == Some(n) {
+            db::nics::delete_in_status(conn, n, NicStatus::Attaching)
+        } else {
+            let released = NicUpdate::released(None, db::now());
+            db::nics::transition_with(conn, n, NicStatus::Attaching, &released)
+        };
+        if let Err(e) = r {
+            log::error!("cannot release network interface {n}: {e}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Instances: a libvirt domain booting by BIOS from a copy-on-write RBD clone of its image.
+//!
+//! By concern: `create` checks and reserves, then `build` takes the steps in the background;
+//! `power` starts and stops; `destroy` removes; `console` reads the serial log. Reading and
+//! start-up repair are here.
+
+mod build;
+mod console;
+mod create;
+mod destroy;
+mod power;
+
+pub use console::console;
+pub use create::{create, NewInstance};
+pub use destroy::{destroy, Destroyed};
+pub use power::{turnoff, turnon};
+
+use super::{load, transition, Ctx, Resource};
+use crate::db::images::Image;
+use crate::db::instances::Instance;
+use crate::db::nics::Nic;
+use crate::db::volumes::Volume;
+use crate::db::{self, DbConn};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::{InstanceId, InstanceStatus as St};
+use crate::virt::Power;
+use std::collections::HashMap;
+
+/// Name of the protected snapshot of an image that root disks are cloned from.
+pub const BASE_SNAPSHOT: &str = "api-web-base";
+pub const MAX_CPU: u32 = 64;
+pub const MIN_MEMORY_MIB: u64 = 64;
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+pub const MAX_ROOT_GIB: u64 = 65536;
+
+impl Resource for Instance {
+    const NOT_FOUND: ErrorCode = ErrorCode::InstanceNotFound;
+}
+
+/// An instance with what hangs from it.
+pub struct Detail {
+    pub instance: Instance,
+    pub image: Option<Image>,
+    pub volumes: Vec<Volume>,
+    pub nics: Vec<Nic>,
+}
+
+/// An instance of a list, with its volumes and NICs.
+pub struct Listed {
+    pub instance: Instance,
+    pub volumes: Vec<Volume>,
+    pub nics: Vec<Nic>,
+}
+
+pub fn console_path(ctx: &Ctx, id: &InstanceId) -> String {
+    format!(
+        "{}/{id}.console.log",
+        ctx.cfg.libvirt.console_log_dir.trim_end_matches('/')
+    )
+}
+
+/// 409 for an instance in a transitional status.
+fn busy(inst: &Instance) -> ApiError {
+    ApiError::conflict(
+        ErrorCode::InstanceBusy,
+        format!(
+            "instance {} is {}; retry when it has finished",
+            inst.instance_id, inst.status
+        ),
+    )
+}
+
+fn in_error(id: &InstanceId) -> ApiError {
+    ApiError::conflict(
+        ErrorCode::InstanceError,
+        format!("instance {id} is in error; destroy it"),
+    )
+}
+
+/// Moves an instance between statuses, checked against its state machine.
+fn set_status(
+    conn: &mut DbConn,
+    id: &InstanceId,
+    from: St,
+    to: St,
+    err: Option<&str>,
+) -> ApiResult<bool> {
+    transition::<Instance>(conn, id, from, to, err)
+}
+
+pub fn get(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
+    load(&mut ctx.conn()?, id)
+}
+
+/// A page of instances with the volumes and NICs of each (two more queries, not one per row).
+pub fn list(
+    ctx: &Ctx,
+    filter: &db::ListFilter<St>,
+    paging: super::Paging,
+) -> ApiResult<(i64, Vec<Listed>)> {
+    let mut conn = ctx.conn()?;
+    let (total, rows) = db::list::<Instance>(&mut conn, filter, paging.to_db())?;
+    let ids: Vec<InstanceId> = rows.iter().map(|r| r.instance_id.clone()).collect();
+    let mut vols: HashMap<InstanceId, Vec<Volume>> = HashMap::new();
+    for v in db::volumes::of_instances(&mut conn, &ids)? {
+        if let Some(i) = v.instance_id.clone() {
+            vols.entry(i).or_default().push(v);
+        }
+    }
+    let mut nics: HashMap<InstanceId, Vec<Nic>> = HashMap::new();
+    for n in db::nics::of_instances(&mut conn, &ids)? {
+        if let Some(i) = n.instance_id.clone() {
+            nics.entry(i).or_default().push(n);
+        }
+    }
+    let out = rows
+        .into_iter()
+        .map(|r| Listed {
+            volumes: vols.remove(&r.instance_id).unwrap_or_default(),
+            nics: nics.remove(&r.instance_id).unwrap_or_default(),
+            instance: r,
+        })
+        .collect();
+    Ok((total, out))
+}
+
+pub fn detail(ctx: &Ctx, id: &InstanceId) -> ApiResult<Detail> {
+    let mut conn = ctx.conn()?;
+    let instance = load::<Instance>(&mut conn, id)?;
+    let image = db::images::get(&mut conn, &instance.image_id)?;
+    let volumes = db::volumes::of_instance(&mut conn, id)?;
+    let nics = db::nics::of_instance(&mut conn, id)?;
+    Ok(Detail {
+        instance,
+        image,
+        volumes,
+        nics,
+    })
+}
+
+/// Start-up repair of instances whose work a crash interrupted (untouched for `older_than_secs`):
+/// `creating` and `destroying` become `error` (a destroy then cleans up whatever exists);
+/// `starting` / `stopping` take the state libvirt reports.
+pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
+    let mut conn = ctx.conn()?;
+    let cutoff = db::now().saturating_sub(older_than_secs);
+    let mut fixed = 0;
+    for (from, msg) in [
+        (
+            St::Creating,
+            "api-web stopped while creating this instance; destroy it to clean up",
+        ),
+        (
+            St::Destroying,
+            "api-web stopped while destroying this instance; retry the destroy",
+        ),
+    ] {
+        for row in db::instances::stale_in_status(&mut conn, from, cutoff)? {
+            if set_status(&mut conn, &row.instance_id, from, St::Error, Some(msg))? {
+                log::warn!("reconcile: instance {} {from} -> error", row.instance_id);
+                fixed += 1;
+            }
+        }
+    }
+    for from in [St::Starting, St::Stopping] {
+        for row in db::instances::stale_in_status(&mut conn, from, cutoff)? {
+            let to = match ctx.hv.power(row.instance_id.as_str())? {
+                Some(Power::Running) => St::Running,
+                _ => St::Stopped,
+            };
+            if set_status(&mut conn, &row.instance_id, from, to, None)? {
+                log::warn!("reconcile: instance {} {from} -> {to}", row.instance_id);
+                fixed += 1;
+            }
+        }
+    }
+    Ok(fixed)
+}

@@ -1,0 +1,104 @@
+//! Start and stop: `stopped -> starting -> running` and `running -> stopping -> stopped`, each a
+//! compare-and-set first, then libvirt, then the truth libvirt reports.
+
+use super::{busy, in_error, set_status};
+use crate::db::instances::Instance;
+use crate::db::DbConn;
+use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
+use crate::model::{InstanceId, InstanceStatus as St};
+use crate::service::{load, Ctx};
+use crate::virt::{Power, Shutdown};
+use std::time::Duration;
+
+/// Claims the instance for a power change: it must be `from` (else the 409 that says why), and
+/// this request must win the compare-and-set to `to`.
+fn claim(conn: &mut DbConn, id: &InstanceId, from: St, to: St) -> ApiResult<()> {
+    let inst = load::<Instance>(conn, id)?;
+    match inst.status {
+        s if s == from => {}
+        St::Running => {
+            return Err(ApiError::conflict(
+                ErrorCode::InstanceRunning,
+                format!("instance {id} is already running"),
+            ))
+        }
+        St::Stopped => {
+            return Err(ApiError::conflict(
+                ErrorCode::InstanceStopped,
+                format!("instance {id} is already stopped"),
+            ))
+        }
+        St::Error => return Err(in_error(id)),
+        _ => return Err(busy(&inst)),
+    }
+    if !set_status(conn, id, from, to, None)? {
+        return Err(busy(&load(conn, id)?));
+    }
+    Ok(())
+}
+
+pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
+    let mut conn = ctx.conn()?;
+    claim(&mut conn, id, St::Stopped, St::Starting)?;
+    let started = ctx.hv.start(id.as_str()).or_else(|e| {
+        // Started behind our back: the truth is "running".
+        match ctx.hv.power(id.as_str()) {
+            Ok(Some(Power::Running)) => Ok(()),
+            _ => Err(e),
+        }
+    });
+    match started {
+        Ok(()) => {
+            set_status(&mut conn, id, St::Starting, St::Running, None)?;
+            load(&mut conn, id)
+        }
+        Err(e) => {
+            let msg = format!("the instance could not start: {}", e.message());
+            set_status(&mut conn, id, St::Starting, St::Stopped, Some(&msg))?;
+            Err(ApiError::unavailable(Backend::Libvirt, msg))
+        }
+    }
+}
+
+pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
+    let mut conn = ctx.conn()?;
+    claim(&mut conn, id, St::Running, St::Stopping)?;
+    let timeout = Duration::from_secs(ctx.cfg.libvirt.shutdown_timeout_secs);
+    let name = id.as_str();
+    let outcome = if force {
+        ctx.hv.force_off(name).map(|_| Shutdown::Stopped)
+    } else {
+        match ctx.hv.power(name) {
+            // Powered off behind our back (from inside the guest): the truth is "stopped".
+            Ok(Some(Power::Stopped)) | Ok(None) => Ok(Shutdown::Stopped),
+            _ => ctx.hv.shutdown(name, timeout),
+        }
+    };
+    match outcome {
+        Ok(Shutdown::Stopped) => {
+            set_status(&mut conn, id, St::Stopping, St::Stopped, None)?;
+            load(&mut conn, id)
+        }
+        Ok(Shutdown::StillRunning) => {
+            set_status(&mut conn, id, St::Stopping, St::Running, None)?;
+            Err(ApiError::conflict(
+                ErrorCode::InstanceStillRunning,
+                format!(
+                    "instance {id} did not power off within {}s of the ACPI shutdown; retry, or use force=true to cut its power",
+                    timeout.as_secs()
+                ),
+            ))
+        }
+        Err(e) => {
+            let truth = match ctx.hv.power(name) {
+                Ok(Some(Power::Running)) | Err(_) => St::Running,
+                Ok(_) => St::Stopped,
+            };
+            set_status(&mut conn, id, St::Stopping, truth, None)?;
+            Err(ApiError::unavailable(
+                Backend::Libvirt,
+                format!("could not stop instance {id}: {}", e.message()),
+            ))
+        }
+    }
+}
