@@ -13,6 +13,7 @@ use crate::model::{InstanceId, InstanceStatus as St, NicId, VolumeId, VolumeStat
 use crate::service::volumes::{self, GIB};
 use crate::service::{load, nics, transition, Ctx, Pluggable};
 use crate::xml::domain::{self, DomainSpec};
+use diesel::Connection;
 
 /// The NICs a create attaches, in order, and which of them it made itself.
 #[derive(Default)]
@@ -69,8 +70,13 @@ fn fail(
         );
     }
     log::warn!("instance {id}: creation failed: {msg}");
-    let _ = db::instances::set_progress(conn, id, 0, "failed", db::now());
-    if let Err(e) = set_status(conn, id, St::Creating, St::Error, Some(&msg)) {
+    // One transaction: a poll sees `creating` at its last step or `error` at `failed`, never
+    // `creating` at `failed` with its progress gone back to 0.
+    let recorded = conn.transaction(|c| {
+        db::instances::set_progress(c, id, 0, "failed", db::now())?;
+        set_status(c, id, St::Creating, St::Error, Some(&msg))
+    });
+    if let Err(e) = recorded {
         log::error!("instance {id}: cannot record the failure: {e}");
     }
 }
