@@ -1,6 +1,6 @@
 use actix_web::{web, HttpServer};
 use api_web::config::Config;
-use api_web::service::{images, instances, nics, volumes, Ctx};
+use api_web::service::{Ctx, RESOURCES};
 use api_web::{api, db, logging};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -80,21 +80,13 @@ fn serve(cfg: Config) -> Result<(), String> {
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.workers;
     let ctx = web::Data::new(Ctx::new(cfg)?);
-    // Repairs what a crash left half-done; a backend that is down now only delays it.
     // Repairs what a crash left half-done (rows untouched for 10 minutes: no live request is
     // still working on them); a backend that is down now only delays it to the next start.
-    type Repair = fn(&Ctx, u64) -> api_web::error::ApiResult<usize>;
-    let repairs: [(&str, Repair); 4] = [
-        ("image", images::reconcile),
-        ("instance", instances::reconcile),
-        ("volume", volumes::reconcile),
-        ("network interface", nics::reconcile),
-    ];
-    for (what, repair) in repairs {
-        match repair(&ctx, 600) {
+    for kind in RESOURCES {
+        match (kind.reconcile)(&ctx, 600) {
             Ok(0) => {}
-            Ok(n) => log::warn!("reconciliation repaired {n} {what} row(s)"),
-            Err(e) => log::warn!("{what} reconciliation skipped: {e}"),
+            Ok(n) => log::warn!("reconciliation repaired {n} {} row(s)", kind.table),
+            Err(e) => log::warn!("{} reconciliation skipped: {e}", kind.table),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -24,47 +24,55 @@ use validator::{Validate, ValidationErrors};
 pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 
-/// The route table: every path of the API, in one place. A path asked with a method it does not
-/// serve answers 405.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use web::{get, post, resource};
-    cfg.service(resource("/healthz").route(get().to(health::healthz)))
-        .service(resource("/api/v1/version").route(get().to(health::version)))
-        .service(resource("/api/v1/openapi.json").route(get().to(openapi)))
-        .service(resource("/api/v1/images/list").route(get().to(images::list)))
-        .service(resource("/api/v1/images/inspect").route(get().to(images::inspect)))
-        .service(resource("/api/v1/images/create").route(post().to(images::create)))
-        .service(resource("/api/v1/images/register").route(post().to(images::register)))
-        .service(resource("/api/v1/images/update").route(post().to(images::update)))
-        .service(resource("/api/v1/images/delete").route(post().to(images::delete)))
-        .service(resource("/api/v1/unregister_images/list").route(get().to(images::unregistered)))
-        .service(resource("/api/v1/instance/list").route(get().to(instances::list)))
-        .service(resource("/api/v1/instance/search").route(get().to(instances::list)))
-        .service(resource("/api/v1/instance/detail").route(get().to(instances::detail)))
-        .service(resource("/api/v1/instance/create").route(post().to(instances::create)))
-        .service(resource("/api/v1/instance/progress").route(get().to(instances::progress)))
-        .service(resource("/api/v1/instance/turnon").route(post().to(instances::turnon)))
-        .service(resource("/api/v1/instance/turnoff").route(post().to(instances::turnoff)))
-        // "destory" is the original design's spelling, kept for its clients.
-        .service(resource("/api/v1/instance/destroy").route(post().to(instances::destroy)))
-        .service(resource("/api/v1/instance/destory").route(post().to(instances::destroy)))
-        .service(resource("/api/v1/instance/console").route(get().to(instances::console)))
-        .service(resource("/api/v1/volume/list").route(get().to(volumes::list)))
-        .service(resource("/api/v1/volume/create").route(post().to(volumes::create)))
-        .service(resource("/api/v1/volume/mount").route(post().to(volumes::mount)))
-        .service(resource("/api/v1/volume/unmount").route(post().to(volumes::unmount)))
-        // The design deletes with a GET (the portal calls it so); POST is accepted too.
-        .service(
-            resource("/api/v1/volume/delete")
-                .route(get().to(volumes::delete_get))
-                .route(post().to(volumes::delete_post)),
-        )
-        .service(resource("/api/v1/network/list").route(get().to(nics::list)))
-        .service(resource("/api/v1/network/search").route(get().to(nics::list)))
-        .service(resource("/api/v1/network/create").route(post().to(nics::create)))
-        .service(resource("/api/v1/network/attach").route(post().to(nics::attach)))
-        .service(resource("/api/v1/network/detach").route(post().to(nics::detach)))
-        .service(resource("/api/v1/network/delete").route(post().to(nics::delete)));
+/// Declares the route table once, as data (`ROUTES`, read by the OpenAPI test and the docs) and as
+/// the actix registration (`routes`), so the two cannot disagree. Methods of one path share one
+/// resource: a path asked with a method it does not serve answers 405.
+macro_rules! route_table {
+    ($( $path:literal => $( $method:ident $handler:path ),+ ; )*) => {
+        /// Every (method, path) the app serves.
+        pub const ROUTES: &[(&str, &str)] = &[$($( (stringify!($method), $path), )+)*];
+
+        /// Registers `ROUTES` with their handlers.
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $( cfg.service(web::resource($path)$( .route(web::$method().to($handler)) )+); )*
+        }
+    };
+}
+
+route_table! {
+    "/healthz" => get health::healthz;
+    "/api/v1/version" => get health::version;
+    "/api/v1/openapi.json" => get openapi;
+    "/api/v1/images/list" => get images::list;
+    "/api/v1/images/inspect" => get images::inspect;
+    "/api/v1/images/create" => post images::create;
+    "/api/v1/images/register" => post images::register;
+    "/api/v1/images/update" => post images::update;
+    "/api/v1/images/delete" => post images::delete;
+    "/api/v1/unregister_images/list" => get images::unregistered;
+    "/api/v1/instance/list" => get instances::list;
+    "/api/v1/instance/search" => get instances::list;
+    "/api/v1/instance/detail" => get instances::detail;
+    "/api/v1/instance/create" => post instances::create;
+    "/api/v1/instance/progress" => get instances::progress;
+    "/api/v1/instance/turnon" => post instances::turnon;
+    "/api/v1/instance/turnoff" => post instances::turnoff;
+    // "destory" is the original design's spelling, kept for its clients.
+    "/api/v1/instance/destroy" => post instances::destroy;
+    "/api/v1/instance/destory" => post instances::destroy;
+    "/api/v1/instance/console" => get instances::console;
+    "/api/v1/volume/list" => get volumes::list;
+    "/api/v1/volume/create" => post volumes::create;
+    "/api/v1/volume/mount" => post volumes::mount;
+    "/api/v1/volume/unmount" => post volumes::unmount;
+    // The design deletes with a GET (the portal calls it so); POST is accepted too.
+    "/api/v1/volume/delete" => get volumes::delete_get, post volumes::delete_post;
+    "/api/v1/network/list" => get nics::list;
+    "/api/v1/network/search" => get nics::list;
+    "/api/v1/network/create" => post nics::create;
+    "/api/v1/network/attach" => post nics::attach;
+    "/api/v1/network/detach" => post nics::detach;
+    "/api/v1/network/delete" => post nics::delete;
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

@@ -71,6 +71,37 @@ impl Paging {
     }
 }
 
+/// A kind of resource, for the work that visits every one: start-up repair (`main.rs`), and in
+/// the tests the check that every table is here and the removal of what rows name in libvirt
+/// and Ceph. A new resource adds one line to `RESOURCES`; a test fails until it does.
+pub struct Kind {
+    /// Its MySQL table.
+    pub table: &'static str,
+    /// Settles the rows a crash left transitional, untouched for at least the given seconds.
+    pub reconcile: fn(&Ctx, u64) -> ApiResult<usize>,
+}
+
+/// Every resource, in repair order: images before the instances booted from them, instances
+/// before the volumes and NICs attached to them.
+pub const RESOURCES: &[Kind] = &[
+    Kind {
+        table: "image",
+        reconcile: images::reconcile,
+    },
+    Kind {
+        table: "instance",
+        reconcile: instances::reconcile,
+    },
+    Kind {
+        table: "volume",
+        reconcile: volumes::reconcile,
+    },
+    Kind {
+        table: "network_interface",
+        reconcile: nics::reconcile,
+    },
+];
+
 /// A resource the services load by id: a table whose unknown id answers 404 with its own code.
 pub trait Resource: Table {
     const NOT_FOUND: ErrorCode;
