@@ -271,177 +271,213 @@ impl Config {
 
     /// Checks every setting; the first bad one is reported by name.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("server.listen", format!("{:?}: {e}", self.server.listen)))?;
-        if self.server.body_limit < 1024 {
-            return Err(invalid("server.body_limit", "must be at least 1024 bytes"));
-        }
-        if !self.database.url.starts_with("mysql://") {
-            return Err(invalid(
-                "database.url",
-                "must be a mysql://user:password@host:port/database URL",
-            ));
-        }
-        if !(1..=1000).contains(&self.database.pool_size) {
-            return Err(invalid("database.pool_size", "must be between 1 and 1000"));
-        }
-        if self.database.connect_timeout_secs == 0 {
-            return Err(invalid(
-                "database.connect_timeout_secs",
-                "must be at least 1",
-            ));
-        }
-        if self.libvirt.uri.trim().is_empty() {
-            return Err(invalid("libvirt.uri", "must not be empty"));
-        }
-        if !matches!(self.libvirt.domain_type.as_str(), "qemu" | "kvm") {
-            return Err(invalid(
-                "libvirt.domain_type",
-                format!(
-                    "{:?}: must be \"qemu\" or \"kvm\"",
-                    self.libvirt.domain_type
-                ),
-            ));
-        }
-        if self.libvirt.host_ip.trim().is_empty() {
-            return Err(invalid("libvirt.host_ip", "must not be empty"));
-        }
-        if !self.libvirt.emulator.starts_with('/') {
-            return Err(invalid("libvirt.emulator", "must be an absolute path"));
-        }
-        if self.libvirt.machine.trim().is_empty() {
-            return Err(invalid("libvirt.machine", "must not be empty"));
-        }
-        if !Path::new(&self.libvirt.template_dir).is_dir() {
-            return Err(invalid(
-                "libvirt.template_dir",
-                format!("{:?} is not a directory", self.libvirt.template_dir),
-            ));
-        }
-        if !self.libvirt.console_log_dir.starts_with('/') {
-            return Err(invalid(
-                "libvirt.console_log_dir",
-                "must be an absolute path",
-            ));
-        }
-        if !(1..=600).contains(&self.libvirt.detach_timeout_secs) {
-            return Err(invalid(
-                "libvirt.detach_timeout_secs",
-                "must be between 1 and 600",
-            ));
-        }
-        if !(1..=3600).contains(&self.libvirt.shutdown_timeout_secs) {
-            return Err(invalid(
-                "libvirt.shutdown_timeout_secs",
-                "must be between 1 and 3600",
-            ));
-        }
-        if !Path::new(&self.ceph.conf).is_file() {
-            return Err(invalid(
-                "ceph.conf",
-                format!(
-                    "{:?} is not a readable file (run scripts/dev-stack.sh up, or point CEPH_CONF at the cluster's ceph.conf)",
-                    self.ceph.conf
-                ),
-            ));
-        }
-        if !valid_ceph_name(&self.ceph.user) {
-            return Err(invalid("ceph.user", "must be a cephx id like \"api-web\""));
-        }
-        if !self.ceph.keyring.is_empty() && !Path::new(&self.ceph.keyring).is_file() {
-            return Err(invalid(
-                "ceph.keyring",
-                format!("{:?} is not a readable file", self.ceph.keyring),
-            ));
-        }
-        if !valid_ceph_name(&self.ceph.images_pool) {
-            return Err(invalid("ceph.images_pool", "must be a pool name"));
-        }
-        if !valid_ceph_name(&self.ceph.volumes_pool) {
-            return Err(invalid("ceph.volumes_pool", "must be a pool name"));
-        }
-        if self.ceph.images_pool == self.ceph.volumes_pool {
-            return Err(invalid(
-                "ceph.volumes_pool",
-                "must differ from ceph.images_pool (QEMU gets read-only access to images)",
-            ));
-        }
-        if self.ceph.mon_hosts.is_empty() {
-            return Err(invalid(
-                "ceph.mon_hosts",
-                "must name at least one host:port",
-            ));
-        }
-        for h in &self.ceph.mon_hosts {
-            parse_host_port(h)
-                .ok_or_else(|| invalid("ceph.mon_hosts", format!("{h:?} is not host:port")))?;
-        }
-        if !valid_ceph_name(&self.ceph.qemu_user) {
-            return Err(invalid(
-                "ceph.qemu_user",
-                "must be a cephx id like \"libvirt\"",
-            ));
-        }
-        uuid::Uuid::parse_str(&self.ceph.secret_uuid).map_err(|e| {
-            invalid(
-                "ceph.secret_uuid",
-                format!("{:?}: {e}", self.ceph.secret_uuid),
-            )
-        })?;
-        if self.ceph.op_timeout_secs == 0 {
-            return Err(invalid("ceph.op_timeout_secs", "must be at least 1"));
-        }
-        for b in &self.network.bridges {
-            if !valid_bridge_name(b) {
-                return Err(invalid(
-                    "network.bridges",
-                    format!(
-                        "{b:?}: a bridge name has 1 to 15 characters and no '/', ':' or whitespace"
-                    ),
-                ));
-            }
-        }
-        if parse_mac_prefix(&self.network.mac_prefix).is_none() {
-            return Err(invalid(
-                "network.mac_prefix",
-                format!(
-                    "{:?}: three hex octets like \"0a:70:69\", the first locally administered (bit 1 set) and unicast (bit 0 clear)",
-                    self.network.mac_prefix
-                ),
-            ));
-        }
-        for (i, p) in self.network.pools.iter().enumerate() {
-            if !self.network.bridges.contains(&p.bridge) {
-                return Err(invalid(
-                    "network.pools",
-                    format!("pool {i}: bridge {:?} is not in network.bridges", p.bridge),
-                ));
-            }
-            if u32::from(p.first) > u32::from(p.last) {
-                return Err(invalid(
-                    "network.pools",
-                    format!("pool {i}: first {} is after last {}", p.first, p.last),
-                ));
-            }
-            if self.network.pools[..i].iter().any(|q| q.bridge == p.bridge) {
-                return Err(invalid(
-                    "network.pools",
-                    format!("bridge {:?} has two pools", p.bridge),
-                ));
-            }
-        }
-        if !self.network.bridges.contains(&self.network.default_bridge) {
-            return Err(invalid(
-                "network.default_bridge",
-                format!(
-                    "{:?} is not listed in network.bridges",
-                    self.network.default_bridge
-                ),
-            ));
-        }
+        self.server.validate()?;
+        self.database.validate()?;
+        self.libvirt.validate()?;
+        self.ceph.validate()?;
+        self.network.validate()
+    }
+}
+
+/// `Ok` when `ok`, else the setting's error.
+fn ensure(ok: bool, setting: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+    if ok {
         Ok(())
+    } else {
+        Err(invalid(setting, message))
+    }
+}
+
+/// A whole number setting within `lo..=hi`.
+fn within<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    lo: T,
+    hi: T,
+    setting: &'static str,
+) -> Result<(), ConfigError> {
+    ensure(
+        lo <= value && value <= hi,
+        setting,
+        format!("must be between {lo} and {hi}"),
+    )
+}
+
+fn absolute(path: &str, setting: &'static str) -> Result<(), ConfigError> {
+    ensure(path.starts_with('/'), setting, "must be an absolute path")
+}
+
+fn not_empty(value: &str, setting: &'static str) -> Result<(), ConfigError> {
+    ensure(!value.trim().is_empty(), setting, "must not be empty")
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", format!("{:?}: {e}", self.listen)))?;
+        ensure(
+            self.body_limit >= 1024,
+            "server.body_limit",
+            "must be at least 1024 bytes",
+        )
+    }
+}
+
+impl DatabaseConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.url.starts_with("mysql://"),
+            "database.url",
+            "must be a mysql://user:password@host:port/database URL",
+        )?;
+        within(self.pool_size, 1, 1000, "database.pool_size")?;
+        ensure(
+            self.connect_timeout_secs >= 1,
+            "database.connect_timeout_secs",
+            "must be at least 1",
+        )
+    }
+}
+
+impl LibvirtConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        not_empty(&self.uri, "libvirt.uri")?;
+        ensure(
+            matches!(self.domain_type.as_str(), "qemu" | "kvm"),
+            "libvirt.domain_type",
+            format!("{:?}: must be \"qemu\" or \"kvm\"", self.domain_type),
+        )?;
+        not_empty(&self.host_ip, "libvirt.host_ip")?;
+        absolute(&self.emulator, "libvirt.emulator")?;
+        not_empty(&self.machine, "libvirt.machine")?;
+        ensure(
+            Path::new(&self.template_dir).is_dir(),
+            "libvirt.template_dir",
+            format!("{:?} is not a directory", self.template_dir),
+        )?;
+        absolute(&self.console_log_dir, "libvirt.console_log_dir")?;
+        within(
+            self.detach_timeout_secs,
+            1,
+            600,
+            "libvirt.detach_timeout_secs",
+        )?;
+        within(
+            self.shutdown_timeout_secs,
+            1,
+            3600,
+            "libvirt.shutdown_timeout_secs",
+        )
+    }
+}
+
+impl CephConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            Path::new(&self.conf).is_file(),
+            "ceph.conf",
+            format!(
+                "{:?} is not a readable file (run scripts/dev-stack.sh up, or point CEPH_CONF at the cluster's ceph.conf)",
+                self.conf
+            ),
+        )?;
+        ensure(
+            valid_ceph_name(&self.user),
+            "ceph.user",
+            "must be a cephx id like \"api-web\"",
+        )?;
+        ensure(
+            self.keyring.is_empty() || Path::new(&self.keyring).is_file(),
+            "ceph.keyring",
+            format!("{:?} is not a readable file", self.keyring),
+        )?;
+        ensure(
+            valid_ceph_name(&self.images_pool),
+            "ceph.images_pool",
+            "must be a pool name",
+        )?;
+        ensure(
+            valid_ceph_name(&self.volumes_pool),
+            "ceph.volumes_pool",
+            "must be a pool name",
+        )?;
+        ensure(
+            self.images_pool != self.volumes_pool,
+            "ceph.volumes_pool",
+            "must differ from ceph.images_pool (QEMU gets read-only access to images)",
+        )?;
+        ensure(
+            !self.mon_hosts.is_empty(),
+            "ceph.mon_hosts",
+            "must name at least one host:port",
+        )?;
+        for h in &self.mon_hosts {
+            ensure(
+                parse_host_port(h).is_some(),
+                "ceph.mon_hosts",
+                format!("{h:?} is not host:port"),
+            )?;
+        }
+        ensure(
+            valid_ceph_name(&self.qemu_user),
+            "ceph.qemu_user",
+            "must be a cephx id like \"libvirt\"",
+        )?;
+        uuid::Uuid::parse_str(&self.secret_uuid)
+            .map_err(|e| invalid("ceph.secret_uuid", format!("{:?}: {e}", self.secret_uuid)))?;
+        ensure(
+            self.op_timeout_secs >= 1,
+            "ceph.op_timeout_secs",
+            "must be at least 1",
+        )
+    }
+}
+
+impl NetworkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for b in &self.bridges {
+            ensure(
+                valid_bridge_name(b),
+                "network.bridges",
+                format!(
+                    "{b:?}: a bridge name has 1 to 15 characters and no '/', ':' or whitespace"
+                ),
+            )?;
+        }
+        ensure(
+            parse_mac_prefix(&self.mac_prefix).is_some(),
+            "network.mac_prefix",
+            format!(
+                "{:?}: three hex octets like \"0a:70:69\", the first locally administered (bit 1 set) and unicast (bit 0 clear)",
+                self.mac_prefix
+            ),
+        )?;
+        for (i, p) in self.pools.iter().enumerate() {
+            self.validate_pool(i, p)?;
+        }
+        ensure(
+            self.bridges.contains(&self.default_bridge),
+            "network.default_bridge",
+            format!("{:?} is not listed in network.bridges", self.default_bridge),
+        )
+    }
+
+    fn validate_pool(&self, i: usize, p: &AddressPool) -> Result<(), ConfigError> {
+        ensure(
+            self.bridges.contains(&p.bridge),
+            "network.pools",
+            format!("pool {i}: bridge {:?} is not in network.bridges", p.bridge),
+        )?;
+        ensure(
+            u32::from(p.first) <= u32::from(p.last),
+            "network.pools",
+            format!("pool {i}: first {} is after last {}", p.first, p.last),
+        )?;
+        ensure(
+            !self.pools[..i].iter().any(|q| q.bridge == p.bridge),
+            "network.pools",
+            format!("bridge {:?} has two pools", p.bridge),
+        )
     }
 }
 

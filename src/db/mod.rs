@@ -18,11 +18,11 @@ use std::time::Duration;
 /// status transitions (how racing requests get exactly one winner, also across processes),
 /// delete-if-in-status, the rows a crash left in a status, and `Table` for the generic list.
 /// `$table` is the diesel table module (in scope), `$name` the SQL table, `$row` its row struct,
-/// `$form` its insert form.
+/// `$form` its insert form, `$update` (when given) an update form that sets the status itself.
 macro_rules! table_queries {
     (
         $table:ident, $name:literal, $row:ty, $form:ty, $id:ty, $status:ty,
-        id = $id_col:literal, name = $name_col:literal
+        id = $id_col:literal, name = $name_col:literal $(, update = $update:ty)?
     ) => {
         impl crate::db::Table for $row {
             type Id = $id;
@@ -45,6 +45,13 @@ macro_rules! table_queries {
                 now: u64,
             ) -> diesel::QueryResult<bool> {
                 transition(conn, id, from, to, error_message, now)
+            }
+            fn delete_in_status(
+                conn: &mut diesel::MysqlConnection,
+                id: &$id,
+                status: $status,
+            ) -> diesel::QueryResult<bool> {
+                delete_in_status(conn, id, status)
             }
         }
 
@@ -89,6 +96,23 @@ macro_rules! table_queries {
                 .execute(conn)?;
             Ok(n == 1)
         }
+
+        $(
+        /// Compare-and-set `from -> changes.status` with the other columns of `changes`: true if
+        /// this call made it. The caller has checked the transition against the state machine.
+        pub fn transition_with(
+            conn: &mut diesel::MysqlConnection,
+            id: &$id,
+            from: $status,
+            changes: &$update,
+        ) -> diesel::QueryResult<bool> {
+            use diesel::prelude::*;
+            let n = diesel::update($table::table.find(id).filter($table::status.eq(from)))
+                .set(changes)
+                .execute(conn)?;
+            Ok(n == 1)
+        }
+        )?
 
         /// Deletes the row if it is in `status`: true if this call deleted it.
         pub fn delete_in_status(
@@ -137,6 +161,12 @@ pub trait Table: Sized + QueryableByName<diesel::mysql::Mysql> + 'static {
         to: Self::Status,
         error_message: Option<&str>,
         now: u64,
+    ) -> QueryResult<bool>;
+    /// Deletes the row if it is in `status`: true if this call deleted it.
+    fn delete_in_status(
+        conn: &mut MysqlConnection,
+        id: &Self::Id,
+        status: Self::Status,
     ) -> QueryResult<bool>;
 }
 

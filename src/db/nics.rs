@@ -84,19 +84,6 @@ impl NicUpdate {
     }
 }
 
-/// Compare-and-set `from -> changes.status` with the columns of `changes` (see volumes).
-pub fn transition_with(
-    conn: &mut MysqlConnection,
-    id: &NicId,
-    from: NicStatus,
-    changes: &NicUpdate,
-) -> QueryResult<bool> {
-    let n = diesel::update(nic::table.find(id).filter(nic::status.eq(from)))
-        .set(changes)
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 pub fn mac_taken(conn: &mut MysqlConnection, mac: &str) -> QueryResult<bool> {
     let n: i64 = nic::table
         .filter(nic::mac.eq(mac))
@@ -163,5 +150,6 @@ crate::db::table_queries!(
     NicId,
     NicStatus,
     id = "network_interface_id",
-    name = "network_interface_name"
+    name = "network_interface_name",
+    update = NicUpdate
 );

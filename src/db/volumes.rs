@@ -91,20 +91,6 @@ impl VolumeUpdate {
     }
 }
 
-/// Compare-and-set `from -> changes.status` with the columns of `changes`: true if this call
-/// made it. The caller has checked the transition against the state machine.
-pub fn transition_with(
-    conn: &mut MysqlConnection,
-    id: &VolumeId,
-    from: VolumeStatus,
-    changes: &VolumeUpdate,
-) -> QueryResult<bool> {
-    let n = diesel::update(volume::table.find(id).filter(volume::status.eq(from)))
-        .set(changes)
-        .execute(conn)?;
-    Ok(n == 1)
-}
-
 pub fn delete(conn: &mut MysqlConnection, id: &VolumeId) -> QueryResult<usize> {
     diesel::delete(volume::table.find(id)).execute(conn)
 }
@@ -164,5 +150,6 @@ crate::db::table_queries!(
     VolumeId,
     VolumeStatus,
     id = "volume_id",
-    name = "volume_name"
+    name = "volume_name",
+    update = VolumeUpdate
 );

@@ -59,6 +59,17 @@ macro_rules! status_enum {
             $($variant),+
         }
 
+        impl Lifecycle for $name {
+            const RESOURCE: &'static str = $resource;
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+            fn valid_transition(self, to: Self) -> bool {
+                $name::valid_transition(self, to)
+            }
+        }
+
         impl $name {
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -97,13 +108,9 @@ status_enum!(
     }
 );
 
-impl Lifecycle for ImageStatus {
-    const RESOURCE: &'static str = "image";
-    const ALL: &'static [Self] = &[Self::Creating, Self::Available, Self::Deleting, Self::Error];
-    fn as_str(self) -> &'static str {
-        ImageStatus::as_str(self)
-    }
-    fn valid_transition(self, to: Self) -> bool {
+impl ImageStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
         use ImageStatus::*;
         match self {
             Creating => matches!(to, Available | Error),
@@ -129,21 +136,9 @@ status_enum!(
     }
 );
 
-impl Lifecycle for InstanceStatus {
-    const RESOURCE: &'static str = "instance";
-    const ALL: &'static [Self] = &[
-        Self::Creating,
-        Self::Running,
-        Self::Stopped,
-        Self::Starting,
-        Self::Stopping,
-        Self::Destroying,
-        Self::Error,
-    ];
-    fn as_str(self) -> &'static str {
-        InstanceStatus::as_str(self)
-    }
-    fn valid_transition(self, to: Self) -> bool {
+impl InstanceStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
         use InstanceStatus::*;
         match self {
             Creating => matches!(to, Running | Error),
@@ -174,21 +169,9 @@ status_enum!(
     }
 );
 
-impl Lifecycle for VolumeStatus {
-    const RESOURCE: &'static str = "volume";
-    const ALL: &'static [Self] = &[
-        Self::Creating,
-        Self::Available,
-        Self::Attaching,
-        Self::InUse,
-        Self::Detaching,
-        Self::Deleting,
-        Self::Error,
-    ];
-    fn as_str(self) -> &'static str {
-        VolumeStatus::as_str(self)
-    }
-    fn valid_transition(self, to: Self) -> bool {
+impl VolumeStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
         use VolumeStatus::*;
         match self {
             Creating => matches!(to, Available | Error | Attaching | InUse),
@@ -215,19 +198,9 @@ status_enum!(
     }
 );
 
-impl Lifecycle for NicStatus {
-    const RESOURCE: &'static str = "network interface";
-    const ALL: &'static [Self] = &[
-        Self::Available,
-        Self::Attaching,
-        Self::Attached,
-        Self::Detaching,
-        Self::Error,
-    ];
-    fn as_str(self) -> &'static str {
-        NicStatus::as_str(self)
-    }
-    fn valid_transition(self, to: Self) -> bool {
+impl NicStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
         use NicStatus::*;
         match self {
             Available => matches!(to, Attaching),

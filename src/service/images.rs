@@ -5,7 +5,8 @@
 //! Delete: row `available -> deleting` -> refuse if clones or instances depend on it -> optionally
 //! remove the RBD image -> delete the row; a failure puts the row back to `available`.
 
-use super::{fresh_id, load, transition, Ctx, Resource, ID_TRIES};
+use super::backed::{self, RbdBacked};
+use super::{load, transition, Ctx, Resource};
 use crate::ceph::Removal;
 use crate::db::images::{Image, ImageForm, ImageUpdate};
 use crate::db::{self, DbConn};
@@ -81,79 +82,30 @@ pub fn create(ctx: &Ctx, req: NewImage) -> ApiResult<Image> {
         )));
     }
     let mut conn = ctx.conn()?;
-    // A random id can collide with a row or with an RBD image nobody registered: retry both.
-    let id = fresh_id("image id", ID_TRIES, || {
-        let form = ImageForm {
-            image_id: ImageId::generate(),
-            image_name: req.image_name.clone(),
-            image_size: req.image_size,
-            os_type: req.os_type.as_str().to_string(),
-            describe: req.describe.clone(),
-            status: St::Creating,
-            create_time: db::now(),
-        };
-        match db::images::insert(&mut conn, &form) {
-            Ok(()) => make_rbd_image(ctx, &mut conn, &form.image_id, req.image_size)
-                .map(|made| made.then_some(form.image_id)),
-            Err(e) if db::is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })?;
-    record_created(ctx, &mut conn, &id)
+    let form = || ImageForm {
+        image_id: ImageId::generate(),
+        image_name: req.image_name.clone(),
+        image_size: req.image_size,
+        os_type: req.os_type.as_str().to_string(),
+        describe: req.describe.clone(),
+        status: St::Creating,
+        create_time: db::now(),
+    };
+    backed::create(ctx, &mut conn, form, req.image_size)
 }
 
-/// Creates the RBD image of a row just recorded `creating`. `Ok(false)`: an unregistered RBD
-/// image already had that name; the row is gone again and a fresh id should be tried.
-fn make_rbd_image(ctx: &Ctx, conn: &mut DbConn, id: &ImageId, size: u64) -> ApiResult<bool> {
-    let pool = &ctx.cfg.ceph.images_pool;
-    let Err(e) = ctx.ceph.create_image(pool, id.as_str(), size) else {
-        return Ok(true);
-    };
-    let undo = db::images::delete_in_status(conn, id, St::Creating);
-    if e.already_exists() && matches!(undo, Ok(true)) {
-        return Ok(false);
+impl RbdBacked for Image {
+    type Form = ImageForm;
+    const CREATING: St = St::Creating;
+    const AVAILABLE: St = St::Available;
+    fn pool(ctx: &Ctx) -> &str {
+        &ctx.cfg.ceph.images_pool
     }
-    Err(undo_failed(
-        format!("Ceph could not create the RBD image {pool}/{id}: {e}"),
-        undo.map(|_| ()),
-        format!("the image row {id} could not be removed"),
-    ))
-}
-
-/// `creating -> available` once the RBD image exists; if that cannot be recorded, the RBD image
-/// and the row go again.
-fn record_created(ctx: &Ctx, conn: &mut DbConn, id: &ImageId) -> ApiResult<Image> {
-    let why = match transition::<Image>(conn, id, St::Creating, St::Available, None) {
-        Ok(true) => return load(conn, id),
-        Ok(false) => "the row changed under us".to_string(),
-        Err(e) => e.to_string(),
-    };
-    let pool = &ctx.cfg.ceph.images_pool;
-    let undo = ctx
-        .ceph
-        .remove_image(pool, id.as_str())
-        .map(|_| ())
-        .map_err(ApiError::from)
-        .and_then(|_| {
-            db::images::delete_in_status(conn, id, St::Creating)
-                .map(|_| ())
-                .map_err(ApiError::from)
-        });
-    Err(undo_failed(
-        format!("the RBD image {pool}/{id} was created but recording it failed ({why})"),
-        undo,
-        format!("image {id} is left in status creating and will be cleaned up by reconciliation"),
-    ))
-}
-
-/// Builds the error of a failed step, saying whether its undo worked.
-fn undo_failed<E: std::fmt::Display>(what: String, undo: Result<(), E>, left: String) -> ApiError {
-    match undo {
-        Ok(()) => ApiError::unavailable(Backend::Ceph, format!("{what}; nothing was kept")),
-        Err(e) => ApiError::unavailable(
-            Backend::Ceph,
-            format!("{what}; undoing it also failed ({e}): {left}"),
-        ),
+    fn id_of(form: &ImageForm) -> &ImageId {
+        &form.image_id
+    }
+    fn insert(conn: &mut DbConn, form: &ImageForm) -> diesel::QueryResult<()> {
+        db::images::insert(conn, form)
     }
 }
 

@@ -162,47 +162,58 @@ fn next_free_ip(
         })
 }
 
-/// Records a NIC: available, or reserved (`attaching`) for an instance being created.
+/// What a create asked for, checked: the bridge, and the MAC and IP when given (each free now;
+/// the unique keys still decide between two requests racing for it).
+struct Wanted {
+    bridge: String,
+    mac: Option<String>,
+    ip: Option<String>,
+}
+
+fn check_wanted(ctx: &Ctx, conn: &mut DbConn, req: &NewNic) -> ApiResult<Wanted> {
+    let bridge = bridge_for(ctx, req.bridge.as_deref())?;
+    let mac = req.mac.as_deref().map(parse_mac).transpose()?;
+    if let Some(m) = &mac {
+        if db::nics::mac_taken(conn, m)? {
+            return Err(mac_in_use(m));
+        }
+    }
+    let ip = req
+        .ip
+        .as_deref()
+        .map(|ip| check_ip(ctx, &bridge, ip))
+        .transpose()?;
+    if let Some(ip) = &ip {
+        if db::nics::ip_taken(conn, &bridge, ip)? {
+            return Err(ip_in_use(ip, &bridge));
+        }
+    }
+    Ok(Wanted { bridge, mac, ip })
+}
+
+/// Records a NIC: available, or reserved (`attaching`) for an instance being created. A
+/// generated id, MAC or pool address that collides is drawn again.
 pub fn insert_new(
     ctx: &Ctx,
     conn: &mut DbConn,
     req: NewNic,
     reserved_for: Option<&InstanceId>,
 ) -> ApiResult<Nic> {
-    let bridge = bridge_for(ctx, req.bridge.as_deref())?;
-    let given_mac = req.mac.as_deref().map(parse_mac).transpose()?;
-    if let Some(m) = &given_mac {
-        if db::nics::mac_taken(conn, m)? {
-            return Err(mac_in_use(m));
-        }
-    }
-    let given_ip = req
-        .ip
-        .as_deref()
-        .map(|ip| check_ip(ctx, &bridge, ip))
-        .transpose()?;
-    if let Some(ip) = &given_ip {
-        if db::nics::ip_taken(conn, &bridge, ip)? {
-            return Err(ApiError::conflict(
-                ErrorCode::IpInUse,
-                format!("ip {ip} is already used on bridge {bridge}"),
-            ));
-        }
-    }
+    let want = check_wanted(ctx, conn, &req)?;
     let prefix = parse_mac_prefix(&ctx.cfg.network.mac_prefix)
         .ok_or_else(|| ApiError::Internal("network.mac_prefix is invalid".into()))?;
     let mut lost_ips = HashSet::new();
     let id = fresh_id("MAC/IP", 16, || {
-        let ip = match &given_ip {
+        let ip = match &want.ip {
             Some(ip) => Some(ip.clone()),
-            None => next_free_ip(ctx, conn, &bridge, &lost_ips)?,
+            None => next_free_ip(ctx, conn, &want.bridge, &lost_ips)?,
         };
         let form = NicForm {
             network_interface_id: NicId::generate(),
             network_interface_name: req.name.clone(),
-            mac: given_mac.clone().unwrap_or_else(|| random_mac(prefix)),
+            mac: want.mac.clone().unwrap_or_else(|| random_mac(prefix)),
             ip: ip.clone(),
-            bridge: bridge.clone(),
+            bridge: want.bridge.clone(),
             status: if reserved_for.is_some() {
                 St::Attaching
             } else {
@@ -217,11 +228,10 @@ pub fn insert_new(
         };
         match duplicate_of(&e) {
             // Another request took the given MAC or IP between our check and the insert.
-            Some(Taken::Mac) if given_mac.is_some() => Err(mac_in_use(&form.mac)),
-            Some(Taken::Ip) if given_ip.is_some() => Err(ApiError::conflict(
-                ErrorCode::IpInUse,
-                format!("ip {} is already used", ip.unwrap_or_default()),
-            )),
+            Some(Taken::Mac) if want.mac.is_some() => Err(mac_in_use(&form.mac)),
+            Some(Taken::Ip) if want.ip.is_some() => {
+                Err(ip_in_use(&ip.unwrap_or_default(), &want.bridge))
+            }
             // A generated MAC or id collided, or the pool's next address was just taken: retry.
             Some(Taken::Ip) => {
                 lost_ips.insert(ip.unwrap_or_default());
@@ -231,7 +241,15 @@ pub fn insert_new(
             None => Err(e.into()),
         }
     })?;
+    // MySQL has no INSERT ... RETURNING: the row as stored (defaults, times) is read back.
     load(conn, &id)
+}
+
+fn ip_in_use(ip: &str, bridge: &str) -> ApiError {
+    ApiError::conflict(
+        ErrorCode::IpInUse,
+        format!("ip {ip} is already used on bridge {bridge}"),
+    )
 }
 
 fn mac_in_use(mac: &str) -> ApiError {

@@ -7,8 +7,9 @@
 //! Unmount: `in-use -> detaching` -> unplug, confirmed in the live XML -> `available`; a guest
 //! that holds on leaves the volume `detaching`, and a later unmount carries on.
 
+use super::backed::{self, RbdBacked};
 use super::hotplug::{self, Pluggable};
-use super::{fresh_id, load, transition, Ctx, Resource, ID_TRIES};
+use super::{load, transition, Ctx, Resource};
 use crate::db::instances::Instance;
 use crate::db::volumes::{Volume, VolumeForm, VolumeUpdate};
 use crate::db::{self, DbConn};
@@ -56,69 +57,34 @@ pub fn create(ctx: &Ctx, name: &str, size_gib: u64, describe: &str) -> ApiResult
         )));
     }
     let mut conn = ctx.conn()?;
-    let id = fresh_id("volume id", ID_TRIES, || {
-        let form = VolumeForm {
-            volume_id: VolumeId::generate(),
-            volume_name: name.to_string(),
-            volume_size: size_gib,
-            status: St::Creating,
-            instance_id: None,
-            is_root: false,
-            target_dev: None,
-            describe: describe.to_string(),
-            attach_time: None,
-            create_time: db::now(),
-        };
-        match db::volumes::insert(&mut conn, &form) {
-            Ok(()) => make_rbd_image(ctx, &mut conn, &form.volume_id, size_gib)
-                .map(|made| made.then_some(form.volume_id)),
-            Err(e) if db::is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })?;
-    record_created(ctx, &mut conn, &id)
+    let form = || VolumeForm {
+        volume_id: VolumeId::generate(),
+        volume_name: name.to_string(),
+        volume_size: size_gib,
+        status: St::Creating,
+        instance_id: None,
+        is_root: false,
+        target_dev: None,
+        describe: describe.to_string(),
+        attach_time: None,
+        create_time: db::now(),
+    };
+    backed::create(ctx, &mut conn, form, size_gib * GIB)
 }
 
-/// Creates the RBD image of a row just recorded `creating`. `Ok(false)`: an RBD image already
-/// had that name; the row is gone again and a fresh id should be tried.
-fn make_rbd_image(ctx: &Ctx, conn: &mut DbConn, id: &VolumeId, gib: u64) -> ApiResult<bool> {
-    let pool = &ctx.cfg.ceph.volumes_pool;
-    let Err(e) = ctx.ceph.create_image(pool, id.as_str(), gib * GIB) else {
-        return Ok(true);
-    };
-    let undo = db::volumes::delete_in_status(conn, id, St::Creating);
-    if e.already_exists() && matches!(undo, Ok(true)) {
-        return Ok(false);
+impl RbdBacked for Volume {
+    type Form = VolumeForm;
+    const CREATING: St = St::Creating;
+    const AVAILABLE: St = St::Available;
+    fn pool(ctx: &Ctx) -> &str {
+        &ctx.cfg.ceph.volumes_pool
     }
-    let kept = match undo {
-        Ok(_) => "nothing was kept".to_string(),
-        Err(u) => format!("removing the volume row also failed ({u})"),
-    };
-    Err(ApiError::unavailable(
-        Backend::Ceph,
-        format!("Ceph could not create the RBD image {pool}/{id}: {e}; {kept}"),
-    ))
-}
-
-/// `creating -> available` once the RBD image exists; if that cannot be recorded, the RBD image
-/// and the row go again.
-fn record_created(ctx: &Ctx, conn: &mut DbConn, id: &VolumeId) -> ApiResult<Volume> {
-    let why = match transition::<Volume>(conn, id, St::Creating, St::Available, None) {
-        Ok(true) => return load(conn, id),
-        Ok(false) => "the row changed under us".to_string(),
-        Err(e) => e.to_string(),
-    };
-    let pool = &ctx.cfg.ceph.volumes_pool;
-    let removed = ctx.ceph.remove_image(pool, id.as_str()).map(|_| ());
-    let _ = db::volumes::delete_in_status(conn, id, St::Creating);
-    let kept = match removed {
-        Ok(()) => "the RBD image was removed again".to_string(),
-        Err(e) => format!("removing the RBD image also failed ({e})"),
-    };
-    Err(ApiError::unavailable(
-        Backend::Database,
-        format!("the RBD image {pool}/{id} was created but recording it failed ({why}); {kept}"),
-    ))
+    fn id_of(form: &VolumeForm) -> &VolumeId {
+        &form.volume_id
+    }
+    fn insert(conn: &mut DbConn, form: &VolumeForm) -> diesel::QueryResult<()> {
+        db::volumes::insert(conn, form)
+    }
 }
 
 /// The first of vdb..vdz that neither MySQL nor libvirt uses on the instance.

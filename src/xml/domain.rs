@@ -149,101 +149,146 @@ fn write_managed_devices(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
 /// The domain XML for `spec` from a template.
 pub fn build(template: &str, spec: &DomainSpec) -> Result<String, TemplateError> {
     let mut r = Reader::from_str(template);
-    let mut w = Writer::new(Vec::new());
-    let io = |e: std::io::Error| TemplateError::Other(format!("writing XML: {e}"));
-    // depth: 0 outside <domain>, 1 inside it, 2 inside one of its children...
-    let mut depth = 0usize;
-    let mut in_devices = false;
-    let mut saw_devices = false;
-    let mut saw_domain = false;
+    let mut b = Builder {
+        w: Writer::new(Vec::new()),
+        spec,
+        depth: 0,
+        in_devices: false,
+        saw_devices: false,
+        saw_domain: false,
+    };
     loop {
         let pos = r.buffer_position();
-        let ev = r.read_event().map_err(syntax(pos))?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let empty = matches!(ev, Event::Empty(_));
-                let name = name_of(e);
-                if depth == 0 {
-                    if name != "domain" {
-                        return Err(TemplateError::Root(name));
-                    }
-                    if saw_domain {
-                        return Err(TemplateError::Other("more than one <domain>".into()));
-                    }
-                    saw_domain = true;
-                    let mut start = BytesStart::new("domain");
-                    start.push_attribute(("type", spec.domain_type));
-                    for a in e.attributes() {
-                        let a = a.map_err(syntax(pos))?;
-                        if a.key.as_ref() != b"type" {
-                            start.push_attribute(a);
-                        }
-                    }
-                    w.write_event(Event::Start(start)).map_err(io)?;
-                    write_header(&mut w, spec).map_err(io)?;
-                    if empty {
-                        write_devices_block(&mut w, spec).map_err(io)?;
-                        w.write_event(Event::End(BytesEnd::new("domain")))
-                            .map_err(io)?;
-                        saw_devices = true;
-                    } else {
-                        depth = 1;
-                    }
-                    continue;
-                }
-                if depth == 1 && MANAGED_TOP.contains(&name.as_str()) {
-                    return Err(TemplateError::Managed(name));
-                }
-                if depth == 2 && in_devices && MANAGED_DEVICES.contains(&name.as_str()) {
-                    return Err(TemplateError::Managed(format!("devices/{name}")));
-                }
-                if depth == 1 && name == "devices" {
-                    if saw_devices {
-                        return Err(TemplateError::Other("more than one <devices>".into()));
-                    }
-                    saw_devices = true;
-                    w.write_event(Event::Start(BytesStart::new("devices")))
-                        .map_err(io)?;
-                    text_element(&mut w, "emulator", &[], spec.emulator).map_err(io)?;
-                    if empty {
-                        write_managed_devices(&mut w, spec).map_err(io)?;
-                        w.write_event(Event::End(BytesEnd::new("devices")))
-                            .map_err(io)?;
-                    } else {
-                        in_devices = true;
-                        depth += 1;
-                    }
-                    continue;
-                }
-                w.write_event(ev.clone()).map_err(io)?;
-                if !empty {
-                    depth += 1;
-                }
-            }
-            Event::End(ref e) => {
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                depth = depth.saturating_sub(1);
-                if depth == 1 && in_devices && name == "devices" {
-                    write_managed_devices(&mut w, spec).map_err(io)?;
-                    in_devices = false;
-                }
-                if depth == 0 && name == "domain" && !saw_devices {
-                    write_devices_block(&mut w, spec).map_err(io)?;
-                    saw_devices = true;
-                }
-                w.write_event(ev.clone()).map_err(io)?;
-            }
+        match r.read_event().map_err(syntax(pos))? {
+            Event::Start(e) => b.start(e, false, pos)?,
+            Event::Empty(e) => b.start(e, true, pos)?,
+            Event::End(e) => b.end(e)?,
             Event::DocType(_) => {
                 return Err(TemplateError::Other("a DOCTYPE is not allowed".into()));
             }
             Event::Eof => break,
-            other => w.write_event(other).map_err(io)?,
+            other => b.w.write_event(other).map_err(io)?,
         }
     }
-    if !saw_domain {
+    if !b.saw_domain {
         return Err(TemplateError::Root("(none)".into()));
     }
-    String::from_utf8(w.into_inner()).map_err(|e| TemplateError::Other(e.to_string()))
+    String::from_utf8(b.w.into_inner()).map_err(|e| TemplateError::Other(e.to_string()))
+}
+
+fn io(e: std::io::Error) -> TemplateError {
+    TemplateError::Other(format!("writing XML: {e}"))
+}
+
+/// The template being copied: where the reader is, and what has been written.
+struct Builder<'s, 'a> {
+    w: W,
+    spec: &'s DomainSpec<'a>,
+    /// 0 outside `<domain>`, 1 inside it, 2 inside one of its children...
+    depth: usize,
+    in_devices: bool,
+    saw_devices: bool,
+    saw_domain: bool,
+}
+
+impl Builder<'_, '_> {
+    /// An opening (or empty) element: the root, `<devices>`, a managed one (refused), or a copy.
+    fn start(&mut self, e: BytesStart, empty: bool, pos: u64) -> Result<(), TemplateError> {
+        let name = name_of(&e);
+        if self.depth == 0 {
+            return self.open_domain(&e, name, empty, pos);
+        }
+        if self.depth == 1 && MANAGED_TOP.contains(&name.as_str()) {
+            return Err(TemplateError::Managed(name));
+        }
+        if self.depth == 2 && self.in_devices && MANAGED_DEVICES.contains(&name.as_str()) {
+            return Err(TemplateError::Managed(format!("devices/{name}")));
+        }
+        if self.depth == 1 && name == "devices" {
+            return self.open_devices(empty);
+        }
+        if empty {
+            self.w.write_event(Event::Empty(e)).map_err(io)
+        } else {
+            self.depth += 1;
+            self.w.write_event(Event::Start(e)).map_err(io)
+        }
+    }
+
+    /// `<domain>` with our `type` and the header api-web manages (name, uuid, memory, os...).
+    fn open_domain(
+        &mut self,
+        e: &BytesStart,
+        name: String,
+        empty: bool,
+        pos: u64,
+    ) -> Result<(), TemplateError> {
+        if name != "domain" {
+            return Err(TemplateError::Root(name));
+        }
+        if self.saw_domain {
+            return Err(TemplateError::Other("more than one <domain>".into()));
+        }
+        self.saw_domain = true;
+        let mut start = BytesStart::new("domain");
+        start.push_attribute(("type", self.spec.domain_type));
+        for a in e.attributes() {
+            let a = a.map_err(syntax(pos))?;
+            if a.key.as_ref() != b"type" {
+                start.push_attribute(a);
+            }
+        }
+        self.w.write_event(Event::Start(start)).map_err(io)?;
+        write_header(&mut self.w, self.spec).map_err(io)?;
+        if empty {
+            write_devices_block(&mut self.w, self.spec).map_err(io)?;
+            self.saw_devices = true;
+            return self
+                .w
+                .write_event(Event::End(BytesEnd::new("domain")))
+                .map_err(io);
+        }
+        self.depth = 1;
+        Ok(())
+    }
+
+    /// The template's `<devices>`: our emulator first, our disks and NICs at its end.
+    fn open_devices(&mut self, empty: bool) -> Result<(), TemplateError> {
+        if self.saw_devices {
+            return Err(TemplateError::Other("more than one <devices>".into()));
+        }
+        self.saw_devices = true;
+        self.w
+            .write_event(Event::Start(BytesStart::new("devices")))
+            .map_err(io)?;
+        text_element(&mut self.w, "emulator", &[], self.spec.emulator).map_err(io)?;
+        if empty {
+            write_managed_devices(&mut self.w, self.spec).map_err(io)?;
+            return self
+                .w
+                .write_event(Event::End(BytesEnd::new("devices")))
+                .map_err(io);
+        }
+        self.in_devices = true;
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// A closing element: our devices go before `</devices>`, or as a whole block before
+    /// `</domain>` when the template has none.
+    fn end(&mut self, e: BytesEnd) -> Result<(), TemplateError> {
+        let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+        self.depth = self.depth.saturating_sub(1);
+        if self.depth == 1 && self.in_devices && name == "devices" {
+            write_managed_devices(&mut self.w, self.spec).map_err(io)?;
+            self.in_devices = false;
+        }
+        if self.depth == 0 && name == "domain" && !self.saw_devices {
+            write_devices_block(&mut self.w, self.spec).map_err(io)?;
+            self.saw_devices = true;
+        }
+        self.w.write_event(Event::End(e)).map_err(io)
+    }
 }
 
 fn write_devices_block(w: &mut W, spec: &DomainSpec) -> std::io::Result<()> {
