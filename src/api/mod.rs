@@ -208,6 +208,40 @@ pub fn list_filter<S: crate::model::Lifecycle>(
     })
 }
 
+/// The query of a list of what attaches to instances (volumes, NICs).
+#[derive(serde::Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct AttachedListQuery {
+    #[validate(length(max = 255, message = "must be at most 255 characters"))]
+    filter_name: Option<String>,
+    status: Option<String>,
+    /// Only what is attached to this instance.
+    instance_id: Option<String>,
+    page_num: Option<u32>,
+    page_size: Option<u32>,
+}
+
+/// A page of volumes or NICs, each shown with `view` (which names its instance).
+pub async fn list_attached<R, V>(
+    ctx: web::Data<Ctx>,
+    q: web::Query<AttachedListQuery>,
+    view: fn(R, &views::InstanceNames) -> V,
+) -> ApiResult<Success<PageView<V>>>
+where
+    R: crate::service::Pluggable + Send + 'static,
+{
+    check(&*q)?;
+    let p = paging(q.page_num, q.page_size)?;
+    let q = q.into_inner();
+    let filter =
+        list_filter::<<R as crate::db::Table>::Status>(q.filter_name, q.status, q.instance_id)?;
+    let (total, rows, names) =
+        crate::context::blocking(move || crate::service::list_attached::<R>(&ctx, &filter, p))
+            .await?;
+    let items = rows.into_iter().map(|r| view(r, &names)).collect();
+    Ok(Success(PageView::new(total, p, items)))
+}
+
 /// A success: `{"code":0,"message":"success","data":...,"request_id":"..."}`.
 pub struct Success<T>(pub T);
 

@@ -1,39 +1,25 @@
 //! `/api/v1/network/*` (seed-api.md section 3).
 
 use super::views::{InstanceNames, NicView};
-use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::{
+    check, list_attached, valid_describe, valid_id, valid_name, AttachedListQuery, PageView,
+    Success,
+};
 use crate::context::blocking;
 use crate::db::nics::Nic;
 use crate::error::ApiResult;
-use crate::model::{InstanceId, NicId, NicStatus};
+use crate::model::{InstanceId, NicId};
 use crate::service::nics::{self as svc, NewNic};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-#[derive(Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[validate(length(max = 255, message = "must be at most 255 characters"))]
-    filter_name: Option<String>,
-    status: Option<String>,
-    instance_id: Option<String>,
-    page_num: Option<u32>,
-    page_size: Option<u32>,
-}
-
-pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<NicView>>> {
-    check(&*q)?;
-    let p = paging(q.page_num, q.page_size)?;
-    let q = q.into_inner();
-    let filter = list_filter::<NicStatus>(q.filter_name, q.status, q.instance_id)?;
-    let (total, rows, names) = blocking(move || {
-        crate::service::list_attached::<Nic>(&ctx, &filter, p, |n| n.instance_id.as_ref())
-    })
-    .await?;
-    let items = rows.into_iter().map(|n| NicView::new(n, &names)).collect();
-    Ok(Success(PageView::new(total, p, items)))
+pub async fn list(
+    ctx: Data<Ctx>,
+    q: Query<AttachedListQuery>,
+) -> ApiResult<Success<PageView<NicView>>> {
+    list_attached::<Nic, _>(ctx, q, NicView::new).await
 }
 
 #[derive(Deserialize, Validate)]

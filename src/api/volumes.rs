@@ -1,44 +1,26 @@
 //! `/api/v1/volume/*` (seed-api.md section 2).
 
 use super::views::{InstanceNames, VolumeView};
-use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
+use super::{
+    check, list_attached, valid_describe, valid_id, valid_name, AttachedListQuery, PageView,
+    Success,
+};
 use crate::ceph::Removal;
 use crate::context::blocking;
 use crate::db::volumes::Volume;
 use crate::error::ApiResult;
-use crate::model::{InstanceId, VolumeId, VolumeStatus};
+use crate::model::{InstanceId, VolumeId};
 use crate::service::volumes as svc;
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-#[derive(Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[validate(length(max = 255, message = "must be at most 255 characters"))]
-    filter_name: Option<String>,
-    status: Option<String>,
-    /// Only volumes attached to this instance.
-    instance_id: Option<String>,
-    page_num: Option<u32>,
-    page_size: Option<u32>,
-}
-
-pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<VolumeView>>> {
-    check(&*q)?;
-    let p = paging(q.page_num, q.page_size)?;
-    let q = q.into_inner();
-    let filter = list_filter::<VolumeStatus>(q.filter_name, q.status, q.instance_id)?;
-    let (total, rows, names) = blocking(move || {
-        crate::service::list_attached::<Volume>(&ctx, &filter, p, |v| v.instance_id.as_ref())
-    })
-    .await?;
-    let items = rows
-        .into_iter()
-        .map(|v| VolumeView::new(v, &names))
-        .collect();
-    Ok(Success(PageView::new(total, p, items)))
+pub async fn list(
+    ctx: Data<Ctx>,
+    q: Query<AttachedListQuery>,
+) -> ApiResult<Success<PageView<VolumeView>>> {
+    list_attached::<Volume, _>(ctx, q, VolumeView::new).await
 }
 
 #[derive(Deserialize, Validate)]

@@ -169,11 +169,10 @@ pub fn list<R: Resource>(
 
 /// A page of a resource that attaches to instances (volumes, NICs), with the names of the
 /// instances on the page (one more query, not one per row).
-pub fn list_attached<R: Resource>(
+pub fn list_attached<R: Pluggable>(
     ctx: &Ctx,
-    filter: &ListFilter<R::Status>,
+    filter: &ListFilter<<R as Table>::Status>,
     paging: Paging,
-    instance_of: fn(&R) -> Option<&crate::model::InstanceId>,
 ) -> ApiResult<(
     i64,
     Vec<R>,
@@ -183,7 +182,7 @@ pub fn list_attached<R: Resource>(
     let (total, rows) = db::list::<R>(&mut conn, filter, paging.to_db())?;
     let ids: Vec<_> = rows
         .iter()
-        .filter_map(|r| instance_of(r).cloned())
+        .filter_map(|r| r.instance_id().cloned())
         .collect();
     let names = db::instances::names_of(&mut conn, &ids)?;
     Ok((total, rows, names))
