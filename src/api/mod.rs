@@ -6,7 +6,7 @@ mod images;
 mod instances;
 mod middleware;
 mod nics;
-mod views;
+pub mod views;
 mod volumes;
 
 use crate::error::{ApiError, ApiResult};
@@ -266,7 +266,7 @@ impl<T: Serialize> Responder for Success<T> {
 }
 
 /// A page of a list.
-#[derive(Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct PageView<T> {
     pub total: i64,
     pub page_num: u32,

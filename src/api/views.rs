@@ -1,5 +1,6 @@
 //! How each resource looks on the wire: one view per resource, used by every endpoint that
-//! shows it (lists, details, and the answers of the calls that change it).
+//! shows it (lists, details, and the answers of the calls that change it). They also deserialize,
+//! so the integration tests read answers as these types; `views_are_pinned` fixes their fields.
 
 use crate::db::images::Image;
 use crate::db::instances::Instance;
@@ -8,7 +9,7 @@ use crate::db::volumes::Volume;
 use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus, NicId, NicStatus, VolumeId, VolumeStatus,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Names of the instances a page of volumes or NICs is attached to.
@@ -18,19 +19,19 @@ fn message(m: Option<String>) -> Option<String> {
     m.filter(|m| !m.is_empty())
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageView {
-    image_id: ImageId,
-    image_name: String,
+    pub image_id: ImageId,
+    pub image_name: String,
     /// bytes
-    image_size: u64,
-    os_type: String,
-    describe: String,
-    status: ImageStatus,
-    error_message: Option<String>,
-    image_location: String,
-    create_time: u64,
-    update_time: u64,
+    pub image_size: u64,
+    pub os_type: String,
+    pub describe: String,
+    pub status: ImageStatus,
+    pub error_message: Option<String>,
+    pub image_location: String,
+    pub create_time: u64,
+    pub update_time: u64,
 }
 
 impl ImageView {
@@ -50,25 +51,25 @@ impl ImageView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
-    instance_id: InstanceId,
-    instance_name: String,
-    status: InstanceStatus,
-    ip: Option<String>,
-    host_ip: String,
-    cpu: u32,
+    pub instance_id: InstanceId,
+    pub instance_name: String,
+    pub status: InstanceStatus,
+    pub ip: Option<String>,
+    pub host_ip: String,
+    pub cpu: u32,
     /// MiB
-    memory: u64,
-    image_id: ImageId,
+    pub memory: u64,
+    pub image_id: ImageId,
     /// GiB
-    root_size: Option<u64>,
-    describe: String,
-    progress: u8,
-    progress_step: String,
-    error_message: Option<String>,
-    create_time: u64,
-    update_time: u64,
+    pub root_size: Option<u64>,
+    pub describe: String,
+    pub progress: u8,
+    pub progress_step: String,
+    pub error_message: Option<String>,
+    pub create_time: u64,
+    pub update_time: u64,
 }
 
 impl From<Instance> for InstanceView {
@@ -93,22 +94,22 @@ impl From<Instance> for InstanceView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolumeView {
-    volume_id: VolumeId,
-    volume_name: String,
+    pub volume_id: VolumeId,
+    pub volume_name: String,
     /// GiB
-    volume_size: u64,
-    status: VolumeStatus,
-    instance_id: Option<InstanceId>,
-    instance_name: Option<String>,
-    target_dev: Option<String>,
-    is_root: bool,
-    describe: String,
-    error_message: Option<String>,
-    attach_time: Option<u64>,
-    create_time: u64,
-    update_time: u64,
+    pub volume_size: u64,
+    pub status: VolumeStatus,
+    pub instance_id: Option<InstanceId>,
+    pub instance_name: Option<String>,
+    pub target_dev: Option<String>,
+    pub is_root: bool,
+    pub describe: String,
+    pub error_message: Option<String>,
+    pub attach_time: Option<u64>,
+    pub create_time: u64,
+    pub update_time: u64,
 }
 
 impl VolumeView {
@@ -132,20 +133,20 @@ impl VolumeView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NicView {
-    network_interface_id: NicId,
-    network_interface_name: String,
-    mac: String,
-    ip: Option<String>,
-    bridge: String,
-    status: NicStatus,
-    instance_id: Option<InstanceId>,
-    instance_name: Option<String>,
-    attach_time: Option<u64>,
-    describe: String,
-    error_message: Option<String>,
-    create_time: u64,
+    pub network_interface_id: NicId,
+    pub network_interface_name: String,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub bridge: String,
+    pub status: NicStatus,
+    pub instance_id: Option<InstanceId>,
+    pub instance_name: Option<String>,
+    pub attach_time: Option<u64>,
+    pub describe: String,
+    pub error_message: Option<String>,
+    pub create_time: u64,
 }
 
 impl NicView {
@@ -165,5 +166,102 @@ impl NicView {
             error_message: message(n.error_message),
             create_time: n.create_time,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn keys(v: impl Serialize) -> Vec<String> {
+        match serde_json::to_value(v).unwrap() {
+            Value::Object(o) => o.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// The wire names of every view: a rename here breaks the portal and the curl scripts.
+    #[test]
+    fn views_are_pinned() {
+        let image = ImageView {
+            image_id: ImageId::new("ami-1"),
+            image_name: "n".into(),
+            image_size: 1,
+            os_type: "Linux".into(),
+            describe: String::new(),
+            status: ImageStatus::Available,
+            error_message: None,
+            image_location: "rbd:p/ami-1".into(),
+            create_time: 0,
+            update_time: 0,
+        };
+        assert_eq!(
+            keys(&image).join(","),
+            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,status,update_time"
+        );
+        let instance = InstanceView {
+            instance_id: InstanceId::new("i-1"),
+            instance_name: "n".into(),
+            status: InstanceStatus::Running,
+            ip: None,
+            host_ip: "h".into(),
+            cpu: 1,
+            memory: 1,
+            image_id: ImageId::new("ami-1"),
+            root_size: None,
+            describe: String::new(),
+            progress: 100,
+            progress_step: "running".into(),
+            error_message: None,
+            create_time: 0,
+            update_time: 0,
+        };
+        assert_eq!(
+            keys(&instance).join(","),
+            "cpu,create_time,describe,error_message,host_ip,image_id,instance_id,instance_name,ip,memory,progress,progress_step,root_size,status,update_time"
+        );
+        let volume = VolumeView {
+            volume_id: VolumeId::new("vol-1"),
+            volume_name: "n".into(),
+            volume_size: 1,
+            status: VolumeStatus::InUse,
+            instance_id: None,
+            instance_name: None,
+            target_dev: None,
+            is_root: false,
+            describe: String::new(),
+            error_message: None,
+            attach_time: None,
+            create_time: 0,
+            update_time: 0,
+        };
+        assert_eq!(
+            keys(&volume).join(","),
+            "attach_time,create_time,describe,error_message,instance_id,instance_name,is_root,status,target_dev,update_time,volume_id,volume_name,volume_size"
+        );
+        let nic = NicView {
+            network_interface_id: NicId::new("eni-1"),
+            network_interface_name: "n".into(),
+            mac: "m".into(),
+            ip: None,
+            bridge: "b".into(),
+            status: NicStatus::Attached,
+            instance_id: None,
+            instance_name: None,
+            attach_time: None,
+            describe: String::new(),
+            error_message: None,
+            create_time: 0,
+        };
+        assert_eq!(
+            keys(&nic).join(","),
+            "attach_time,bridge,create_time,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,status"
+        );
+        // And each reads back as itself (the tests rely on it).
+        let back: VolumeView =
+            serde_json::from_value(serde_json::to_value(&volume).unwrap()).unwrap();
+        assert_eq!(back, volume);
+        assert_eq!(serde_json::to_value(VolumeStatus::InUse).unwrap(), "in-use");
     }
 }

@@ -93,6 +93,18 @@ macro_rules! status_enum {
             }
         }
 
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                <Self as Lifecycle>::parse(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not one of {}",
+                        <Self as Lifecycle>::names()
+                    ))
+                })
+            }
+        }
+
         super::text_sql!($name);
     };
 }

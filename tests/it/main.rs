@@ -1,5 +1,6 @@
 //! The integration tests: one binary, run against the real stack (scripts/test.sh).
 
+mod client;
 mod common;
 mod images;
 mod instances;

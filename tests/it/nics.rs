@@ -1,10 +1,12 @@
 //! NICs on the real stack: bridge NICs hot-plugged into booted TCG guests, seen by the guest by
 //! their MAC.
 
+use crate::client::{client, Client};
 use crate::common::*;
 use crate::instances::{count, create, drop_image, test_image, wait_console, wait_created};
 use actix_web::test;
 use api_web::api;
+use api_web::api::views::NicView;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -26,34 +28,47 @@ fn macs(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (of(p), of(l))
 }
 
-#[actix_web::test]
-async fn nic_create_list_delete_and_bad_input() {
-    let t = TestApp::new();
-    let app = test::init_service(api::app(t.ctx.clone())).await;
-    let a = new_nic(&app, json!({"network_interface_name": "eth <a>"})).await;
-    assert!(a["network_interface_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("eni-"));
-    let mac = a["mac"].as_str().unwrap();
-    assert!(mac.starts_with("0a:70:69:") && mac.len() == 17, "{mac}");
-    assert_eq!(a["ip"], "10.77.0.10");
-    assert_eq!(a["bridge"], "apiwebbr0");
-    assert_eq!(a["status"], "available");
-    let b = new_nic(
-        &app,
-        json!({"network_interface_name": "b", "bridge": "apiwebbr0"}),
-    )
-    .await;
-    assert_eq!(b["ip"], "10.77.0.11");
-    let c = new_nic(
-        &app,
-        json!({"network_interface_name": "c", "mac": "0A-70-69-AA-BB-CC", "ip": "10.77.0.100", "describe": "given"}),
-    )
-    .await;
-    assert_eq!(c["mac"], "0a:70:69:aa:bb:cc");
-    assert_eq!(c["ip"], "10.77.0.100");
+/// Three NICs: drawn from the pool, on a named bridge, and with a given MAC and IP.
+async fn three_nics(c: &Client<impl App>) -> [NicView; 3] {
+    let a = c
+        .nic_create(json!({"network_interface_name": "eth <a>"}))
+        .await
+        .good();
+    let b = c
+        .nic_create(json!({"network_interface_name": "b", "bridge": "apiwebbr0"}))
+        .await
+        .good();
+    let given = c
+        .nic_create(json!({"network_interface_name": "c", "mac": "0A-70-69-AA-BB-CC", "ip": "10.77.0.100", "describe": "given"}))
+        .await
+        .good();
+    [a, b, given]
+}
 
+#[actix_web::test]
+async fn nic_create_draws_mac_and_ip_or_takes_the_given_ones() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    let [a, b, given] = three_nics(&c).await;
+    assert!(a.network_interface_id.as_str().starts_with("eni-"));
+    assert!(
+        a.mac.starts_with("0a:70:69:") && a.mac.len() == 17,
+        "{}",
+        a.mac
+    );
+    assert_eq!(a.ip.as_deref(), Some("10.77.0.10"));
+    assert_eq!(a.bridge, "apiwebbr0");
+    assert_eq!(a.status.as_str(), "available");
+    assert_eq!(b.ip.as_deref(), Some("10.77.0.11"));
+    assert_eq!(given.mac, "0a:70:69:aa:bb:cc");
+    assert_eq!(given.ip.as_deref(), Some("10.77.0.100"));
+}
+
+#[actix_web::test]
+async fn nic_create_refuses_bad_input_and_taken_addresses() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    three_nics(&c).await;
     let bad: Vec<(Value, u16, &str)> = vec![
         (
             json!({"network_interface_name": "x", "mac": "zz:70:69:aa:bb:cc"}),
@@ -118,75 +133,68 @@ async fn nic_create_list_delete_and_bad_input() {
         ),
     ];
     for (body, status, code) in bad {
-        let r = post(&app, "/api/v1/network/create", body.clone()).await;
-        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.body);
-        r.assert_error(status, code);
+        let r = c.nic_create(body.clone()).await;
+        assert_eq!(r.resp.status.as_u16(), status, "{body}: {}", r.resp.body);
+        r.error(status, code);
     }
     assert_eq!(
         count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
         3
     );
+}
 
+#[actix_web::test]
+async fn nic_list_and_search_filter_by_name_and_status() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    three_nics(&c).await;
     for path in ["list", "search"] {
-        let r = get(
-            &app,
-            &format!("/api/v1/network/{path}?filter_name={}", q("<a>")),
-        )
-        .await;
-        let d = r.ok();
-        assert_eq!(d["total"], 1, "{d}");
-        assert_eq!(d["items"][0]["network_interface_name"], "eth <a>");
-        assert_eq!(d["items"][0]["instance_id"], Value::Null);
-    }
-    assert_eq!(
-        get(&app, "/api/v1/network/list?status=available")
+        let page = c
+            .nics(path, &format!("filter_name={}", q("<a>")))
             .await
-            .ok()["total"],
-        3
-    );
-    get(&app, "/api/v1/network/list?status=up")
-        .await
-        .assert_error(400, "invalid_param");
-
-    // Delete releases the MAC and the IP.
-    let cid = c["network_interface_id"].as_str().unwrap();
-    post(
-        &app,
-        "/api/v1/network/delete",
-        json!({"network_interface_id": cid}),
-    )
-    .await
-    .ok();
-    post(
-        &app,
-        "/api/v1/network/delete",
-        json!({"network_interface_id": cid}),
-    )
-    .await
-    .assert_error(404, "network_interface_not_found");
-    let again = new_nic(
-        &app,
-        json!({"network_interface_name": "c2", "mac": "0a:70:69:aa:bb:cc", "ip": "10.77.0.100"}),
-    )
-    .await;
-    assert_eq!(again["ip"], "10.77.0.100");
-    for path in ["attach", "detach"] {
-        post(
-            &app,
-            &format!("/api/v1/network/{path}"),
-            json!({"network_interface_id": "eni-00000000", "instance_id": "i-00000000"}),
-        )
-        .await
-        .assert_error(404, "network_interface_not_found");
+            .good();
+        assert_eq!(page.total, 1, "{page:?}");
+        assert_eq!(page.items[0].network_interface_name, "eth <a>");
+        assert_eq!(page.items[0].instance_id, None);
     }
-    let aid = a["network_interface_id"].as_str().unwrap();
-    post(
-        &app,
-        "/api/v1/network/attach",
-        json!({"network_interface_id": aid, "instance_id": "i-00000000"}),
-    )
-    .await
-    .assert_error(404, "instance_not_found");
+    assert_eq!(c.nics("list", "status=available").await.good().total, 3);
+    c.nics("list", "status=up")
+        .await
+        .error(400, "invalid_param");
+}
+
+/// Delete releases the MAC and the IP.
+#[actix_web::test]
+async fn nic_delete_releases_its_mac_and_ip() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    let [_, _, given] = three_nics(&c).await;
+    let id = given.network_interface_id.as_str();
+    c.nic_delete(id).await.good();
+    c.nic_delete(id)
+        .await
+        .error(404, "network_interface_not_found");
+    let again = c
+        .nic_create(json!({"network_interface_name": "c2", "mac": "0a:70:69:aa:bb:cc", "ip": "10.77.0.100"}))
+        .await
+        .good();
+    assert_eq!(again.ip.as_deref(), Some("10.77.0.100"));
+}
+
+#[actix_web::test]
+async fn attach_and_detach_name_what_is_unknown() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    c.nic_attach("eni-00000000", "i-00000000")
+        .await
+        .error(404, "network_interface_not_found");
+    c.nic_detach("eni-00000000", "i-00000000")
+        .await
+        .error(404, "network_interface_not_found");
+    let [a, _, _] = three_nics(&c).await;
+    c.nic_attach(a.network_interface_id.as_str(), "i-00000000")
+        .await
+        .error(404, "instance_not_found");
 }
 
 #[actix_web::test]

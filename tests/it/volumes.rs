@@ -1,6 +1,7 @@
 //! Volumes on the real stack: RBD images hot-plugged into booted TCG guests, seen by the guest
 //! through their `<serial>`.
 
+use crate::client::client;
 use crate::common::*;
 use crate::instances::{count, create, drop_image, test_image, wait_console, wait_created};
 use actix_web::test;
@@ -96,103 +97,87 @@ fn assert_consistent(t: &TestApp) {
 }
 
 #[actix_web::test]
-async fn volume_crud_and_bad_input() {
+async fn volume_create_refuses_bad_input() {
     let t = TestApp::new();
-    let app = test::init_service(api::app(t.ctx.clone())).await;
-    let vpool = t.volumes_pool();
-    for (body, code) in [
-        (
-            json!({"volume_name": "x", "volume_size": 0}),
-            "invalid_param",
-        ),
-        (
-            json!({"volume_name": "x", "volume_size": 65537}),
-            "invalid_param",
-        ),
-        (
-            json!({"volume_name": "", "volume_size": 1}),
-            "invalid_param",
-        ),
-        (json!({"volume_name": "x"}), "invalid_param"),
-        (
-            json!({"volume_name": "x", "volume_size": "1G"}),
-            "invalid_param",
-        ),
-        (
-            json!({"volume_name": "x", "volume_size": 1, "pool": "images"}),
-            "invalid_param",
-        ),
+    let c = client(&t).await;
+    for body in [
+        json!({"volume_name": "x", "volume_size": 0}),
+        json!({"volume_name": "x", "volume_size": 65537}),
+        json!({"volume_name": "", "volume_size": 1}),
+        json!({"volume_name": "x"}),
+        json!({"volume_name": "x", "volume_size": "1G"}),
+        json!({"volume_name": "x", "volume_size": 1, "pool": "images"}),
     ] {
-        post(&app, "/api/v1/volume/create", body)
-            .await
-            .assert_error(400, code);
+        c.volume_create_with(body).await.error(400, "invalid_param");
     }
-    let name = "data <'&\"> ; DROP TABLE volume";
-    let id = new_volume(&app, name, 2).await;
-    assert!(id.starts_with("vol-") && id.len() == 12);
-    assert_eq!(rbd_size(&format!("{vpool}/{id}")), Some(2 << 30));
-    let r = get(&app, "/api/v1/volume/list?status=available").await;
-    let d = r.ok();
-    assert_eq!(d["total"], 1);
-    assert_eq!(d["items"][0]["volume_name"], name);
-    assert_eq!(d["items"][0]["volume_size"], 2);
-    assert_eq!(d["items"][0]["instance_id"], Value::Null);
-    let r = get(
-        &app,
-        &format!("/api/v1/volume/list?filter_name={}", q("drop table")),
-    )
-    .await;
-    assert_eq!(r.ok()["total"], 1);
-    get(&app, "/api/v1/volume/list?status=in-use").await.ok();
-    assert_eq!(
-        get(&app, "/api/v1/volume/list?status=in-use").await.ok()["total"],
-        0
-    );
-    get(&app, "/api/v1/volume/list?status=mounted")
-        .await
-        .assert_error(400, "invalid_param");
-    get(&app, "/api/v1/volume/list?page_size=0")
-        .await
-        .assert_error(400, "invalid_param");
+}
 
-    // The design's GET delete, and POST; an RBD image gone behind our back is not an error.
-    let r = get(&app, &format!("/api/v1/volume/delete?volume_id={id}")).await;
-    assert_eq!(r.ok()["file"], "removed");
-    assert_eq!(rbd_size(&format!("{vpool}/{id}")), None);
-    get(&app, &format!("/api/v1/volume/delete?volume_id={id}"))
+#[actix_web::test]
+async fn volume_create_makes_its_rbd_image_and_lists_it() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    let name = "data <'&\"> ; DROP TABLE volume";
+    let id = c.volume_create(name, 2).await.volume_id.to_string();
+    assert!(id.starts_with("vol-") && id.len() == 12);
+    assert_eq!(
+        rbd_size(&format!("{}/{id}", t.volumes_pool())),
+        Some(2 << 30)
+    );
+    let page = c.volumes("status=available").await.good();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.items[0].volume_name, name);
+    assert_eq!(page.items[0].volume_size, 2);
+    assert_eq!(page.items[0].instance_id, None);
+    let page = c
+        .volumes(&format!("filter_name={}", q("drop table")))
         .await
-        .assert_error(404, "volume_not_found");
-    let id = new_volume(&app, "vanishing", 1).await;
+        .good();
+    assert_eq!(page.total, 1);
+    assert_eq!(c.volumes("status=in-use").await.good().total, 0);
+    c.volumes("status=mounted")
+        .await
+        .error(400, "invalid_param");
+    c.volumes("page_size=0").await.error(400, "invalid_param");
+}
+
+/// The design's GET delete, and POST; an RBD image gone behind our back is not an error.
+#[actix_web::test]
+async fn volume_delete_by_get_or_post_removes_the_rbd_image() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    let vpool = t.volumes_pool();
+    let id = c.volume_create("v", 1).await.volume_id.to_string();
+    assert_eq!(c.volume_delete_get(&id).await.good()["file"], "removed");
+    assert_eq!(rbd_size(&format!("{vpool}/{id}")), None);
+    c.volume_delete_get(&id)
+        .await
+        .error(404, "volume_not_found");
+    let id = c.volume_create("vanishing", 1).await.volume_id.to_string();
     rbd_ok(&["rm", &format!("{vpool}/{id}")]);
-    let r = post(&app, "/api/v1/volume/delete", json!({"volume_id": id})).await;
-    assert_eq!(r.ok()["file"], "already_gone");
+    assert_eq!(c.volume_delete(&id).await.good()["file"], "already_gone");
+}
+
+#[actix_web::test]
+async fn mount_and_unmount_name_what_is_unknown() {
+    let t = TestApp::new();
+    let c = client(&t).await;
     for path in ["mount", "unmount"] {
-        post(
-            &app,
-            &format!("/api/v1/volume/{path}"),
+        let uri = format!("/api/v1/volume/{path}");
+        c.post::<Value>(
+            &uri,
             json!({"volume_id": "vol-00000000", "instance_id": "i-00000000"}),
         )
         .await
-        .assert_error(404, "volume_not_found");
-        post(
-            &app,
-            &format!("/api/v1/volume/{path}"),
-            json!({"volume_id": "vol-00000000"}),
-        )
-        .await
-        .assert_error(400, "invalid_param");
+        .error(404, "volume_not_found");
+        c.post::<Value>(&uri, json!({"volume_id": "vol-00000000"}))
+            .await
+            .error(400, "invalid_param");
     }
-    let id = new_volume(&app, "orphan", 1).await;
-    post(
-        &app,
-        "/api/v1/volume/mount",
-        json!({"volume_id": id, "instance_id": "i-00000000"}),
-    )
-    .await
-    .assert_error(404, "instance_not_found");
-    get(&app, &format!("/api/v1/volume/delete?volume_id={id}"))
+    let id = c.volume_create("orphan", 1).await.volume_id.to_string();
+    c.volume_mount(&id, "i-00000000")
         .await
-        .ok();
+        .error(404, "instance_not_found");
+    c.volume_delete_get(&id).await.good();
 }
 
 #[actix_web::test]
