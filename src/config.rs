@@ -68,6 +68,9 @@ pub struct LibvirtConfig {
     pub template_dir: String,
     pub console_log_dir: String,
     pub shutdown_timeout_secs: u64,
+    /// How often turnoff presses the ACPI button again while the guest still runs (a press
+    /// during boot, before the guest listens, is lost).
+    pub shutdown_retry_secs: u64,
     pub detach_timeout_secs: u64,
 }
 
@@ -145,6 +148,7 @@ impl Default for LibvirtConfig {
             template_dir: "domain-templates".into(),
             console_log_dir: "/var/log/libvirt/qemu".into(),
             shutdown_timeout_secs: 30,
+            shutdown_retry_secs: 5,
             detach_timeout_secs: 10,
         }
     }
@@ -367,6 +371,12 @@ impl LibvirtConfig {
             1,
             3600,
             "libvirt.shutdown_timeout_secs",
+        )?;
+        within(
+            self.shutdown_retry_secs,
+            1,
+            self.shutdown_timeout_secs.max(1),
+            "libvirt.shutdown_retry_secs",
         )
     }
 }

@@ -300,7 +300,27 @@ pub fn valid_name(s: &str) -> Result<(), validator::ValidationError> {
     if s.chars().any(char::is_control) {
         return Err(validation("must not contain control characters"));
     }
-    Ok(())
+    no_noncharacters(s)
+}
+
+/// A Unicode non-character (U+FFFE, U+FFFF, U+FDD0..U+FDEF and the last two of every plane):
+/// XML cannot carry it, so libvirt refuses a domain whose title or description has one.
+fn is_noncharacter(c: char) -> bool {
+    let n = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&n) || n & 0xFFFE == 0xFFFE
+}
+
+fn no_noncharacters(s: &str) -> Result<(), validator::ValidationError> {
+    match s.chars().find(|c| is_noncharacter(*c)) {
+        Some(c) => Err(validator::ValidationError::new("invalid").with_message(
+            format!(
+                "must not contain U+{:04X} (a Unicode non-character XML cannot carry)",
+                u32::from(c)
+            )
+            .into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A description: at most 4096 characters; newlines and tabs allowed, other controls not.
@@ -315,7 +335,7 @@ pub fn valid_describe(s: &str) -> Result<(), validator::ValidationError> {
             "must not contain control characters other than newline and tab",
         ));
     }
-    Ok(())
+    no_noncharacters(s)
 }
 
 /// An id parameter: 1-128 characters (unknown ids are a 404 later, not a 400).
@@ -368,5 +388,13 @@ mod tests {
         assert!(valid_describe("line 1\nline 2\ttab").is_ok());
         assert!(valid_describe("bell\u{7}").is_err());
         assert!(valid_describe(&"x".repeat(4097)).is_err());
+        // What XML cannot carry is refused before it reaches libvirt.
+        let fuzzed = format!("{}\u{FFFF}", "d".repeat(3999));
+        assert!(valid_describe(&fuzzed).is_err());
+        for c in ['\u{FFFE}', '\u{FDD0}', '\u{1FFFF}', '\u{10FFFE}'] {
+            assert!(valid_name(&format!("a{c}")).is_err(), "{c:?}");
+            assert!(valid_describe(&format!("a{c}")).is_err(), "{c:?}");
+        }
+        assert!(valid_name("emoji \u{1F600} and \u{FFFD}").is_ok());
     }
 }

@@ -90,7 +90,7 @@ macro_rules! table_queries {
             let n = diesel::update($table::table.find(id).filter($table::status.eq(from)))
                 .set((
                     $table::status.eq(to),
-                    $table::error_message.eq(error_message),
+                    $table::error_message.eq(error_message.map(crate::db::fit_message)),
                     $table::update_time.eq(now),
                 ))
                 .execute(conn)?;
@@ -142,6 +142,19 @@ macro_rules! table_queries {
     };
 }
 pub(crate) use table_queries;
+
+/// Characters an `error_message` column holds (VARCHAR(2048)).
+pub const MESSAGE_CHARS: usize = 2048;
+
+/// A message cut to fit its column, so that recording an outcome never fails for its length.
+pub fn fit_message(m: &str) -> String {
+    if m.chars().count() <= MESSAGE_CHARS {
+        return m.to_string();
+    }
+    let mut out: String = m.chars().take(MESSAGE_CHARS - 1).collect();
+    out.push('…');
+    out
+}
 
 /// What the generic code knows of a table (lists, loads): its SQL names and its typed id and
 /// status. Implemented by `table_queries!`.
@@ -362,6 +375,16 @@ pub struct Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_fit_their_column() {
+        assert_eq!(fit_message("short"), "short");
+        let exact = "é".repeat(MESSAGE_CHARS);
+        assert_eq!(fit_message(&exact), exact);
+        let long = fit_message(&"é".repeat(MESSAGE_CHARS + 500));
+        assert_eq!(long.chars().count(), MESSAGE_CHARS);
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn like_metacharacters_are_escaped() {

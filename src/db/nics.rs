@@ -78,7 +78,7 @@ impl NicUpdate {
         NicUpdate {
             instance_id: Some(None),
             attach_time: Some(None),
-            error_message: Some(error_message.map(str::to_string)),
+            error_message: Some(error_message.map(crate::db::fit_message)),
             ..Self::to(NicStatus::Available, now)
         }
     }

@@ -85,7 +85,7 @@ impl VolumeUpdate {
             instance_id: Some(None),
             target_dev: Some(None),
             attach_time: Some(None),
-            error_message: Some(error_message.map(str::to_string)),
+            error_message: Some(error_message.map(crate::db::fit_message)),
             ..Self::to(VolumeStatus::Available, now)
         }
     }

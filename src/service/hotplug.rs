@@ -3,12 +3,13 @@
 //! in the live XML with a bounded wait, with libvirt's failures turned into API errors.
 //! The resources' own state machines stay in their modules.
 
-use super::{load, transition, Ctx, Resource};
+use super::{load, record, transition, Ctx, Resource};
 use crate::db::instances::Instance;
 use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, InstanceStatus, Lifecycle};
 use crate::virt::{DeviceKey, Unplug, VirtError};
+use diesel::Connection;
 use std::time::Duration;
 
 /// Where a device stands after a detach.
@@ -113,17 +114,20 @@ fn label<P: Pluggable>() -> &'static str {
 
 /// Plugs a resource its caller has reserved (`ATTACHING`, instance recorded) into the instance,
 /// then records it `ATTACHED`. A refused plug gives the resource back with the reason; a plug
-/// that cannot be recorded is unplugged again, so that MySQL and libvirt agree.
+/// that cannot be recorded is unplugged again, so that MySQL and libvirt agree. No MySQL
+/// connection is held while libvirt works.
 pub fn complete_attach<P: Pluggable>(
     ctx: &Ctx,
-    conn: &mut DbConn,
     id: &P::Id,
     instance_id: &InstanceId,
 ) -> ApiResult<P> {
-    let p = load::<P>(conn, id)?;
+    let p = load::<P>(&mut ctx.conn()?, id)?;
     let (xml, key) = p.device(ctx)?;
-    let give_back = |conn: &mut DbConn, why: &str| {
-        if let Err(e) = P::release(conn, id, P::ATTACHING, Some(why)) {
+    let give_back = |why: &str| {
+        let r = record(ctx, "giving back a device", |c| {
+            P::release(c, id, P::ATTACHING, Some(why))
+        });
+        if let Err(e) = r {
             log::error!(
                 "{} {id}: cannot return to available after a failed attach: {e}",
                 label::<P>()
@@ -132,72 +136,80 @@ pub fn complete_attach<P: Pluggable>(
     };
     if let Err(e) = ctx.hv.plug(instance_id.as_str(), &xml, &key) {
         let e = p.explain(ctx, &e).unwrap_or_else(|| refused(e));
-        give_back(conn, &e.to_string());
+        give_back(&e.to_string());
         return Err(e);
     }
-    match P::mark_attached(conn, id) {
-        Ok(true) => {
-            P::after_change(conn, instance_id)?;
-            load::<P>(conn, id)
-        }
-        outcome => {
-            let why = match outcome {
-                Err(e) => e.to_string(),
-                _ => "the row changed under us".into(),
-            };
-            let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-            let undone = ctx.hv.unplug(instance_id.as_str(), &xml, &key, t);
-            give_back(conn, &why);
-            Err(ApiError::unavailable(
-                Backend::Database,
-                format!("the {} was attached but recording it failed ({why}); detaching it again: {undone:?}", label::<P>()),
-            ))
-        }
-    }
+    let marked = record(ctx, "recording an attach", |c| {
+        c.transaction(|c| {
+            if !P::mark_attached(c, id)? {
+                return Ok(false);
+            }
+            P::after_change(c, instance_id)?;
+            Ok(true)
+        })
+    });
+    let why = match marked {
+        Ok(true) => return load::<P>(&mut ctx.conn()?, id),
+        Ok(false) => "the row changed under us".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
+    let undone = ctx.hv.unplug(instance_id.as_str(), &xml, &key, t);
+    give_back(&why);
+    Err(ApiError::unavailable(
+        Backend::Database,
+        format!(
+            "the {} was attached but recording it failed ({why}); detaching it again: {undone:?}",
+            label::<P>()
+        ),
+    ))
 }
 
 /// Unplugs a resource from the instance it is recorded on: `ATTACHED -> DETACHING`, unplug
 /// confirmed in the live XML, then available. A guest that holds on leaves it `DETACHING` with a
-/// 409 `detach_pending`; calling again carries on from there.
-pub fn detach_resource<P: Pluggable>(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    p: P,
-    instance_id: &InstanceId,
-) -> ApiResult<P> {
-    load::<Instance>(conn, instance_id)?;
+/// 409 `detach_pending`; calling again carries on from there. No MySQL connection is held
+/// during the (bounded) wait for the guest.
+pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) -> ApiResult<P> {
     let id = p.id();
-    if p.instance_id() != Some(instance_id) {
-        return Err(match p.instance_id() {
-            Some(other) => ApiError::conflict(
-                P::CODE_ATTACHED_ELSEWHERE,
-                format!(
-                    "{} {id} is attached to instance {other}, not {instance_id}",
-                    label::<P>()
+    {
+        let conn = &mut ctx.conn()?;
+        load::<Instance>(conn, instance_id)?;
+        if p.instance_id() != Some(instance_id) {
+            return Err(match p.instance_id() {
+                Some(other) => ApiError::conflict(
+                    P::CODE_ATTACHED_ELSEWHERE,
+                    format!(
+                        "{} {id} is attached to instance {other}, not {instance_id}",
+                        label::<P>()
+                    ),
                 ),
-            ),
-            None => ApiError::conflict(
-                P::CODE_NOT_ATTACHED,
-                format!("{} {id} is not attached to any instance", label::<P>()),
-            ),
-        });
-    }
-    if p.status() == P::ATTACHED {
-        if !transition::<P>(conn, id, P::ATTACHED, P::DETACHING, None)? {
-            return Err(load::<P>(conn, id)?.not_available());
+                None => ApiError::conflict(
+                    P::CODE_NOT_ATTACHED,
+                    format!("{} {id} is not attached to any instance", label::<P>()),
+                ),
+            });
         }
-    } else if p.status() != P::DETACHING {
-        return Err(p.not_available());
+        if p.status() == P::ATTACHED {
+            if !transition::<P>(conn, id, P::ATTACHED, P::DETACHING, None)? {
+                return Err(load::<P>(conn, id)?.not_available());
+            }
+        } else if p.status() != P::DETACHING {
+            return Err(p.not_available());
+        }
     }
     let (xml, key) = p.device(ctx)?;
     match detach(ctx, instance_id, &xml, &key)? {
-        Attachment::Gone => {
-            P::release(conn, id, P::DETACHING, None)?;
-            P::after_change(conn, instance_id)?;
-            load::<P>(conn, id)
-        }
+        Attachment::Gone => record(ctx, "recording a detach", |c| {
+            c.transaction(|c| {
+                P::release(c, id, P::DETACHING, None)?;
+                P::after_change(c, instance_id)
+            })?;
+            load::<P>(c, id)
+        }),
         Attachment::Pending(msg) => {
-            transition::<P>(conn, id, P::DETACHING, P::DETACHING, Some(&msg))?;
+            record(ctx, "recording a pending detach", |c| {
+                transition::<P>(c, id, P::DETACHING, P::DETACHING, Some(&msg))
+            })?;
             Err(ApiError::conflict(ErrorCode::DetachPending, msg))
         }
     }

@@ -136,6 +136,42 @@ pub fn transition<R: Table>(
     Ok(R::transition(conn, id, from, to, message, db::now())?)
 }
 
+/// How long `record` keeps trying to write an outcome before it gives up and leaves the row to
+/// reconciliation.
+pub const RECORD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Writes the outcome of work that already happened in libvirt or Ceph, on a fresh connection,
+/// retrying with backoff while MySQL is unavailable (pool busy, server gone, deadlock) for up
+/// to `RECORD_PATIENCE`: a passing outage must not leave the row transitional. Any other error
+/// returns at once.
+pub fn record<T>(
+    ctx: &Ctx,
+    what: &str,
+    mut write: impl FnMut(&mut DbConn) -> ApiResult<T>,
+) -> ApiResult<T> {
+    let end = std::time::Instant::now() + RECORD_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let e = match ctx.conn().and_then(|mut c| write(&mut c)) {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let transient = matches!(
+            e,
+            ApiError::Unavailable {
+                backend: crate::error::Backend::Database,
+                ..
+            }
+        );
+        if !transient || std::time::Instant::now() + pause > end {
+            return Err(e);
+        }
+        log::warn!("{what}: MySQL failed ({e}); retrying in {pause:?}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+}
+
 /// How many random ids an insert tries before it gives up (8 collisions in a row among 2^32
 /// ids means something else is wrong).
 pub const ID_TRIES: usize = 8;

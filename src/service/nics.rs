@@ -355,13 +355,13 @@ pub fn attach(ctx: &Ctx, nic_id: &NicId, instance_id: &InstanceId) -> ApiResult<
     if !db::nics::transition_with(&mut conn, nic_id, St::Available, &reserve)? {
         return Err(not_available(&load(&mut conn, nic_id)?));
     }
-    hotplug::complete_attach::<Nic>(ctx, &mut conn, nic_id, instance_id)
+    drop(conn);
+    hotplug::complete_attach::<Nic>(ctx, nic_id, instance_id)
 }
 
 pub fn detach(ctx: &Ctx, nic_id: &NicId, instance_id: &InstanceId) -> ApiResult<Nic> {
-    let mut conn = ctx.conn()?;
-    let n = load::<Nic>(&mut conn, nic_id)?;
-    hotplug::detach_resource(ctx, &mut conn, n, instance_id)
+    let n = load::<Nic>(&mut ctx.conn()?, nic_id)?;
+    hotplug::detach_resource(ctx, n, instance_id)
 }
 
 pub fn delete(ctx: &Ctx, nic_id: &NicId) -> ApiResult<()> {

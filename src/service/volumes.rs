@@ -198,16 +198,16 @@ pub fn mount(ctx: &Ctx, volume_id: &VolumeId, instance_id: &InstanceId) -> ApiRe
         return Err(not_available(&v));
     }
     reserve(ctx, &mut conn, &v, &inst)?;
-    hotplug::complete_attach::<Volume>(ctx, &mut conn, volume_id, instance_id)
+    drop(conn);
+    hotplug::complete_attach::<Volume>(ctx, volume_id, instance_id)
 }
 
 pub fn unmount(ctx: &Ctx, volume_id: &VolumeId, instance_id: &InstanceId) -> ApiResult<Volume> {
-    let mut conn = ctx.conn()?;
-    let v = load::<Volume>(&mut conn, volume_id)?;
+    let v = load::<Volume>(&mut ctx.conn()?, volume_id)?;
     if v.is_root {
         return Err(root_refusal(&v, "unmounted"));
     }
-    hotplug::detach_resource(ctx, &mut conn, v, instance_id)
+    hotplug::detach_resource(ctx, v, instance_id)
 }
 
 pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal> {

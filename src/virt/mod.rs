@@ -60,7 +60,7 @@ impl VirtError {
         VirtError::Op {
             op,
             fault: Fault::of(&e),
-            message: e.message().to_string(),
+            message: brief(e.message()),
         }
     }
     fn unconfirmed(op: &'static str, message: impl Into<String>) -> VirtError {
@@ -87,6 +87,26 @@ impl VirtError {
             VirtError::Connect { message, .. } | VirtError::Op { message, .. } => message,
         }
     }
+}
+
+/// Longest libvirt message passed on to users (and rows).
+const MESSAGE_CHARS: usize = 300;
+
+/// libvirt's words without the XML it sometimes quotes whole (a rejected domain's definition
+/// runs to kilobytes and repeats the user's own text), and at most `MESSAGE_CHARS` long.
+fn brief(m: &str) -> String {
+    let cut = ["<?xml", "<domain", "<disk", "<interface", "<devices"]
+        .iter()
+        .filter_map(|tag| m.find(tag))
+        .min()
+        .map(|i| format!("{} (XML left out)", m[..i].trim_end()))
+        .unwrap_or_else(|| m.to_string());
+    if cut.chars().count() <= MESSAGE_CHARS {
+        return cut;
+    }
+    let mut out: String = cut.chars().take(MESSAGE_CHARS - 1).collect();
+    out.push('…');
+    out
 }
 
 /// Whether a domain runs.
@@ -200,20 +220,40 @@ impl Hypervisor {
         })
     }
 
-    /// Presses the ACPI power button, then waits up to `timeout` for the guest to power off.
-    pub fn shutdown(&self, name: &str, timeout: Duration) -> Result<Shutdown, VirtError> {
-        self.with_conn(|c| {
-            Self::domain(c, name)?
-                .shutdown()
-                .map_err(|e| VirtError::op("shut down domain", e))
-        })?;
-        let end = Instant::now() + timeout;
+    /// Presses the ACPI power button, again every `retry` while the guest runs (a guest still
+    /// booting ignores a press), until it powers off or `timeout` passes.
+    pub fn shutdown(
+        &self,
+        name: &str,
+        timeout: Duration,
+        retry: Duration,
+    ) -> Result<Shutdown, VirtError> {
+        let press = || {
+            self.with_conn(|c| {
+                Self::domain(c, name)?
+                    .shutdown()
+                    .map_err(|e| VirtError::op("shut down domain", e))
+            })
+        };
+        press()?;
+        let start = Instant::now();
+        let mut next_press = start + retry;
         loop {
             if self.power(name)? != Some(Power::Running) {
                 return Ok(Shutdown::Stopped);
             }
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if now >= start + timeout {
                 return Ok(Shutdown::StillRunning);
+            }
+            if now >= next_press {
+                // It may have powered off between the look and the press: the next look says.
+                if let Err(e) = press() {
+                    if self.power(name)? == Some(Power::Running) {
+                        return Err(e);
+                    }
+                }
+                next_press = now + retry;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -415,5 +455,25 @@ impl Hypervisor {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_messages_are_brief() {
+        assert_eq!(brief("domain is not running"), "domain is not running");
+        let quoted = format!(
+            "XML error: invalid character in <domain type='qemu'><description>{}</description></domain>",
+            "d".repeat(4000)
+        );
+        assert_eq!(
+            brief(&quoted),
+            "XML error: invalid character in (XML left out)"
+        );
+        let long = brief(&"x".repeat(5000));
+        assert_eq!(long.chars().count(), MESSAGE_CHARS);
     }
 }

@@ -203,6 +203,12 @@ async fn boot_power_cycle_and_destroy() {
     post(&app, "/api/v1/instance/turnon", json!({"instance_id": id}))
         .await
         .assert_error(409, "instance_running");
+    // Pressed while the guest is still booting (it ignores the button until its init runs):
+    // turnoff presses again every shutdown_retry_secs, so it still powers off.
+    let t0 = Instant::now();
+    let r = post(&app, "/api/v1/instance/turnoff", json!({"instance_id": id})).await;
+    assert_eq!(r.ok()["status"], "stopped", "after {:?}", t0.elapsed());
+    assert_eq!(domstate(&id), "shut off");
 
     // The original design's spelling.
     let r = post(&app, "/api/v1/instance/destory", json!({"instance_id": id})).await;
@@ -248,6 +254,18 @@ async fn create_rejects_bad_input() {
             "invalid_param",
         ),
         (with("volume", json!("x")), 400, "invalid_param"),
+        // Found by fuzzing: XML cannot carry U+FFFF, so libvirt would refuse the domain and
+        // quote it whole; refused here instead, before anything is made.
+        (
+            with("describe", json!(format!("{}\u{FFFF}", "d".repeat(3999)))),
+            400,
+            "invalid_param",
+        ),
+        (
+            with("instance_name", json!("web\u{FDD0}")),
+            400,
+            "invalid_param",
+        ),
         (
             json!({"image_id": image, "cpu": 1, "memory": 256}),
             400,

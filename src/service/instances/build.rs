@@ -11,7 +11,7 @@ use crate::db::volumes::{Volume, VolumeForm};
 use crate::db::{self, DbConn};
 use crate::model::{InstanceId, InstanceStatus as St, NicId, VolumeId, VolumeStatus};
 use crate::service::volumes::{self, GIB};
-use crate::service::{load, nics, transition, Ctx, Pluggable};
+use crate::service::{load, nics, record, transition, Ctx, Pluggable};
 use crate::xml::domain::{self, DomainSpec};
 use diesel::Connection;
 
@@ -33,34 +33,34 @@ enum Made {
 
 type Step<T = ()> = Result<T, String>;
 
+/// One MySQL write of the build, on its own connection (none is held across a Ceph or libvirt
+/// call, so a burst of creates cannot starve the pool), retried while MySQL is unavailable.
+fn write<T>(
+    ctx: &Ctx,
+    what: &str,
+    f: impl FnMut(&mut DbConn) -> crate::error::ApiResult<T>,
+) -> Step<T> {
+    record(ctx, what, f).map_err(|e| format!("{what}: {e}"))
+}
+
 /// Runs the build. Never panics into the void: every outcome lands in the row.
 pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, nics: BootNics) {
-    let mut conn = match ctx.conn() {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("instance {id}: cannot reach MySQL to create it: {e}");
-            return;
-        }
-    };
     let mut made = vec![];
-    match steps(ctx, &mut conn, id, image, &nics, &mut made) {
+    match steps(ctx, id, image, &nics, &mut made) {
         Ok(()) => log::info!("instance {id} is running"),
-        Err(e) => fail(ctx, &mut conn, id, &nics, made, e),
+        Err(e) => fail(ctx, id, &nics, made, e),
     }
 }
 
 /// Undoes what was made, gives back what was reserved, records `error` with the reason.
-fn fail(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &InstanceId,
-    nics: &BootNics,
-    made: Vec<Made>,
-    e: String,
-) {
-    let undo_failures = undo(ctx, conn, made);
-    release_reserved(conn, id);
-    release_nics(conn, nics);
+fn fail(ctx: &Ctx, id: &InstanceId, nics: &BootNics, made: Vec<Made>, e: String) {
+    let mut undo_failures = undo(ctx, made);
+    let released = write(ctx, "giving back the reserved volumes and NICs", |c| {
+        release_reserved(c, id);
+        release_nics(c, nics);
+        Ok(())
+    });
+    undo_failures.extend(released.err());
     let _ = std::fs::remove_file(console_path(ctx, id));
     let mut msg = e;
     if !undo_failures.is_empty() {
@@ -72,16 +72,18 @@ fn fail(
     log::warn!("instance {id}: creation failed: {msg}");
     // One transaction: a poll sees `creating` at its last step or `error` at `failed`, never
     // `creating` at `failed` with its progress gone back to 0.
-    let recorded = conn.transaction(|c| {
-        db::instances::set_progress(c, id, 0, "failed", db::now())?;
-        set_status(c, id, St::Creating, St::Error, Some(&msg))
+    let recorded = write(ctx, "recording the failure", |c| {
+        c.transaction(|c| {
+            db::instances::set_progress(c, id, 0, "failed", db::now())?;
+            set_status(c, id, St::Creating, St::Error, Some(&msg))
+        })
     });
     if let Err(e) = recorded {
         log::error!("instance {id}: cannot record the failure: {e}");
     }
 }
 
-fn undo(ctx: &Ctx, conn: &mut DbConn, made: Vec<Made>) -> Vec<String> {
+fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
     let pool = &ctx.cfg.ceph.volumes_pool;
     let rm_image = |v: &VolumeId| {
         ctx.ceph
@@ -89,20 +91,19 @@ fn undo(ctx: &Ctx, conn: &mut DbConn, made: Vec<Made>) -> Vec<String> {
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
+    let rm_row = |v: &VolumeId| {
+        write(ctx, "removing a volume row", |c| {
+            Ok(db::volumes::delete(c, v).map(|_| ())?)
+        })
+    };
     let mut failures = vec![];
     for m in made.into_iter().rev() {
         let r: Step = match &m {
             Made::Running(n) => ctx.hv.force_off(n.as_str()).map_err(|e| e.to_string()),
             Made::Domain(n) => ctx.hv.undefine(n.as_str()).map_err(|e| e.to_string()),
             Made::RootClone(v) => rm_image(v),
-            Made::RootVolumeRow(v) => db::volumes::delete(conn, v)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Made::DataVolume(v) => rm_image(v).and_then(|_| {
-                db::volumes::delete(conn, v)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
+            Made::RootVolumeRow(v) => rm_row(v),
+            Made::DataVolume(v) => rm_image(v).and_then(|_| rm_row(v)),
         };
         if let Err(e) = r {
             failures.push(e);
@@ -111,39 +112,32 @@ fn undo(ctx: &Ctx, conn: &mut DbConn, made: Vec<Made>) -> Vec<String> {
     failures
 }
 
-fn progress(conn: &mut DbConn, id: &InstanceId, pct: u8, what: &str) -> Step {
-    db::instances::set_progress(conn, id, pct, what, db::now())
-        .map(|_| ())
-        .map_err(|e| format!("recording progress: {e}"))
+fn progress(ctx: &Ctx, id: &InstanceId, pct: u8, what: &str) -> Step {
+    write(ctx, "recording progress", |c| {
+        Ok(db::instances::set_progress(c, id, pct, what, db::now()).map(|_| ())?)
+    })
 }
 
-fn steps(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &InstanceId,
-    image: &Image,
-    nics: &BootNics,
-    made: &mut Vec<Made>,
-) -> Step {
-    let inst: Instance = load(conn, id).map_err(|e| e.to_string())?;
-    progress(conn, id, 10, "preparing the image snapshot")?;
-    snapshot_image(ctx, conn, image)?;
-    progress(conn, id, 30, "cloning the root disk")?;
-    let root = clone_root(ctx, conn, &inst, image, made)?;
-    let data = make_data_volumes(ctx, conn, id, made)?;
-    progress(conn, id, 60, "defining the domain")?;
-    define(ctx, conn, &inst, image, &root, &data, nics)?;
+fn steps(ctx: &Ctx, id: &InstanceId, image: &Image, nics: &BootNics, made: &mut Vec<Made>) -> Step {
+    let inst: Instance = write(ctx, "loading the instance", |c| load(c, id))?;
+    progress(ctx, id, 10, "preparing the image snapshot")?;
+    snapshot_image(ctx, image)?;
+    progress(ctx, id, 30, "cloning the root disk")?;
+    let root = clone_root(ctx, &inst, image, made)?;
+    let data = make_data_volumes(ctx, id, made)?;
+    progress(ctx, id, 60, "defining the domain")?;
+    define(ctx, &inst, image, &root, &data, nics)?;
     made.push(Made::Domain(id.clone()));
-    progress(conn, id, 80, "starting")?;
+    progress(ctx, id, 80, "starting")?;
     ctx.hv
         .start(id.as_str())
         .map_err(|e| format!("the instance could not start: {}", e.message()))?;
     made.push(Made::Running(id.clone()));
-    record_running(conn, id, &data, nics)
+    record_running(ctx, id, &data, nics)
 }
 
 /// The protected snapshot root disks are cloned from (made once per image).
-fn snapshot_image(ctx: &Ctx, conn: &mut DbConn, image: &Image) -> Step {
+fn snapshot_image(ctx: &Ctx, image: &Image) -> Step {
     let pool = &ctx.cfg.ceph.images_pool;
     ctx.ceph
         .ensure_protected_snapshot(pool, image.image_id.as_str(), BASE_SNAPSHOT)
@@ -153,20 +147,16 @@ fn snapshot_image(ctx: &Ctx, conn: &mut DbConn, image: &Image) -> Step {
             snapshot_name: Some(BASE_SNAPSHOT.into()),
             ..Default::default()
         };
-        db::images::update(conn, &image.image_id, &changes).map_err(|e| e.to_string())?;
+        write(ctx, "recording the image snapshot", |c| {
+            Ok(db::images::update(c, &image.image_id, &changes)?)
+        })?;
     }
     Ok(())
 }
 
 /// The root volume: recorded, cloned copy-on-write from the image's snapshot, grown to the
 /// asked size, then `in-use`.
-fn clone_root(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    inst: &Instance,
-    image: &Image,
-    made: &mut Vec<Made>,
-) -> Step<VolumeId> {
+fn clone_root(ctx: &Ctx, inst: &Instance, image: &Image, made: &mut Vec<Made>) -> Step<VolumeId> {
     let c = &ctx.cfg.ceph;
     let now = db::now();
     let root = VolumeForm {
@@ -182,7 +172,9 @@ fn clone_root(
         create_time: now,
     };
     let vid = root.volume_id.clone();
-    db::volumes::insert(conn, &root).map_err(|e| format!("recording the root volume: {e}"))?;
+    write(ctx, "recording the root volume", |c| {
+        Ok(db::volumes::insert(c, &root)?)
+    })?;
     made.push(Made::RootVolumeRow(vid.clone()));
     ctx.ceph
         .clone_image(
@@ -196,37 +188,28 @@ fn clone_root(
     made.push(Made::RootClone(vid.clone()));
     let root_bytes = root.volume_size * GIB;
     if root_bytes > image.image_size {
-        progress(conn, &inst.instance_id, 45, "resizing the root disk")?;
+        progress(ctx, &inst.instance_id, 45, "resizing the root disk")?;
         ctx.ceph
             .resize_image(&c.volumes_pool, vid.as_str(), root_bytes)
             .map_err(|e| format!("could not resize the root disk: {e}"))?;
     }
-    transition::<Volume>(
-        conn,
-        &vid,
-        VolumeStatus::Creating,
-        VolumeStatus::InUse,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    write(ctx, "recording the root volume in use", |c| {
+        transition::<Volume>(c, &vid, VolumeStatus::Creating, VolumeStatus::InUse, None)
+    })?;
     Ok(vid)
 }
 
 /// Makes the RBD image of the new data volume (if one was asked for); returns every data
 /// volume of the instance, in device order.
-fn make_data_volumes(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &InstanceId,
-    made: &mut Vec<Made>,
-) -> Step<Vec<Volume>> {
-    let data: Vec<Volume> = db::volumes::of_instance(conn, id)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|v| !v.is_root)
-        .collect();
+fn make_data_volumes(ctx: &Ctx, id: &InstanceId, made: &mut Vec<Made>) -> Step<Vec<Volume>> {
+    let data: Vec<Volume> = write(ctx, "loading the volumes", |c| {
+        Ok(db::volumes::of_instance(c, id)?)
+    })?
+    .into_iter()
+    .filter(|v| !v.is_root)
+    .collect();
     for v in data.iter().filter(|v| v.status == VolumeStatus::Creating) {
-        progress(conn, id, 50, "creating the data volume")?;
+        progress(ctx, id, 50, "creating the data volume")?;
         made.push(Made::DataVolume(v.volume_id.clone()));
         ctx.ceph
             .create_image(
@@ -236,7 +219,9 @@ fn make_data_volumes(
             )
             .map_err(|e| format!("could not create the data volume: {e}"))?;
         let (from, to) = (VolumeStatus::Creating, VolumeStatus::Attaching);
-        transition::<Volume>(conn, &v.volume_id, from, to, None).map_err(|e| e.to_string())?;
+        write(ctx, "recording the data volume", |c| {
+            transition::<Volume>(c, &v.volume_id, from, to, None)
+        })?;
     }
     Ok(data)
 }
@@ -244,7 +229,6 @@ fn make_data_volumes(
 /// Builds the domain XML from the OS template and defines the domain.
 fn define(
     ctx: &Ctx,
-    conn: &mut DbConn,
     inst: &Instance,
     image: &Image,
     root: &VolumeId,
@@ -259,9 +243,10 @@ fn define(
     }
     let mut interfaces = vec![];
     for n in &nics.ids {
-        let row = db::nics::get(conn, n)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("network interface {n} vanished"))?;
+        let row = write(ctx, "loading a network interface", |c| {
+            Ok(db::nics::get(c, n)?)
+        })?
+        .ok_or_else(|| format!("network interface {n} vanished"))?;
         interfaces.push(nics::interface(&row));
     }
     let uuid = uuid::Uuid::new_v4().to_string();
@@ -288,18 +273,24 @@ fn define(
         .map_err(|e| format!("the hypervisor refused the domain: {}", e.message()))
 }
 
-/// The domain runs: its volumes and NICs are attached, the instance `running`.
-fn record_running(conn: &mut DbConn, id: &InstanceId, data: &[Volume], nics: &BootNics) -> Step {
-    for v in data {
-        Volume::mark_attached(conn, &v.volume_id).map_err(|e| e.to_string())?;
-    }
-    for n in &nics.ids {
-        crate::db::nics::Nic::mark_attached(conn, n).map_err(|e| e.to_string())?;
-    }
-    progress(conn, id, 100, "running")?;
-    match set_status(conn, id, St::Creating, St::Running, None) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("the instance changed state during creation".into()),
-        Err(e) => Err(format!("recording the running instance: {e}")),
+/// The domain runs: its volumes and NICs are attached, the instance `running` (one
+/// transaction, so a reader never sees a running instance with volumes still `attaching`).
+fn record_running(ctx: &Ctx, id: &InstanceId, data: &[Volume], nics: &BootNics) -> Step {
+    let done = write(ctx, "recording the running instance", |c| {
+        c.transaction(|c| {
+            for v in data {
+                Volume::mark_attached(c, &v.volume_id)?;
+            }
+            for n in &nics.ids {
+                crate::db::nics::Nic::mark_attached(c, n)?;
+            }
+            db::instances::set_progress(c, id, 100, "running", db::now())?;
+            set_status(c, id, St::Creating, St::Running, None)
+        })
+    })?;
+    if done {
+        Ok(())
+    } else {
+        Err("the instance changed state during creation".into())
     }
 }

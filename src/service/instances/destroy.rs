@@ -7,7 +7,8 @@ use crate::db::instances::Instance;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{InstanceId, InstanceStatus as St};
-use crate::service::{load, Ctx};
+use crate::service::{load, record, Ctx};
+use diesel::Connection;
 
 /// What a destroy removed, for the answer.
 pub struct Destroyed {
@@ -18,20 +19,15 @@ pub struct Destroyed {
 }
 
 pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<Destroyed> {
-    let mut conn = ctx.conn()?;
-    let inst = load::<Instance>(&mut conn, id)?;
-    let from = inst.status;
-    if !matches!(from, St::Running | St::Stopped | St::Error) {
-        return Err(busy(&inst));
-    }
-    if !set_status(&mut conn, id, from, St::Destroying, None)? {
-        return Err(busy(&load(&mut conn, id)?));
-    }
-    match steps(ctx, &mut conn, id, delete_attached) {
+    claim(&mut ctx.conn()?, id)?;
+    match steps(ctx, id, delete_attached) {
         Ok(d) => Ok(d),
         Err((step, e)) => {
             let msg = format!("destroy stopped while {step}: {e}; retry the destroy");
-            if let Err(e2) = set_status(&mut conn, id, St::Destroying, St::Error, Some(&msg)) {
+            let recorded = record(ctx, "recording a failed destroy", |c| {
+                set_status(c, id, St::Destroying, St::Error, Some(&msg))
+            });
+            if let Err(e2) = recorded {
                 log::error!("instance {id}: cannot record the failed destroy: {e2}");
             }
             Err(match e {
@@ -42,34 +38,49 @@ pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<D
     }
 }
 
+/// `running | stopped | error -> destroying`, or the 409 that says why not.
+fn claim(conn: &mut DbConn, id: &InstanceId) -> ApiResult<()> {
+    let inst = load::<Instance>(conn, id)?;
+    let from = inst.status;
+    if !matches!(from, St::Running | St::Stopped | St::Error) {
+        return Err(busy(&inst));
+    }
+    if !set_status(conn, id, from, St::Destroying, None)? {
+        return Err(busy(&load(conn, id)?));
+    }
+    Ok(())
+}
+
 type Failed = (&'static str, ApiError);
 
 fn at<E: Into<ApiError>>(step: &'static str) -> impl FnOnce(E) -> Failed {
     move |e| (step, e.into())
 }
 
-fn steps(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &InstanceId,
-    delete_attached: bool,
-) -> Result<Destroyed, Failed> {
+/// The steps, each MySQL write on its own connection (none held across libvirt or Ceph).
+fn steps(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<Destroyed, Failed> {
     let name = id.as_str();
     ctx.hv.force_off(name).map_err(at("stopping the domain"))?;
     ctx.hv.undefine(name).map_err(at("undefining the domain"))?;
-    let deleted_volumes = remove_disks(ctx, conn, id, delete_attached)?;
+    let deleted_volumes = remove_disks(ctx, id, delete_attached)?;
     let now = db::now();
-    let released_volumes =
-        db::volumes::release_data_volumes(conn, id, now).map_err(at("releasing volumes"))?;
-    let (released_nics, deleted_nics) = if delete_attached {
-        let n = db::nics::delete_all_of(conn, id).map_err(at("deleting NICs"))?;
-        (0, n)
-    } else {
-        let n = db::nics::release_all_of(conn, id, now).map_err(at("releasing NICs"))?;
-        (n, 0)
-    };
-    db::instances::delete_in_status(conn, id, St::Destroying)
-        .map_err(at("deleting the instance row"))?;
+    // The rest is MySQL only: one transaction, so nothing is released twice or half.
+    let (released_volumes, released_nics, deleted_nics) =
+        record(ctx, "releasing what the instance held", |c| {
+            c.transaction(|c| {
+                let vols = db::volumes::release_data_volumes(c, id, now)?;
+                let (released, deleted) = if delete_attached {
+                    (0, db::nics::delete_all_of(c, id)?)
+                } else {
+                    (db::nics::release_all_of(c, id, now)?, 0)
+                };
+                db::instances::delete_in_status(c, id, St::Destroying)?;
+                Ok((vols, released, deleted))
+            })
+        })
+        .map_err(at(
+            "releasing volumes and NICs and deleting the instance row",
+        ))?;
     let _ = std::fs::remove_file(console_path(ctx, id));
     Ok(Destroyed {
         released_volumes,
@@ -81,20 +92,21 @@ fn steps(
 
 /// Removes the root disk, and the data volumes with `delete_attached`, from Ceph and MySQL;
 /// returns how many data volumes went.
-fn remove_disks(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &InstanceId,
-    delete_attached: bool,
-) -> Result<usize, Failed> {
+fn remove_disks(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<usize, Failed> {
     let pool = &ctx.cfg.ceph.volumes_pool;
-    let volumes = db::volumes::of_instance(conn, id).map_err(at("reading volumes"))?;
+    let volumes = record(ctx, "reading volumes", |c| {
+        Ok(db::volumes::of_instance(c, id)?)
+    })
+    .map_err(at("reading volumes"))?;
     let mut deleted = 0;
     for v in volumes.iter().filter(|v| v.is_root || delete_attached) {
         ctx.ceph
             .remove_image(pool, v.volume_id.as_str())
             .map_err(at("removing a disk from Ceph"))?;
-        db::volumes::delete(conn, &v.volume_id).map_err(at("deleting a volume row"))?;
+        record(ctx, "deleting a volume row", |c| {
+            Ok(db::volumes::delete(c, &v.volume_id)?)
+        })
+        .map_err(at("deleting a volume row"))?;
         if !v.is_root {
             deleted += 1;
         }

@@ -6,7 +6,7 @@ use crate::db::instances::Instance;
 use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, InstanceStatus as St};
-use crate::service::{load, Ctx};
+use crate::service::{load, record, Ctx};
 use crate::virt::{Power, Shutdown};
 use std::time::Duration;
 
@@ -38,8 +38,7 @@ fn claim(conn: &mut DbConn, id: &InstanceId, from: St, to: St) -> ApiResult<()> 
 }
 
 pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    let mut conn = ctx.conn()?;
-    claim(&mut conn, id, St::Stopped, St::Starting)?;
+    claim(&mut ctx.conn()?, id, St::Stopped, St::Starting)?;
     let started = ctx.hv.start(id.as_str()).or_else(|e| {
         // Started behind our back: the truth is "running".
         match ctx.hv.power(id.as_str()) {
@@ -48,22 +47,27 @@ pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
         }
     });
     match started {
-        Ok(()) => {
-            set_status(&mut conn, id, St::Starting, St::Running, None)?;
-            load(&mut conn, id)
-        }
+        Ok(()) => record(ctx, "recording a turnon", |c| {
+            set_status(c, id, St::Starting, St::Running, None)?;
+            load(c, id)
+        }),
         Err(e) => {
             let msg = format!("the instance could not start: {}", e.message());
-            set_status(&mut conn, id, St::Starting, St::Stopped, Some(&msg))?;
+            record(ctx, "recording a failed turnon", |c| {
+                set_status(c, id, St::Starting, St::Stopped, Some(&msg))
+            })?;
             Err(ApiError::unavailable(Backend::Libvirt, msg))
         }
     }
 }
 
+/// `running -> stopping -> stopped`. No MySQL connection is held while the guest shuts down
+/// (up to `shutdown_timeout_secs`): a few slow guests must not starve everyone else's requests.
 pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
-    let mut conn = ctx.conn()?;
-    claim(&mut conn, id, St::Running, St::Stopping)?;
-    let timeout = Duration::from_secs(ctx.cfg.libvirt.shutdown_timeout_secs);
+    claim(&mut ctx.conn()?, id, St::Running, St::Stopping)?;
+    let lv = &ctx.cfg.libvirt;
+    let timeout = Duration::from_secs(lv.shutdown_timeout_secs);
+    let retry = Duration::from_secs(lv.shutdown_retry_secs);
     let name = id.as_str();
     let outcome = if force {
         ctx.hv.force_off(name).map(|_| Shutdown::Stopped)
@@ -71,21 +75,25 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
         match ctx.hv.power(name) {
             // Powered off behind our back (from inside the guest): the truth is "stopped".
             Ok(Some(Power::Stopped)) | Ok(None) => Ok(Shutdown::Stopped),
-            _ => ctx.hv.shutdown(name, timeout),
+            _ => ctx.hv.shutdown(name, timeout, retry),
         }
     };
+    let settle = |to: St| {
+        record(ctx, "recording a turnoff", |c| {
+            set_status(c, id, St::Stopping, to, None)?;
+            load(c, id)
+        })
+    };
     match outcome {
-        Ok(Shutdown::Stopped) => {
-            set_status(&mut conn, id, St::Stopping, St::Stopped, None)?;
-            load(&mut conn, id)
-        }
+        Ok(Shutdown::Stopped) => settle(St::Stopped),
         Ok(Shutdown::StillRunning) => {
-            set_status(&mut conn, id, St::Stopping, St::Running, None)?;
+            settle(St::Running)?;
             Err(ApiError::conflict(
                 ErrorCode::InstanceStillRunning,
                 format!(
-                    "instance {id} did not power off within {}s of the ACPI shutdown; retry, or use force=true to cut its power",
-                    timeout.as_secs()
+                    "instance {id} did not power off within {}s of ACPI shutdown presses every {}s; retry, or use force=true to cut its power",
+                    timeout.as_secs(),
+                    retry.as_secs()
                 ),
             ))
         }
@@ -94,7 +102,7 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
                 Ok(Some(Power::Running)) | Err(_) => St::Running,
                 Ok(_) => St::Stopped,
             };
-            set_status(&mut conn, id, St::Stopping, truth, None)?;
+            settle(truth)?;
             Err(ApiError::unavailable(
                 Backend::Libvirt,
                 format!("could not stop instance {id}: {}", e.message()),
