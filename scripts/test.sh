@@ -11,4 +11,4 @@ API_WEB_TEST_IMAGE=$(scripts/build-test-image.sh | tail -1)
 export API_WEB_TEST_IMAGE
 # Shell scripts at least parse.
 for s in scripts/*.sh; do bash -n "$s"; done
-cargo test --locked "$@"
+cargo test --locked --features failpoints "$@"

@@ -38,6 +38,48 @@ pub struct Config {
     pub libvirt: LibvirtConfig,
     pub ceph: CephConfig,
     pub network: NetworkConfig,
+    pub operations: OperationsConfig,
+}
+
+/// Operations that survive their process (service::operations).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationsConfig {
+    /// How long an operation stays its owner's without renewal; the owner renews every third of
+    /// it. A dead owner's operations are taken over at most this much (plus the interval) later.
+    pub lease_secs: u64,
+    /// How often each process looks for operations whose lease ran out.
+    pub takeover_interval_secs: u64,
+    /// On SIGTERM/SIGINT, how long to wait for this process's operations to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        OperationsConfig {
+            lease_secs: 10,
+            takeover_interval_secs: 2,
+            shutdown_grace_secs: 60,
+        }
+    }
+}
+
+impl OperationsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        within(self.lease_secs, 3, 3600, "operations.lease_secs")?;
+        within(
+            self.takeover_interval_secs,
+            1,
+            self.lease_secs,
+            "operations.takeover_interval_secs",
+        )?;
+        within(
+            self.shutdown_grace_secs,
+            0,
+            3600,
+            "operations.shutdown_grace_secs",
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -279,7 +321,8 @@ impl Config {
         self.database.validate()?;
         self.libvirt.validate()?;
         self.ceph.validate()?;
-        self.network.validate()
+        self.network.validate()?;
+        self.operations.validate()
     }
 }
 

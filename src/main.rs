@@ -1,6 +1,6 @@
 use actix_web::{web, HttpServer};
 use api_web::config::Config;
-use api_web::service::{Ctx, RESOURCES};
+use api_web::service::{operations, Ctx, RESOURCES};
 use api_web::{api, db, logging};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +28,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // FAILPOINTS=<name>=<action>;... (only in builds with the `failpoints` feature: tests).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     logging::init();
     let cfg = match Config::load(cli.config.as_deref()) {
@@ -80,6 +83,8 @@ fn serve(cfg: Config) -> Result<(), String> {
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.workers;
     let ctx = web::Data::new(Ctx::new(cfg)?);
+    let grace = std::time::Duration::from_secs(ctx.cfg.operations.shutdown_grace_secs);
+    operations::start_background(&ctx.clone().into_inner());
     // Repairs what a crash left half-done (rows untouched for 10 minutes: no live request is
     // still working on them); a backend that is down now only delays it to the next start.
     for kind in RESOURCES {
@@ -93,8 +98,9 @@ fn serve(cfg: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let app_ctx = ctx.clone();
     rt.block_on(async move {
-        let mut server = HttpServer::new(move || api::app(ctx.clone()));
+        let mut server = HttpServer::new(move || api::app(app_ctx.clone()));
         if workers > 0 {
             server = server.workers(workers);
         }
@@ -105,6 +111,19 @@ fn serve(cfg: Config) -> Result<(), String> {
             "api-web {} listening on http://{listen}",
             env!("CARGO_PKG_VERSION")
         );
+        // SIGTERM/SIGINT: actix stops taking connections and lets in-flight requests finish.
         server.run().await.map_err(|e| e.to_string())
-    })
+    })?;
+    // Then the background operations get their grace; what is left is taken over by the next
+    // process once its lease runs out.
+    let left = operations::wait_idle(&ctx, grace);
+    if left > 0 {
+        log::warn!(
+            "stopping with {left} operation(s) unfinished after {}s; another api-web process takes them over when their lease runs out",
+            grace.as_secs()
+        );
+    } else {
+        log::info!("stopped: no operation left running");
+    }
+    Ok(())
 }

@@ -152,6 +152,7 @@ pub fn config(url: &str) -> Config {
 /// Serves the real app on a free loopback port; returns the context and the address.
 pub fn serve(cfg: Config) -> (web::Data<Ctx>, std::net::SocketAddr) {
     let ctx = web::Data::new(Ctx::new(cfg).unwrap());
+    api_web::service::operations::start_background(&ctx.clone().into_inner());
     let c = ctx.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

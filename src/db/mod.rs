@@ -4,6 +4,7 @@
 pub mod images;
 pub mod instances;
 pub mod nics;
+pub mod operations;
 pub mod schema;
 pub mod volumes;
 

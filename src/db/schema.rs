@@ -70,4 +70,26 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(image, instance, volume, network_interface);
+diesel::table! {
+    operation (operation_id) {
+        operation_id -> Varchar,
+        kind -> Varchar,
+        resource_id -> Varchar,
+        status -> Varchar,
+        step -> Varchar,
+        state -> Text,
+        owner -> Nullable<Varchar>,
+        lease_until_ms -> Nullable<Unsigned<Bigint>>,
+        error_message -> Nullable<Varchar>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    image,
+    instance,
+    volume,
+    network_interface,
+    operation
+);

@@ -85,6 +85,11 @@ id_type!(
     InstanceId,
     "i-"
 );
+id_type!(
+    /// A long operation (service::operations): `op-...`.
+    OperationId,
+    "op-"
+);
 
 /// Names accepted for RBD images we register (they become image_ids): ASCII letters, digits,
 /// `.`, `_`, `-`, starting with a letter or digit, at most 128 characters.

@@ -6,9 +6,10 @@
 pub mod ids;
 pub mod status;
 
-pub use ids::{ImageId, InstanceId, NicId, VolumeId};
+pub use ids::{ImageId, InstanceId, NicId, OperationId, VolumeId};
 pub use status::{
-    IllegalTransition, ImageStatus, InstanceStatus, Lifecycle, NicStatus, VolumeStatus,
+    IllegalTransition, ImageStatus, InstanceStatus, Lifecycle, NicStatus, OperationStatus,
+    VolumeStatus,
 };
 
 /// Implements diesel's text mapping for a type with `as_str()` and `parse(&str) -> Option<Self>`.

@@ -224,6 +224,27 @@ impl NicStatus {
     }
 }
 
+status_enum!(
+    /// `running -> done | failed`: an operation runs (owned, its lease renewed) until it has
+    /// finished or has been undone; whoever holds the lease moves it on.
+    OperationStatus, "operation" {
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+    }
+);
+
+impl OperationStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
+        use OperationStatus::*;
+        match self {
+            Running => matches!(to, Done | Failed),
+            Done | Failed => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod hotplug;
 pub mod images;
 pub mod instances;
 pub mod nics;
+pub mod operations;
 pub mod volumes;
 
 pub use hotplug::Pluggable;
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub ceph: Ceph,
     pub hv: Hypervisor,
     pub templates: Templates,
+    /// This process as the owner of long operations.
+    pub ops: operations::Runner,
 }
 
 impl Ctx {
@@ -42,7 +45,9 @@ impl Ctx {
         );
         let ceph = Ceph::new(&cfg.ceph);
         let hv = Hypervisor::new(&cfg.libvirt.uri);
+        let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
+            ops,
             cfg,
             db,
             ceph,
@@ -100,6 +105,10 @@ pub const RESOURCES: &[Kind] = &[
     Kind {
         table: "network_interface",
         reconcile: nics::reconcile,
+    },
+    Kind {
+        table: "operation",
+        reconcile: operations::reconcile,
     },
 ];
 

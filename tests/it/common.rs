@@ -77,6 +77,13 @@ pub fn stack_config(db_url: &str) -> Config {
     cfg
 }
 
+/// The context with its background loops (operation leases and takeover), as `serve` runs it.
+fn started(ctx: Ctx) -> web::Data<Ctx> {
+    let ctx = web::Data::new(ctx);
+    api_web::service::operations::start_background(&ctx.clone().into_inner());
+    ctx
+}
+
 pub struct TestApp {
     pub db: TestDb,
     pub ctx: web::Data<Ctx>,
@@ -92,7 +99,7 @@ impl TestApp {
         let mut cfg = stack_config(&db.url);
         tweak(&mut cfg);
         TestApp {
-            ctx: web::Data::new(Ctx::new(cfg).unwrap()),
+            ctx: started(Ctx::new(cfg).unwrap()),
             db,
         }
     }
@@ -101,7 +108,7 @@ impl TestApp {
     pub fn with_db(other: &TestApp) -> TestApp {
         let cfg = other.ctx.cfg.clone();
         TestApp {
-            ctx: web::Data::new(Ctx::new(cfg).unwrap()),
+            ctx: started(Ctx::new(cfg).unwrap()),
             db: TestDb {
                 name: other.db.name.clone(),
                 url: other.db.url.clone(),
@@ -134,7 +141,14 @@ impl TestApp {
         // fails here until it is added.
         for kind in api_web::service::RESOURCES {
             assert!(
-                ["instance", "volume", "image", "network_interface"].contains(&kind.table),
+                [
+                    "instance",
+                    "volume",
+                    "image",
+                    "network_interface",
+                    "operation"
+                ]
+                .contains(&kind.table),
                 "clean_backends does not know what a {} row owns in libvirt or Ceph",
                 kind.table
             );

@@ -6,6 +6,7 @@ mod images;
 mod instances;
 mod nics;
 mod openapi;
+mod operations;
 mod provision;
 mod schema;
 mod server;

@@ -2,27 +2,36 @@
 //! from it (recorded as the root volume), resized, data volume made, domain defined and started,
 //! progress persisted after each step. A failed step undoes every step before it and leaves the
 //! instance `error` with the reason.
+//!
+//! It runs as an operation (service::operations): before each side effect it saves what it is
+//! about to make, so that when this process dies a takeover (`recover`) undoes exactly that and
+//! gives back exactly what the create reserved (its NICs, its new data volume).
 
 use super::create::{release_nics, release_reserved};
 use super::{console_path, set_status, BASE_SNAPSHOT};
 use crate::db::images::{Image, ImageUpdate};
 use crate::db::instances::Instance;
+use crate::db::operations::Operation;
 use crate::db::volumes::{Volume, VolumeForm};
 use crate::db::{self, DbConn};
 use crate::model::{InstanceId, InstanceStatus as St, NicId, VolumeId, VolumeStatus};
+use crate::service::operations::{state_of, Op};
 use crate::service::volumes::{self, GIB};
 use crate::service::{load, nics, record, transition, Ctx, Pluggable};
 use crate::xml::domain::{self, DomainSpec};
 use diesel::Connection;
+use serde::{Deserialize, Serialize};
 
 /// The NICs a create attaches, in order, and which of them it made itself.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct BootNics {
     pub ids: Vec<NicId>,
     pub auto: Option<NicId>,
 }
 
-/// What a create step made, so that a later failure can take it back.
+/// What a create step makes, saved before it makes it, so that a later failure (or a takeover)
+/// can take it back; taking back what was never made is harmless.
+#[derive(Serialize, Deserialize)]
 enum Made {
     DataVolume(VolumeId),
     RootVolumeRow(VolumeId),
@@ -32,6 +41,39 @@ enum Made {
 }
 
 type Step<T = ()> = Result<T, String>;
+
+/// The saved state of a create operation.
+#[derive(Serialize, Deserialize)]
+pub struct CreateState {
+    nics: BootNics,
+    made: Vec<Made>,
+}
+
+impl CreateState {
+    pub fn new(nics: BootNics) -> Self {
+        CreateState { nics, made: vec![] }
+    }
+    pub fn into_nics(self) -> BootNics {
+        self.nics
+    }
+}
+
+/// The running create: its operation and its saved state.
+struct Build<'a> {
+    ctx: &'a Ctx,
+    op: &'a Op,
+    st: CreateState,
+}
+
+impl Build<'_> {
+    /// Saves that `m` is about to be made (a takeover undoes it), then lets the caller make it.
+    fn about_to(&mut self, step: &str, m: Made) -> Step {
+        self.st.made.push(m);
+        self.op
+            .save(self.ctx, step, &self.st)
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// One MySQL write of the build, on its own connection (none is held across a Ceph or libvirt
 /// call, so a burst of creates cannot starve the pool), retried while MySQL is unavailable.
@@ -43,17 +85,62 @@ fn write<T>(
     record(ctx, what, f).map_err(|e| format!("{what}: {e}"))
 }
 
-/// Runs the build. Never panics into the void: every outcome lands in the row.
-pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, nics: BootNics) {
-    let mut made = vec![];
-    match steps(ctx, id, image, &nics, &mut made) {
-        Ok(()) => log::info!("instance {id} is running"),
-        Err(e) => fail(ctx, id, &nics, made, e),
+/// Runs the build. Never panics into the void: every outcome lands in the row and ends the
+/// operation.
+pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, state: CreateState, op: Op) {
+    let mut b = Build {
+        ctx,
+        op: &op,
+        st: state,
+    };
+    match steps(&mut b, id, image) {
+        Ok(()) => {
+            log::info!("instance {id} is running");
+            op.finish(ctx, Ok(()));
+        }
+        Err(e) => {
+            let st = b.st;
+            let msg = fail(ctx, id, &st.nics, st.made, e);
+            op.finish(ctx, Err(&msg));
+        }
     }
 }
 
-/// Undoes what was made, gives back what was reserved, records `error` with the reason.
-fn fail(ctx: &Ctx, id: &InstanceId, nics: &BootNics, made: Vec<Made>, e: String) {
+/// Takes over a create whose process died: a `creating` instance is undone from the saved
+/// state (what was made is removed, what was reserved given back) and left `error`; an instance
+/// that got further (the create had finished) is left alone.
+pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
+    let id = InstanceId::new(op.resource_id.as_str());
+    let st: CreateState = match state_of(op) {
+        Ok(s) => s,
+        Err(e) => return held.finish(ctx, Err(&e.to_string())),
+    };
+    let status = record(ctx, "reading the instance", |c| {
+        Ok(db::instances::get(c, &id)?.map(|i| i.status))
+    });
+    match status {
+        Ok(Some(St::Creating)) => {}
+        Ok(_) => return held.finish(ctx, Ok(())),
+        Err(e) => {
+            // Not settled: the lease of the claim runs out and the next pass tries again.
+            log::warn!(
+                "operation {}: cannot read instance {id}: {e}",
+                op.operation_id
+            );
+            return;
+        }
+    }
+    let why = format!(
+        "api-web stopped while creating this instance (at step \"{}\"); what the create had made was removed",
+        op.step
+    );
+    let msg = fail(ctx, &id, &st.nics, st.made, why);
+    held.finish(ctx, Err(&msg));
+}
+
+/// Undoes what was made, gives back what was reserved, records `error` with the reason;
+/// returns the recorded message.
+fn fail(ctx: &Ctx, id: &InstanceId, nics: &BootNics, made: Vec<Made>, e: String) -> String {
     let mut undo_failures = undo(ctx, made);
     let released = write(ctx, "giving back the reserved volumes and NICs", |c| {
         release_reserved(c, id);
@@ -81,6 +168,7 @@ fn fail(ctx: &Ctx, id: &InstanceId, nics: &BootNics, made: Vec<Made>, e: String)
     if let Err(e) = recorded {
         log::error!("instance {id}: cannot record the failure: {e}");
     }
+    msg
 }
 
 fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
@@ -118,22 +206,23 @@ fn progress(ctx: &Ctx, id: &InstanceId, pct: u8, what: &str) -> Step {
     })
 }
 
-fn steps(ctx: &Ctx, id: &InstanceId, image: &Image, nics: &BootNics, made: &mut Vec<Made>) -> Step {
+fn steps(b: &mut Build, id: &InstanceId, image: &Image) -> Step {
+    let ctx = b.ctx;
     let inst: Instance = write(ctx, "loading the instance", |c| load(c, id))?;
     progress(ctx, id, 10, "preparing the image snapshot")?;
     snapshot_image(ctx, image)?;
     progress(ctx, id, 30, "cloning the root disk")?;
-    let root = clone_root(ctx, &inst, image, made)?;
-    let data = make_data_volumes(ctx, id, made)?;
+    let root = clone_root(b, &inst, image)?;
+    let data = make_data_volumes(b, id)?;
     progress(ctx, id, 60, "defining the domain")?;
-    define(ctx, &inst, image, &root, &data, nics)?;
-    made.push(Made::Domain(id.clone()));
+    b.about_to("defining the domain", Made::Domain(id.clone()))?;
+    define(ctx, &inst, image, &root, &data, &b.st.nics)?;
     progress(ctx, id, 80, "starting")?;
+    b.about_to("starting", Made::Running(id.clone()))?;
     ctx.hv
         .start(id.as_str())
         .map_err(|e| format!("the instance could not start: {}", e.message()))?;
-    made.push(Made::Running(id.clone()));
-    record_running(ctx, id, &data, nics)
+    record_running(ctx, id, &data, &b.st.nics)
 }
 
 /// The protected snapshot root disks are cloned from (made once per image).
@@ -156,7 +245,8 @@ fn snapshot_image(ctx: &Ctx, image: &Image) -> Step {
 
 /// The root volume: recorded, cloned copy-on-write from the image's snapshot, grown to the
 /// asked size, then `in-use`.
-fn clone_root(ctx: &Ctx, inst: &Instance, image: &Image, made: &mut Vec<Made>) -> Step<VolumeId> {
+fn clone_root(b: &mut Build, inst: &Instance, image: &Image) -> Step<VolumeId> {
+    let ctx = b.ctx;
     let c = &ctx.cfg.ceph;
     let now = db::now();
     let root = VolumeForm {
@@ -172,10 +262,14 @@ fn clone_root(ctx: &Ctx, inst: &Instance, image: &Image, made: &mut Vec<Made>) -
         create_time: now,
     };
     let vid = root.volume_id.clone();
+    b.about_to(
+        "recording the root volume",
+        Made::RootVolumeRow(vid.clone()),
+    )?;
     write(ctx, "recording the root volume", |c| {
         Ok(db::volumes::insert(c, &root)?)
     })?;
-    made.push(Made::RootVolumeRow(vid.clone()));
+    b.about_to("cloning the root disk", Made::RootClone(vid.clone()))?;
     ctx.ceph
         .clone_image(
             &c.images_pool,
@@ -185,7 +279,6 @@ fn clone_root(ctx: &Ctx, inst: &Instance, image: &Image, made: &mut Vec<Made>) -
             vid.as_str(),
         )
         .map_err(|e| format!("could not clone the root disk: {e}"))?;
-    made.push(Made::RootClone(vid.clone()));
     let root_bytes = root.volume_size * GIB;
     if root_bytes > image.image_size {
         progress(ctx, &inst.instance_id, 45, "resizing the root disk")?;
@@ -201,7 +294,8 @@ fn clone_root(ctx: &Ctx, inst: &Instance, image: &Image, made: &mut Vec<Made>) -
 
 /// Makes the RBD image of the new data volume (if one was asked for); returns every data
 /// volume of the instance, in device order.
-fn make_data_volumes(ctx: &Ctx, id: &InstanceId, made: &mut Vec<Made>) -> Step<Vec<Volume>> {
+fn make_data_volumes(b: &mut Build, id: &InstanceId) -> Step<Vec<Volume>> {
+    let ctx = b.ctx;
     let data: Vec<Volume> = write(ctx, "loading the volumes", |c| {
         Ok(db::volumes::of_instance(c, id)?)
     })?
@@ -210,7 +304,10 @@ fn make_data_volumes(ctx: &Ctx, id: &InstanceId, made: &mut Vec<Made>) -> Step<V
     .collect();
     for v in data.iter().filter(|v| v.status == VolumeStatus::Creating) {
         progress(ctx, id, 50, "creating the data volume")?;
-        made.push(Made::DataVolume(v.volume_id.clone()));
+        b.about_to(
+            "creating the data volume",
+            Made::DataVolume(v.volume_id.clone()),
+        )?;
         ctx.ceph
             .create_image(
                 &ctx.cfg.ceph.volumes_pool,

@@ -15,7 +15,7 @@ use crate::model::{
     VolumeStatus,
 };
 use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
-use crate::service::{fresh_id, load, nics, Ctx, ID_TRIES};
+use crate::service::{fresh_id, load, nics, operations, Ctx, ID_TRIES};
 use std::sync::Arc;
 
 pub struct NewInstance {
@@ -60,14 +60,29 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             return Err(e);
         }
     };
+    // From here the create is an operation: if this process dies, another one undoes it.
+    let state = build::CreateState::new(nics);
+    let op = match operations::start(&ctx, &mut conn, super::CREATE, id.as_str(), &state) {
+        Ok(op) => op,
+        Err(e) => {
+            let nics = state.into_nics();
+            release_nics(&mut conn, &nics);
+            release_reserved(&mut conn, &id);
+            let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
+            return Err(e);
+        }
+    };
     let (bg, bid) = (ctx.clone(), id.clone());
     let spawned = crate::context::spawn_named(format!("create-{id}"), move || {
-        build::run(&bg, &bid, &image, nics)
+        build::run(&bg, &bid, &image, state, op)
     });
     if let Err(e) = spawned {
-        let msg = format!("could not start the creation: {e}");
-        super::set_status(&mut conn, &id, St::Creating, St::Error, Some(&msg))?;
-        return Err(ApiError::Internal(msg));
+        // The operation went with the closure: no longer renewed, it is taken over (undone)
+        // once its lease runs out.
+        return Err(ApiError::Internal(format!(
+            "could not start the creation: {e}; it is undone within {}s",
+            ctx.cfg.operations.lease_secs + ctx.cfg.operations.takeover_interval_secs
+        )));
     }
     // As recorded, with the first NIC's address.
     load(&mut conn, &id)

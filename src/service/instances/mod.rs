@@ -4,11 +4,14 @@
 //! `power` starts and stops; `destroy` removes; `console` reads the serial log. Reading and
 //! start-up repair are here.
 
-mod build;
+pub mod build;
 mod console;
 mod create;
 mod destroy;
 mod power;
+
+/// The operation kind of an instance create (service::operations).
+pub const CREATE: &str = "instance.create";
 
 pub use console::console;
 pub use create::{create, NewInstance};

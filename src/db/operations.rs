@@ -1,0 +1,166 @@
+//! Rows of `operation`: the row, its insert form, and the lease queries (renew, expired, claim,
+//! save, finish). No rules here: `service::operations` decides.
+
+use super::schema::operation;
+use crate::model::{OperationId, OperationStatus};
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = operation)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct Operation {
+    pub operation_id: OperationId,
+    pub kind: String,
+    pub resource_id: String,
+    pub status: OperationStatus,
+    pub step: String,
+    pub state: String,
+    pub owner: Option<String>,
+    pub lease_until_ms: Option<u64>,
+    pub error_message: Option<String>,
+    pub create_time: u64,
+    pub update_time: u64,
+}
+
+/// A new operation, owned and leased by the process that starts it.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = operation)]
+pub struct OperationForm {
+    pub operation_id: OperationId,
+    pub kind: String,
+    pub resource_id: String,
+    pub status: OperationStatus,
+    pub step: String,
+    pub state: String,
+    pub owner: Option<String>,
+    pub lease_until_ms: Option<u64>,
+    pub create_time: u64,
+}
+
+/// Extends the leases `owner` holds on the running operations `ids`; returns how many.
+pub fn renew(
+    conn: &mut MysqlConnection,
+    owner: &str,
+    ids: &[OperationId],
+    until_ms: u64,
+) -> QueryResult<usize> {
+    diesel::update(
+        operation::table
+            .filter(operation::operation_id.eq_any(ids))
+            .filter(operation::owner.eq(owner))
+            .filter(operation::status.eq(OperationStatus::Running)),
+    )
+    .set(operation::lease_until_ms.eq(until_ms))
+    .execute(conn)
+}
+
+/// Running operations whose lease ran out before `now_ms` (their owner died or lost MySQL).
+pub fn expired(conn: &mut MysqlConnection, now_ms: u64) -> QueryResult<Vec<Operation>> {
+    operation::table
+        .filter(operation::status.eq(OperationStatus::Running))
+        .filter(
+            operation::lease_until_ms
+                .lt(now_ms)
+                .or(operation::lease_until_ms.is_null()),
+        )
+        .order(operation::create_time)
+        .select(Operation::as_select())
+        .load(conn)
+}
+
+/// Takes over an expired operation: true for exactly one of any number of processes asking.
+pub fn claim(
+    conn: &mut MysqlConnection,
+    id: &OperationId,
+    owner: &str,
+    now_ms: u64,
+    until_ms: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        operation::table
+            .find(id)
+            .filter(operation::status.eq(OperationStatus::Running))
+            .filter(
+                operation::lease_until_ms
+                    .lt(now_ms)
+                    .or(operation::lease_until_ms.is_null()),
+            ),
+    )
+    .set((
+        operation::owner.eq(owner),
+        operation::lease_until_ms.eq(until_ms),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Records progress: the step and the state, if `owner` still holds the operation.
+pub fn save(
+    conn: &mut MysqlConnection,
+    id: &OperationId,
+    owner: &str,
+    step: &str,
+    state: &str,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        operation::table
+            .find(id)
+            .filter(operation::owner.eq(owner))
+            .filter(operation::status.eq(OperationStatus::Running)),
+    )
+    .set((
+        operation::step.eq(step),
+        operation::state.eq(state),
+        operation::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Ends an operation `owner` holds (`done` or `failed`), giving up the lease.
+pub fn finish(
+    conn: &mut MysqlConnection,
+    id: &OperationId,
+    owner: &str,
+    to: OperationStatus,
+    error_message: Option<&str>,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        operation::table
+            .find(id)
+            .filter(operation::owner.eq(owner))
+            .filter(operation::status.eq(OperationStatus::Running)),
+    )
+    .set((
+        operation::status.eq(to),
+        operation::error_message.eq(error_message.map(super::fit_message)),
+        operation::owner.eq(None::<String>),
+        operation::lease_until_ms.eq(None::<u64>),
+        operation::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Forgets ended operations last touched before `before` (unix seconds).
+pub fn purge(conn: &mut MysqlConnection, before: u64) -> QueryResult<usize> {
+    diesel::delete(
+        operation::table
+            .filter(operation::status.ne(OperationStatus::Running))
+            .filter(operation::update_time.lt(before)),
+    )
+    .execute(conn)
+}
+
+crate::db::table_queries!(
+    operation,
+    "operation",
+    Operation,
+    OperationForm,
+    OperationId,
+    OperationStatus,
+    id = "operation_id",
+    name = "kind"
+);

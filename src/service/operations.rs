@@ -1,0 +1,308 @@
+//! Operations that survive their process. A long operation (an instance create today; the
+//! others are to move here) is a row in `operation` owned by the process that runs it, with a
+//! lease that process renews every third of the lease. The operation saves its step and its state
+//! (what it has made or reserved, as JSON) before each side effect. When the owner dies (kill -9,
+//! a lost host, a MySQL partition longer than the lease), the lease runs out. Any api-web
+//! process on the database then claims the operation with a compare-and-set, so exactly one
+//! does, and finishes or undoes it from the saved state and what libvirt and Ceph hold.
+//!
+//! Graceful shutdown waits for this process's operations (`wait_idle`) before it exits.
+
+use super::{record, Ctx};
+use crate::db::operations::{self as q, Operation, OperationForm};
+use crate::db::{self, DbConn};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{OperationId, OperationStatus};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// This process as an owner of operations, and the ones it runs now.
+pub struct Runner {
+    /// `host/pid/random`: unique per process start.
+    pub owner: String,
+    pub lease: Duration,
+    /// Operations alive in this process. Only these are renewed: one whose thread died without
+    /// ending it (a panic) stops being renewed, expires, and is taken over like a crash.
+    live: Arc<Mutex<HashSet<OperationId>>>,
+}
+
+impl Runner {
+    pub fn new(lease: Duration) -> Runner {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        Runner {
+            owner: format!(
+                "{host}/{}/{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+            lease,
+            live: Arc::default(),
+        }
+    }
+
+    /// How many operations this process runs now.
+    pub fn in_flight(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    fn live_ids(&self) -> Vec<OperationId> {
+        self.live
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn until_ms(&self) -> u64 {
+        now_ms() + self.lease.as_millis() as u64
+    }
+
+    fn guard(&self, id: &OperationId) -> InFlight {
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(id.clone());
+        }
+        InFlight(self.live.clone(), id.clone())
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Keeps an operation in this process's live set while it lives.
+struct InFlight(Arc<Mutex<HashSet<OperationId>>>, OperationId);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.0.lock() {
+            l.remove(&self.1);
+        }
+    }
+}
+
+/// An operation this process holds. Dropped without `finish` (a panic), it stays `running` in
+/// MySQL until its lease runs out and a takeover settles it: what a crash does too.
+pub struct Op {
+    pub id: OperationId,
+    pub kind: String,
+    pub resource_id: String,
+    _counted: InFlight,
+}
+
+/// Starts an operation on `resource_id`, owned and leased by this process.
+pub fn start(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    kind: &str,
+    resource_id: &str,
+    state: &impl Serialize,
+) -> ApiResult<Op> {
+    let form = OperationForm {
+        operation_id: OperationId::generate(),
+        kind: kind.to_string(),
+        resource_id: resource_id.to_string(),
+        status: OperationStatus::Running,
+        step: "started".into(),
+        state: to_json(state)?,
+        owner: Some(ctx.ops.owner.clone()),
+        lease_until_ms: Some(ctx.ops.until_ms()),
+        create_time: db::now(),
+    };
+    q::insert(conn, &form)?;
+    Ok(Op {
+        _counted: ctx.ops.guard(&form.operation_id),
+        id: form.operation_id,
+        kind: form.kind,
+        resource_id: form.resource_id,
+    })
+}
+
+fn to_json(state: &impl Serialize) -> ApiResult<String> {
+    serde_json::to_string(state).map_err(|e| ApiError::Internal(format!("operation state: {e}")))
+}
+
+impl Op {
+    /// Saves the step about to be taken and the state that lets a takeover undo it (save
+    /// before the side effect: an undo tolerates what was never made). Fails when this
+    /// process no longer holds the operation (its lease ran out and another took it over):
+    /// the caller must stop at once.
+    pub fn save(&self, ctx: &Ctx, step: &str, state: &impl Serialize) -> ApiResult<()> {
+        // A failpoint after every saved step, named `<kind>:<step>` (e.g.
+        // FAILPOINTS='instance.create:starting=sleep(60000)'), for the kill tests.
+        #[cfg(feature = "failpoints")]
+        let at = format!("{}:{}", self.kind, self.step_name(step));
+        let json = to_json(state)?;
+        let held = record(ctx, "saving an operation's progress", |c| {
+            Ok(q::save(
+                c,
+                &self.id,
+                &ctx.ops.owner,
+                step,
+                &json,
+                db::now(),
+            )?)
+        })?;
+        if !held {
+            return Err(lost(&self.id));
+        }
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!(&at);
+        Ok(())
+    }
+
+    #[cfg(feature = "failpoints")]
+    fn step_name(&self, step: &str) -> String {
+        step.replace(' ', "_")
+    }
+
+    /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo).
+    pub fn finish(self, ctx: &Ctx, outcome: Result<(), &str>) {
+        let (to, msg) = match outcome {
+            Ok(()) => (OperationStatus::Done, None),
+            Err(m) => (OperationStatus::Failed, Some(m)),
+        };
+        let r = record(ctx, "ending an operation", |c| {
+            Ok(q::finish(c, &self.id, &ctx.ops.owner, to, msg, db::now())?)
+        });
+        match r {
+            Ok(true) => {}
+            Ok(false) => log::warn!("operation {}: ended, but no longer ours", self.id),
+            Err(e) => log::error!("operation {}: cannot record its end: {e}", self.id),
+        }
+    }
+}
+
+fn lost(id: &OperationId) -> ApiError {
+    ApiError::Internal(format!(
+        "operation {id}: this process lost its lease (another took the operation over)"
+    ))
+}
+
+/// The saved state of an operation, read back.
+pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
+    serde_json::from_str(&op.state).map_err(|e| {
+        ApiError::Internal(format!(
+            "operation {}: unreadable state ({e}): {}",
+            op.operation_id, op.state
+        ))
+    })
+}
+
+/// Starts the two background loops of this process: lease renewal (a third of the lease) and
+/// takeover of expired operations (`operations.takeover_interval_secs`). Both end when `ctx`
+/// is dropped.
+pub fn start_background(ctx: &Arc<Ctx>) {
+    let renew_every = ctx.ops.lease / 3;
+    let weak = Arc::downgrade(ctx);
+    let _ = crate::context::spawn_named("operation-leases".into(), move || {
+        every(&weak, renew_every, |ctx| {
+            let live = ctx.ops.live_ids();
+            if live.is_empty() {
+                return;
+            }
+            let r = record(ctx, "renewing operation leases", |c| {
+                Ok(q::renew(c, &ctx.ops.owner, &live, ctx.ops.until_ms())?)
+            });
+            if let Err(e) = r {
+                log::error!("cannot renew operation leases: {e}");
+            }
+        })
+    });
+    let interval = Duration::from_secs(ctx.cfg.operations.takeover_interval_secs);
+    let weak = Arc::downgrade(ctx);
+    let _ = crate::context::spawn_named("operation-takeover".into(), move || {
+        every(&weak, interval, |ctx| {
+            if let Err(e) = take_over(ctx) {
+                log::warn!("operation takeover skipped: {e}");
+            }
+        })
+    });
+}
+
+/// Runs `f` every `period` while the context lives.
+fn every(ctx: &Weak<Ctx>, period: Duration, f: impl Fn(&Ctx)) {
+    loop {
+        std::thread::sleep(period);
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        f(&ctx);
+    }
+}
+
+/// Claims every expired operation this pass can and settles each in its own thread; returns how
+/// many it claimed. Ended operations older than a day are forgotten.
+pub fn take_over(ctx: &Ctx) -> ApiResult<usize> {
+    let mut conn = ctx.conn()?;
+    let expired = q::expired(&mut conn, now_ms())?;
+    let mut claimed = 0;
+    for op in expired {
+        if !q::claim(
+            &mut conn,
+            &op.operation_id,
+            &ctx.ops.owner,
+            now_ms(),
+            ctx.ops.until_ms(),
+        )? {
+            continue; // another process was faster
+        }
+        claimed += 1;
+        log::warn!(
+            "operation {} ({} of {}, at step {:?}): its owner {} stopped renewing; taking it over",
+            op.operation_id,
+            op.kind,
+            op.resource_id,
+            op.step,
+            op.owner.as_deref().unwrap_or("?")
+        );
+        let held = Op {
+            _counted: ctx.ops.guard(&op.operation_id),
+            id: op.operation_id.clone(),
+            kind: op.kind.clone(),
+            resource_id: op.resource_id.clone(),
+        };
+        // Settled here, not in a thread: a takeover pass is rare and short next to the lease,
+        // and the renewal loop keeps the claimed lease alive meanwhile.
+        settle(ctx, held, &op);
+    }
+    q::purge(&mut conn, db::now().saturating_sub(86_400))?;
+    Ok(claimed)
+}
+
+/// Finishes or undoes a claimed operation by its kind.
+fn settle(ctx: &Ctx, held: Op, op: &Operation) {
+    match op.kind.as_str() {
+        super::instances::CREATE => super::instances::build::recover(ctx, held, op),
+        other => {
+            let msg = format!("no takeover is known for operations of kind {other:?}");
+            log::error!("operation {}: {msg}", op.operation_id);
+            held.finish(ctx, Err(&msg));
+        }
+    }
+}
+
+/// Waits until this process runs no operation, or `grace` has passed; returns how many still
+/// run (their leases will run out and another process will settle them).
+pub fn wait_idle(ctx: &Ctx, grace: Duration) -> usize {
+    let end = Instant::now() + grace;
+    loop {
+        let n = ctx.ops.in_flight();
+        if n == 0 || Instant::now() >= end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Start-up repair: every operation whose lease has run out is taken over now (the `older than`
+/// of the other resources does not apply: the lease says who still works).
+pub fn reconcile(ctx: &Ctx, _older_than_secs: u64) -> ApiResult<usize> {
+    take_over(ctx)
+}

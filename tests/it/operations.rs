@@ -1,0 +1,232 @@
+//! Operations survive their process. The real api-web binary runs as a child process, held at
+//! one step of an instance create by a failpoint, then:
+//! - killed with SIGKILL: the in-process app on the same database (another api-web process)
+//!   takes the create over when its lease runs out and undoes it, giving back what it took;
+//! - stopped with SIGTERM: it stops taking requests, lets the create finish, then exits.
+
+use crate::common::*;
+use crate::instances::{count, domain_exists, drop_image, test_image};
+use actix_web::test;
+use api_web::api;
+use api_web::db::operations::{self as q, OperationForm};
+use api_web::model::{OperationId, OperationStatus};
+use api_web::service::operations::{now_ms, take_over};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The api-web binary as a child process on a free loopback port, killed when dropped.
+struct ApiWeb {
+    child: Child,
+    addr: String,
+}
+
+impl ApiWeb {
+    fn start(t: &TestApp, failpoints: &str) -> ApiWeb {
+        if !cfg!(feature = "failpoints") {
+            panic!("these tests need the failpoints feature: run them through scripts/test.sh");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_api-web"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("serve")
+            .env("DATABASE_URL", &t.db.url)
+            .env("API_WEB_LISTEN", &addr)
+            .env("FAILPOINTS", failpoints)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the api-web binary");
+        let mut me = ApiWeb { child, addr };
+        let end = Instant::now() + Duration::from_secs(30);
+        while me.call("GET", "/healthz", "").is_none() {
+            assert!(Instant::now() < end, "api-web did not start listening");
+            assert!(
+                me.child.try_wait().unwrap().is_none(),
+                "api-web exited at start-up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        me
+    }
+
+    /// One HTTP/1.1 request (connection: close): the answer's JSON, or None if it is not up.
+    fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
+        let mut s = TcpStream::connect(&self.addr).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while r.read_line(&mut line).ok()? > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut out = String::new();
+        r.read_to_string(&mut out).ok()?;
+        serde_json::from_str(&out).ok()
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for ApiWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls the instance's row (through the in-process app) until `done` says so.
+async fn wait_for(app: &impl App, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = get(app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
+        let d = r.ok().clone();
+        if done(&d) {
+            return d;
+        }
+        assert!(Instant::now() < end, "after {secs} s: {d}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn operation_status(t: &TestApp, resource: &str) -> String {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct S {
+        #[diesel(sql_type = Text)]
+        s: String,
+    }
+    diesel::sql_query("SELECT status AS s FROM operation WHERE resource_id = ?")
+        .bind::<Text, _>(resource)
+        .get_result::<S>(&mut t.db.conn())
+        .unwrap()
+        .s
+}
+
+/// kill -9 while a create is under way (domain defined, root clone made, NIC reserved): the
+/// create is undone by another process within the lease plus a few seconds, and nothing it took
+/// is kept: no domain, no clone, no volume row, no NIC (the one it made for itself is deleted).
+#[actix_web::test]
+async fn a_create_whose_process_was_killed_is_undone_by_another() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let child = ApiWeb::start(&t, "instance.create:starting=sleep(120000)");
+    let body = json!({"instance_name": "killed", "image_id": image, "cpu": 1, "memory": 128});
+    let r = child
+        .call("POST", "/api/v1/instance/create", &body.to_string())
+        .unwrap();
+    let id = r["data"]["instance_id"].as_str().unwrap().to_string();
+    wait_for(&app, &id, 60, |d| d["step"] == "starting").await;
+    assert!(domain_exists(&id));
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        1
+    );
+    drop(child); // SIGKILL
+    let killed = Instant::now();
+
+    let d = wait_for(&app, &id, 60, |d| d["status"] != "creating").await;
+    let took = killed.elapsed();
+    let ops = &t.ctx.cfg.operations;
+    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    assert!(took <= bound, "settled after {took:?} (bound {bound:?})");
+    assert_eq!(d["status"], "error", "{d}");
+    let msg = d["error_message"].as_str().unwrap();
+    assert!(msg.contains("api-web stopped while creating"), "{msg}");
+    assert!(!domain_exists(&id));
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        0
+    );
+    assert_eq!(operation_status(&t, &id), "failed");
+    println!("kill -9 at step starting: settled after {took:?}");
+
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+    drop_image(&app, &image).await;
+}
+
+/// SIGTERM while a create is under way: api-web stops taking requests, lets the create
+/// finish, then exits; the instance is running and its operation done.
+#[actix_web::test]
+async fn sigterm_lets_a_running_create_finish() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let mut child = ApiWeb::start(&t, "instance.create:starting=sleep(3000)");
+    let body = json!({"instance_name": "graceful", "image_id": image, "cpu": 1, "memory": 128});
+    let r = child
+        .call("POST", "/api/v1/instance/create", &body.to_string())
+        .unwrap();
+    let id = r["data"]["instance_id"].as_str().unwrap().to_string();
+    wait_for(&app, &id, 60, |d| d["step"] == "starting").await;
+    child.signal(libc::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "api-web did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let d = wait_for(&app, &id, 1, |_| true).await;
+    assert_eq!(d["status"], "running", "{d}");
+    assert_eq!(operation_status(&t, &id), "done");
+
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+    drop_image(&app, &image).await;
+}
+
+/// Two processes looking at one expired operation: exactly one takes it over.
+#[actix_web::test]
+async fn an_expired_operation_is_taken_over_once() {
+    // Background takeovers out of the way: only the two passes below look.
+    let a = TestApp::with_config(|c| {
+        c.operations.lease_secs = 3600;
+        c.operations.takeover_interval_secs = 3600;
+    });
+    let b = TestApp::with_db(&a);
+    let id = OperationId::generate();
+    let form = OperationForm {
+        operation_id: id.clone(),
+        kind: "test.unknown".into(),
+        resource_id: "nothing".into(),
+        status: OperationStatus::Running,
+        step: "somewhere".into(),
+        state: "{}".into(),
+        owner: Some("a dead process".into()),
+        lease_until_ms: Some(now_ms() - 1),
+        create_time: api_web::db::now(),
+    };
+    q::insert(&mut a.db.conn(), &form).unwrap();
+    let (ca, cb) = (a.ctx.clone(), b.ctx.clone());
+    let ta = std::thread::spawn(move || take_over(&ca).unwrap());
+    let tb = std::thread::spawn(move || take_over(&cb).unwrap());
+    let claimed = ta.join().unwrap() + tb.join().unwrap();
+    assert_eq!(claimed, 1);
+    let op = q::get(&mut a.db.conn(), &id).unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Failed);
+    assert!(op.error_message.unwrap().contains("no takeover is known"));
+    assert_eq!(op.owner, None);
+}
