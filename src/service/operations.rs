@@ -280,6 +280,10 @@ pub fn take_over(ctx: &Ctx) -> ApiResult<usize> {
 fn settle(ctx: &Ctx, held: Op, op: &Operation) {
     match op.kind.as_str() {
         super::instances::CREATE => super::instances::build::recover(ctx, held, op),
+        super::instances::DESTROY => super::instances::destroy::recover(ctx, held, op),
+        super::instances::TURNON | super::instances::TURNOFF => {
+            super::instances::power::recover(ctx, held, op)
+        }
         other => {
             let msg = format!("no takeover is known for operations of kind {other:?}");
             log::error!("operation {}: {msg}", op.operation_id);

@@ -5,7 +5,7 @@
 //! - stopped with SIGTERM: it stops taking requests, lets the create finish, then exits.
 
 use crate::common::*;
-use crate::instances::{count, domain_exists, drop_image, test_image};
+use crate::instances::{count, domain_exists, domstate, drop_image, test_image};
 use actix_web::test;
 use api_web::api;
 use api_web::db::operations::{self as q, OperationForm};
@@ -58,28 +58,32 @@ impl ApiWeb {
         me
     }
 
-    /// One HTTP/1.1 request (connection: close): the answer's JSON, or None if it is not up.
     fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
-        let mut s = TcpStream::connect(&self.addr).ok()?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        while r.read_line(&mut line).ok()? > 0 && line != "\r\n" {
-            line.clear();
-        }
-        let mut out = String::new();
-        r.read_to_string(&mut out).ok()?;
-        serde_json::from_str(&out).ok()
+        http(&self.addr, method, path, body)
     }
 
     fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
+}
+
+/// One HTTP/1.1 request (connection: close): the answer's JSON, or None if nothing answered.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<Value> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    while r.read_line(&mut line).ok()? > 0 && line != "\r\n" {
+        line.clear();
+    }
+    let mut out = String::new();
+    r.read_to_string(&mut out).ok()?;
+    serde_json::from_str(&out).ok()
 }
 
 impl Drop for ApiWeb {
@@ -100,6 +104,40 @@ async fn wait_for(app: &impl App, id: &str, secs: u64, done: impl Fn(&Value) -> 
         }
         assert!(Instant::now() < end, "after {secs} s: {d}");
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The step of the running operation of `kind` on `resource`, if there is one.
+fn running_step(t: &TestApp, kind: &str, resource: &str) -> Option<String> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct S {
+        #[diesel(sql_type = Text)]
+        s: String,
+    }
+    diesel::sql_query(
+        "SELECT step AS s FROM operation WHERE kind = ? AND resource_id = ? AND status = 'running'",
+    )
+    .bind::<Text, _>(kind)
+    .bind::<Text, _>(resource)
+    .get_result::<S>(&mut t.db.conn())
+    .ok()
+    .map(|s| s.s)
+}
+
+/// Sends a request that will not be answered (the process is held, then killed).
+fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
+    let addr = child.addr.clone();
+    std::thread::spawn(move || http(&addr, method, path, &body));
+}
+
+/// Waits until the operation of `kind` on `resource` is held at `step`.
+fn wait_step(t: &TestApp, kind: &str, resource: &str, step: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while running_step(t, kind, resource).as_deref() != Some(step) {
+        assert!(Instant::now() < end, "{kind} never reached {step:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -161,6 +199,86 @@ async fn a_create_whose_process_was_killed_is_undone_by_another() {
     post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
         .await
         .ok();
+    drop_image(&app, &image).await;
+}
+
+/// kill -9 during a turnoff (held before the ACPI press) and during a destroy (held after the
+/// domain is gone, before the disks): another process settles each within the lease plus a few
+/// seconds, from what libvirt holds. The turnoff leaves the instance as libvirt has it (running),
+/// the destroy is carried to its end.
+#[actix_web::test]
+async fn a_turnoff_and_a_destroy_whose_process_was_killed_are_settled_by_another() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let r = post(
+        &app,
+        "/api/v1/instance/create",
+        json!({"instance_name": "victim", "image_id": image, "cpu": 1, "memory": 128}),
+    )
+    .await;
+    let id = r.ok()["instance_id"].as_str().unwrap().to_string();
+    wait_for(&app, &id, 90, |d| d["status"] == "running").await;
+    let ops = &t.ctx.cfg.operations;
+    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+
+    let child = ApiWeb::start(
+        &t,
+        "instance.turnoff:shutting_down_the_domain=sleep(120000);instance.destroy:removing_disks=sleep(120000)",
+    );
+    let body = json!({"instance_id": id}).to_string();
+    send_and_forget(&child, "POST", "/api/v1/instance/turnoff", body.clone());
+    wait_step(&t, "instance.turnoff", &id, "shutting down the domain");
+    drop(child);
+    let killed = Instant::now();
+    let d = wait_for(&app, &id, 60, |d| d["status"] != "stopping").await;
+    assert!(
+        killed.elapsed() <= bound,
+        "turnoff settled after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(d["status"], "running", "{d}");
+    assert_eq!(domstate(&id), "running");
+    println!(
+        "kill -9 during turnoff: settled after {:?}",
+        killed.elapsed()
+    );
+
+    let child = ApiWeb::start(&t, "instance.destroy:removing_disks=sleep(120000)");
+    send_and_forget(&child, "POST", "/api/v1/instance/destroy", body);
+    wait_step(&t, "instance.destroy", &id, "removing disks");
+    assert!(!domain_exists(&id));
+    drop(child);
+    let killed = Instant::now();
+    let end = killed + bound;
+    loop {
+        let r = get(&app, &format!("/api/v1/instance/detail?instance_id={id}")).await;
+        if r.status.as_u16() == 404 {
+            break;
+        }
+        assert!(Instant::now() < end, "destroy not finished: {}", r.body);
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "kill -9 during destroy: finished after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
+    // The NIC the create made is given back, as a destroy without delete_attached does.
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM network_interface WHERE status = 'available' AND instance_id IS NULL"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
+        ),
+        0
+    );
     drop_image(&app, &image).await;
 }
 

@@ -1,14 +1,20 @@
 //! Destroy: `running | stopped | error -> destroying`, then power off, undefine, remove the root
 //! disk (and the attached volumes and NICs with `delete_attached`, else give them back), drop the
 //! row. A failed step leaves the instance `error` saying where it stopped; a retry goes on.
+//!
+//! It runs as an operation: every step is safe to take again, so when this process dies a
+//! takeover (`recover`) simply takes the remaining steps.
 
 use super::{busy, console_path, set_status};
 use crate::db::instances::Instance;
+use crate::db::operations::Operation;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{InstanceId, InstanceStatus as St};
+use crate::service::operations::{self, state_of, Op};
 use crate::service::{load, record, Ctx};
 use diesel::Connection;
+use serde::{Deserialize, Serialize};
 
 /// What a destroy removed, for the answer.
 pub struct Destroyed {
@@ -18,10 +24,29 @@ pub struct Destroyed {
     pub deleted_nics: usize,
 }
 
+/// The saved state of a destroy operation.
+#[derive(Serialize, Deserialize)]
+struct DestroyState {
+    delete_attached: bool,
+}
+
 pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<Destroyed> {
-    claim(&mut ctx.conn()?, id)?;
-    match steps(ctx, id, delete_attached) {
-        Ok(d) => Ok(d),
+    // The claim and its operation together: no `destroying` row without an owner.
+    let state = DestroyState { delete_attached };
+    let op = ctx.conn()?.transaction(|c| {
+        claim(c, id)?;
+        operations::start(ctx, c, super::DESTROY, id.as_str(), &state)
+    })?;
+    conclude(ctx, id, op, &state)
+}
+
+/// Takes the steps and records how it ended, in the row and in the operation.
+fn conclude(ctx: &Ctx, id: &InstanceId, op: Op, state: &DestroyState) -> ApiResult<Destroyed> {
+    match steps(ctx, &op, id, state) {
+        Ok(d) => {
+            op.finish(ctx, Ok(()));
+            Ok(d)
+        }
         Err((step, e)) => {
             let msg = format!("destroy stopped while {step}: {e}; retry the destroy");
             let recorded = record(ctx, "recording a failed destroy", |c| {
@@ -30,11 +55,33 @@ pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<D
             if let Err(e2) = recorded {
                 log::error!("instance {id}: cannot record the failed destroy: {e2}");
             }
+            op.finish(ctx, Err(&msg));
             Err(match e {
                 ApiError::Unavailable { backend, .. } => ApiError::unavailable(backend, msg),
                 _ => ApiError::Internal(msg),
             })
         }
+    }
+}
+
+/// Takes over a destroy whose process died: a `destroying` instance is destroyed to the end.
+pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
+    let id = InstanceId::new(op.resource_id.as_str());
+    let state: DestroyState = match state_of(op) {
+        Ok(s) => s,
+        Err(e) => return held.finish(ctx, Err(&e.to_string())),
+    };
+    match record(ctx, "reading the instance", |c| {
+        Ok(db::instances::get(c, &id)?.map(|i| i.status))
+    }) {
+        Ok(Some(St::Destroying)) => {
+            let _ = conclude(ctx, &id, held, &state);
+        }
+        Ok(_) => held.finish(ctx, Ok(())),
+        Err(e) => log::warn!(
+            "operation {}: cannot read instance {id}: {e}",
+            op.operation_id
+        ),
     }
 }
 
@@ -57,12 +104,19 @@ fn at<E: Into<ApiError>>(step: &'static str) -> impl FnOnce(E) -> Failed {
     move |e| (step, e.into())
 }
 
-/// The steps, each MySQL write on its own connection (none held across libvirt or Ceph).
-fn steps(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<Destroyed, Failed> {
+/// The steps, each MySQL write on its own connection (none held across libvirt or Ceph), each
+/// saved before it is taken.
+fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, state: &DestroyState) -> Result<Destroyed, Failed> {
+    let delete_attached = state.delete_attached;
     let name = id.as_str();
+    let step = |what: &'static str| op.save(ctx, what, state).map_err(at(what));
+    step("stopping the domain")?;
     ctx.hv.force_off(name).map_err(at("stopping the domain"))?;
+    step("undefining the domain")?;
     ctx.hv.undefine(name).map_err(at("undefining the domain"))?;
+    step("removing disks")?;
     let deleted_volumes = remove_disks(ctx, id, delete_attached)?;
+    step("releasing volumes and NICs")?;
     let now = db::now();
     // The rest is MySQL only: one transaction, so nothing is released twice or half.
     let (released_volumes, released_nics, deleted_nics) =

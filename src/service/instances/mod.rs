@@ -7,11 +7,16 @@
 pub mod build;
 mod console;
 mod create;
-mod destroy;
-mod power;
+pub mod destroy;
+pub mod power;
 
 /// The operation kind of an instance create (service::operations).
 pub const CREATE: &str = "instance.create";
+/// The operation kind of an instance destroy.
+pub const DESTROY: &str = "instance.destroy";
+/// The operation kinds of turnon and turnoff.
+pub const TURNON: &str = "instance.turnon";
+pub const TURNOFF: &str = "instance.turnoff";
 
 pub use console::console;
 pub use create::{create, NewInstance};

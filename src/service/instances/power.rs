@@ -3,11 +3,14 @@
 
 use super::{busy, in_error, set_status};
 use crate::db::instances::Instance;
+use crate::db::operations::Operation;
 use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, InstanceStatus as St};
+use crate::service::operations::{self, Op};
 use crate::service::{load, record, Ctx};
 use crate::virt::{Power, Shutdown};
+use diesel::Connection;
 use std::time::Duration;
 
 /// Claims the instance for a power change: it must be `from` (else the 409 that says why), and
@@ -37,8 +40,58 @@ fn claim(conn: &mut DbConn, id: &InstanceId, from: St, to: St) -> ApiResult<()> 
     Ok(())
 }
 
+/// Claims the instance for a power change and starts its operation, in one transaction: no
+/// `starting`/`stopping` row without an owner.
+fn begin(ctx: &Ctx, id: &InstanceId, from: St, to: St, kind: &str) -> ApiResult<Op> {
+    ctx.conn()?.transaction(|c| {
+        claim(c, id, from, to)?;
+        operations::start(ctx, c, kind, id.as_str(), &())
+    })
+}
+
+/// Ends a power operation with its request's outcome.
+fn end<T>(ctx: &Ctx, op: Op, r: ApiResult<T>) -> ApiResult<T> {
+    match &r {
+        Ok(_) => op.finish(ctx, Ok(())),
+        Err(e) => op.finish(ctx, Err(&e.to_string())),
+    }
+    r
+}
+
+/// Takes over a turnon or turnoff whose process died: the row takes what libvirt says.
+pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
+    let id = InstanceId::new(op.resource_id.as_str());
+    let from = if op.kind == super::TURNON {
+        St::Starting
+    } else {
+        St::Stopping
+    };
+    let to = match ctx.hv.power(id.as_str()) {
+        Ok(Some(Power::Running)) => St::Running,
+        Ok(_) => St::Stopped,
+        Err(e) => {
+            // Not settled: the claim's lease runs out and a later pass tries again.
+            log::warn!("operation {}: libvirt: {e}", op.operation_id);
+            return;
+        }
+    };
+    let r = record(ctx, "settling a power change", |c| {
+        set_status(c, &id, from, to, None)
+    });
+    match r {
+        Ok(_) => held.finish(ctx, Ok(())),
+        Err(e) => log::warn!("operation {}: {e}", op.operation_id),
+    }
+}
+
 pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    claim(&mut ctx.conn()?, id, St::Stopped, St::Starting)?;
+    let op = begin(ctx, id, St::Stopped, St::Starting, super::TURNON)?;
+    let r = start(ctx, &op, id);
+    end(ctx, op, r)
+}
+
+fn start(ctx: &Ctx, op: &Op, id: &InstanceId) -> ApiResult<Instance> {
+    op.save(ctx, "starting the domain", &())?;
     let started = ctx.hv.start(id.as_str()).or_else(|e| {
         // Started behind our back: the truth is "running".
         match ctx.hv.power(id.as_str()) {
@@ -64,7 +117,13 @@ pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
 /// `running -> stopping -> stopped`. No MySQL connection is held while the guest shuts down
 /// (up to `shutdown_timeout_secs`): a few slow guests must not starve everyone else's requests.
 pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
-    claim(&mut ctx.conn()?, id, St::Running, St::Stopping)?;
+    let op = begin(ctx, id, St::Running, St::Stopping, super::TURNOFF)?;
+    let r = stop(ctx, &op, id, force);
+    end(ctx, op, r)
+}
+
+fn stop(ctx: &Ctx, op: &Op, id: &InstanceId, force: bool) -> ApiResult<Instance> {
+    op.save(ctx, "shutting down the domain", &())?;
     let lv = &ctx.cfg.libvirt;
     let timeout = Duration::from_secs(lv.shutdown_timeout_secs);
     let retry = Duration::from_secs(lv.shutdown_retry_secs);
