@@ -3,8 +3,10 @@
 //! in the live XML with a bounded wait, with libvirt's failures turned into API errors.
 //! The resources' own state machines stay in their modules.
 
+use super::operations::{self, Op};
 use super::{load, record, transition, Ctx, Resource};
 use crate::db::instances::Instance;
+use crate::db::operations::Operation;
 use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, InstanceStatus, Lifecycle};
@@ -80,8 +82,13 @@ pub trait Pluggable: Resource {
     const DETACHING: Self::Status;
     const CODE_NOT_ATTACHED: ErrorCode;
     const CODE_ATTACHED_ELSEWHERE: ErrorCode;
+    /// Operation kinds of its attach and detach (service::operations).
+    const KIND_ATTACH: &'static str;
+    const KIND_DETACH: &'static str;
 
     fn id(&self) -> &Self::Id;
+    /// Its id from an operation's `resource_id`.
+    fn id_from(s: &str) -> Self::Id;
     fn status(&self) -> Self::Status;
     fn instance_id(&self) -> Option<&InstanceId>;
     /// The device XML and how to find it in a domain's XML.
@@ -121,8 +128,24 @@ pub fn complete_attach<P: Pluggable>(
     id: &P::Id,
     instance_id: &InstanceId,
 ) -> ApiResult<P> {
+    let op = operations::start(ctx, &mut ctx.conn()?, P::KIND_ATTACH, &id.to_string(), &())?;
+    let r = plug::<P>(ctx, &op, id, instance_id);
+    finish(ctx, op, r)
+}
+
+/// Ends a hot-plug operation with its request's outcome.
+fn finish<T>(ctx: &Ctx, op: Op, r: ApiResult<T>) -> ApiResult<T> {
+    match &r {
+        Ok(_) => op.finish(ctx, Ok(())),
+        Err(e) => op.finish(ctx, Err(&e.to_string())),
+    }
+    r
+}
+
+fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) -> ApiResult<P> {
     let p = load::<P>(&mut ctx.conn()?, id)?;
     let (xml, key) = p.device(ctx)?;
+    op.save(ctx, "plugging", &())?;
     let give_back = |why: &str| {
         let r = record(ctx, "giving back a device", |c| {
             P::release(c, id, P::ATTACHING, Some(why))
@@ -189,15 +212,25 @@ pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) 
                 ),
             });
         }
-        if p.status() == P::ATTACHED {
-            if !transition::<P>(conn, id, P::ATTACHED, P::DETACHING, None)? {
-                return Err(load::<P>(conn, id)?.not_available());
-            }
-        } else if p.status() != P::DETACHING {
+        if p.status() != P::ATTACHED && p.status() != P::DETACHING {
             return Err(p.not_available());
         }
     }
+    // The claim and its operation together: no `detaching` row without an owner.
+    let op = ctx.conn()?.transaction(|c| {
+        if p.status() == P::ATTACHED && !transition::<P>(c, id, P::ATTACHED, P::DETACHING, None)? {
+            return Err(load::<P>(c, id)?.not_available());
+        }
+        operations::start(ctx, c, P::KIND_DETACH, &id.to_string(), &())
+    })?;
+    let r = unplug::<P>(ctx, &op, &p, instance_id);
+    finish(ctx, op, r)
+}
+
+fn unplug<P: Pluggable>(ctx: &Ctx, op: &Op, p: &P, instance_id: &InstanceId) -> ApiResult<P> {
+    let id = p.id();
     let (xml, key) = p.device(ctx)?;
+    op.save(ctx, "unplugging", &())?;
     match detach(ctx, instance_id, &xml, &key)? {
         Attachment::Gone => record(ctx, "recording a detach", |c| {
             c.transaction(|c| {
@@ -212,6 +245,26 @@ pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) 
             })?;
             Err(ApiError::conflict(ErrorCode::DetachPending, msg))
         }
+    }
+}
+
+/// Takes over an attach or detach whose process died: the row takes what the instance's
+/// persistent XML holds (`reconcile` for that one row).
+pub fn recover<P: Pluggable>(ctx: &Ctx, held: Op, op: &Operation) {
+    let id = P::id_from(&op.resource_id);
+    let settled = record(ctx, "settling a hot-plug", |c| {
+        let Some(p) = P::get(c, &id)? else {
+            return Ok(0);
+        };
+        if p.status() != P::ATTACHING && p.status() != P::DETACHING {
+            return Ok(0);
+        }
+        reconcile(ctx, c, vec![p])
+    });
+    match settled {
+        Ok(_) => held.finish(ctx, Ok(())),
+        // Not settled: the claim's lease runs out and a later pass tries again.
+        Err(e) => log::warn!("operation {}: {e}", op.operation_id),
     }
 }
 

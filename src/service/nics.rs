@@ -296,6 +296,12 @@ impl Pluggable for Nic {
     const CODE_NOT_ATTACHED: ErrorCode = ErrorCode::NetworkInterfaceNotAttached;
     const CODE_ATTACHED_ELSEWHERE: ErrorCode = ErrorCode::NetworkInterfaceAttachedElsewhere;
 
+    const KIND_ATTACH: &'static str = "nic.attach";
+    const KIND_DETACH: &'static str = "nic.detach";
+
+    fn id_from(s: &str) -> NicId {
+        NicId::new(s)
+    }
     fn id(&self) -> &NicId {
         &self.network_interface_id
     }

@@ -8,8 +8,10 @@
 //!
 //! Graceful shutdown waits for this process's operations (`wait_idle`) before it exits.
 
-use super::{record, Ctx};
+use super::{record, Ctx, Pluggable};
+use crate::db::nics::Nic;
 use crate::db::operations::{self as q, Operation, OperationForm};
+use crate::db::volumes::Volume;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{OperationId, OperationStatus};
@@ -283,6 +285,12 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         super::instances::DESTROY => super::instances::destroy::recover(ctx, held, op),
         super::instances::TURNON | super::instances::TURNOFF => {
             super::instances::power::recover(ctx, held, op)
+        }
+        k if k == Volume::KIND_ATTACH || k == Volume::KIND_DETACH => {
+            super::hotplug::recover::<Volume>(ctx, held, op)
+        }
+        k if k == Nic::KIND_ATTACH || k == Nic::KIND_DETACH => {
+            super::hotplug::recover::<Nic>(ctx, held, op)
         }
         other => {
             let msg = format!("no takeover is known for operations of kind {other:?}");

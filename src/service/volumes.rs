@@ -152,6 +152,12 @@ impl Pluggable for Volume {
     const CODE_NOT_ATTACHED: ErrorCode = ErrorCode::VolumeNotAttached;
     const CODE_ATTACHED_ELSEWHERE: ErrorCode = ErrorCode::VolumeAttachedElsewhere;
 
+    const KIND_ATTACH: &'static str = "volume.attach";
+    const KIND_DETACH: &'static str = "volume.detach";
+
+    fn id_from(s: &str) -> VolumeId {
+        VolumeId::new(s)
+    }
     fn id(&self) -> &VolumeId {
         &self.volume_id
     }

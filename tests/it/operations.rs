@@ -282,6 +282,97 @@ async fn a_turnoff_and_a_destroy_whose_process_was_killed_are_settled_by_another
     drop_image(&app, &image).await;
 }
 
+/// kill -9 during a mount (held before the plug) and an unmount (held before the unplug): the
+/// volume's row takes what the instance's persistent XML holds, within the lease plus a few
+/// seconds, instead of staying `attaching`/`detaching` where both mount and unmount answer 409.
+#[actix_web::test]
+async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let r = post(
+        &app,
+        "/api/v1/instance/create",
+        json!({"instance_name": "host", "image_id": image, "cpu": 1, "memory": 128}),
+    )
+    .await;
+    let id = r.ok()["instance_id"].as_str().unwrap().to_string();
+    wait_for(&app, &id, 90, |d| d["status"] == "running").await;
+    // Stopped: plug and unplug touch only the persistent XML, no guest is involved.
+    post(
+        &app,
+        "/api/v1/instance/turnoff",
+        json!({"instance_id": id, "force": true}),
+    )
+    .await
+    .ok();
+    let r = post(
+        &app,
+        "/api/v1/volume/create",
+        json!({"volume_name": "v", "volume_size": 1}),
+    )
+    .await;
+    let vol = r.ok()["volume_id"].as_str().unwrap().to_string();
+    let body = json!({"volume_id": vol, "instance_id": id}).to_string();
+    let ops = &t.ctx.cfg.operations;
+    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let volume_status = |t: &TestApp| {
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM volume WHERE is_root = 0 AND status = 'in-use'",
+        )
+    };
+    let settled = |t: &TestApp| {
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM volume WHERE status IN ('attaching', 'detaching')",
+        ) == 0
+    };
+
+    let child = ApiWeb::start(&t, "volume.attach:plugging=sleep(120000)");
+    send_and_forget(&child, "POST", "/api/v1/volume/mount", body.clone());
+    wait_step(&t, "volume.attach", &vol, "plugging");
+    drop(child);
+    let killed = Instant::now();
+    while !settled(&t) {
+        assert!(killed.elapsed() <= bound, "mount not settled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("kill -9 during mount: settled after {:?}", killed.elapsed());
+    assert_eq!(volume_status(&t), 0, "never plugged: available again");
+
+    post(
+        &app,
+        "/api/v1/volume/mount",
+        serde_json::from_str(&body).unwrap(),
+    )
+    .await
+    .ok();
+    let child = ApiWeb::start(&t, "volume.detach:unplugging=sleep(120000)");
+    send_and_forget(&child, "POST", "/api/v1/volume/unmount", body);
+    wait_step(&t, "volume.detach", &vol, "unplugging");
+    drop(child);
+    let killed = Instant::now();
+    while !settled(&t) {
+        assert!(killed.elapsed() <= bound, "unmount not settled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "kill -9 during unmount: settled after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(volume_status(&t), 1, "never unplugged: still in use");
+
+    post(
+        &app,
+        "/api/v1/instance/destroy",
+        json!({"instance_id": id, "delete_attached": true}),
+    )
+    .await
+    .ok();
+    drop_image(&app, &image).await;
+}
+
 /// SIGTERM while a create is under way: api-web stops taking requests, lets the create
 /// finish, then exits; the instance is running and its operation done.
 #[actix_web::test]
