@@ -6,6 +6,7 @@
 //! remove the RBD image -> delete the row; a failure puts the row back to `available`.
 
 use super::backed::{self, RbdBacked};
+use super::operations::{self, Op};
 use super::{load, transition, Ctx, Resource};
 use crate::ceph::Removal;
 use crate::db::images::{Image, ImageForm, ImageUpdate};
@@ -13,6 +14,7 @@ use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::ids::valid_image_id;
 use crate::model::{ImageId, ImageStatus as St};
+use diesel::Connection;
 
 /// Biggest image we create: 64 TiB.
 pub const MAX_IMAGE_SIZE: u64 = 64 << 40;
@@ -98,6 +100,15 @@ impl RbdBacked for Image {
     type Form = ImageForm;
     const CREATING: St = St::Creating;
     const AVAILABLE: St = St::Available;
+    const DELETING: St = St::Deleting;
+    const KIND_CREATE: &'static str = "image.create";
+    const KIND_DELETE: &'static str = "image.delete";
+    fn id_from(s: &str) -> ImageId {
+        ImageId::new(s)
+    }
+    fn status_of(&self) -> St {
+        self.status
+    }
     fn pool(ctx: &Ctx) -> &str {
         &ctx.cfg.ceph.images_pool
     }
@@ -206,28 +217,50 @@ pub fn delete(ctx: &Ctx, id: &ImageId, del_file: bool) -> ApiResult<FileOutcome>
     if from == St::Deleting {
         return finish_interrupted_delete(ctx, &mut conn, id);
     }
-    if !matches!(from, St::Available | St::Error)
-        || !transition::<Image>(&mut conn, id, from, St::Deleting, None)?
-    {
-        return Err(busy(id, &format!("is {from}; retry when it is available")));
+    // The claim and its operation together: no `deleting` row without an owner.
+    let op = conn.transaction(|c| {
+        if !matches!(from, St::Available | St::Error)
+            || !transition::<Image>(c, id, from, St::Deleting, None)?
+        {
+            return Err(busy(id, &format!("is {from}; retry when it is available")));
+        }
+        operations::start(ctx, c, Image::KIND_DELETE, id.as_str(), &())
+    })?;
+    let r = delete_claimed(ctx, &mut conn, &op, id, from, del_file);
+    match &r {
+        Ok(_) => op.finish(ctx, Ok(())),
+        Err(e) => op.finish(ctx, Err(&e.to_string())),
     }
+    r
+}
+
+/// The delete's steps once the row is `deleting` and the operation started.
+fn delete_claimed(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    op: &Op,
+    id: &ImageId,
+    from: St,
+    del_file: bool,
+) -> ApiResult<FileOutcome> {
     let restore = |conn: &mut DbConn, err: &str| {
         if let Err(e) = transition::<Image>(conn, id, St::Deleting, from, Some(err)) {
             log::error!("image {id}: could not restore status {from} after a failed delete: {e}");
         }
     };
-    if let Err(e) = refuse_if_used(ctx, &mut conn, id) {
-        restore(&mut conn, "");
+    if let Err(e) = refuse_if_used(ctx, conn, id) {
+        restore(conn, "");
         return Err(e);
     }
+    op.save(ctx, "removing the RBD image", &())?;
     let outcome = match remove_file(ctx, id, del_file) {
         Ok(o) => o,
         Err((e, msg)) => {
-            restore(&mut conn, &msg);
+            restore(conn, &msg);
             return Err(e);
         }
     };
-    match db::images::delete_in_status(&mut conn, id, St::Deleting) {
+    match db::images::delete_in_status(conn, id, St::Deleting) {
         Ok(_) => Ok(outcome),
         Err(e) => {
             let file = match outcome {
@@ -312,34 +345,22 @@ fn finish_interrupted_delete(ctx: &Ctx, conn: &mut DbConn, id: &ImageId) -> ApiR
 /// `older_than_secs` loses its RBD image and its row; a row `deleting` goes back to `available`
 /// if its RBD image still exists, else its row goes. Returns how many rows were repaired.
 pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
-    let pool = &ctx.cfg.ceph.images_pool;
     let mut conn = ctx.conn()?;
     let cutoff = db::now().saturating_sub(older_than_secs);
     let mut fixed = 0;
     for row in db::images::stale_in_status(&mut conn, St::Creating, cutoff)? {
-        ctx.ceph.remove_image(pool, row.image_id.as_str())?;
-        if db::images::delete_in_status(&mut conn, &row.image_id, St::Creating)? {
-            log::warn!("reconcile: removed half-created image {}", row.image_id);
-            fixed += 1;
-        }
+        fixed += usize::from(backed::repair_creating::<Image>(
+            ctx,
+            &mut conn,
+            &row.image_id,
+        )?);
     }
     for row in db::images::stale_in_status(&mut conn, St::Deleting, cutoff)? {
-        match ctx.ceph.image_size(pool, row.image_id.as_str()) {
-            Ok(_) => {
-                if transition::<Image>(&mut conn, &row.image_id, St::Deleting, St::Available, None)?
-                {
-                    log::warn!("reconcile: image {} back to available", row.image_id);
-                    fixed += 1;
-                }
-            }
-            Err(e) if e.is_not_found() => {
-                if db::images::delete_in_status(&mut conn, &row.image_id, St::Deleting)? {
-                    log::warn!("reconcile: finished deleting image {}", row.image_id);
-                    fixed += 1;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        fixed += usize::from(backed::repair_deleting::<Image>(
+            ctx,
+            &mut conn,
+            &row.image_id,
+        )?);
     }
     Ok(fixed)
 }

@@ -8,7 +8,9 @@
 //!
 //! Graceful shutdown waits for this process's operations (`wait_idle`) before it exits.
 
+use super::backed::RbdBacked;
 use super::{record, Ctx, Pluggable};
+use crate::db::images::Image;
 use crate::db::nics::Nic;
 use crate::db::operations::{self as q, Operation, OperationForm};
 use crate::db::volumes::Volume;
@@ -285,6 +287,12 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         super::instances::DESTROY => super::instances::destroy::recover(ctx, held, op),
         super::instances::TURNON | super::instances::TURNOFF => {
             super::instances::power::recover(ctx, held, op)
+        }
+        k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {
+            super::backed::recover::<Image>(ctx, held, op)
+        }
+        k if k == <Volume as RbdBacked>::KIND_CREATE || k == <Volume as RbdBacked>::KIND_DELETE => {
+            super::backed::recover::<Volume>(ctx, held, op)
         }
         k if k == Volume::KIND_ATTACH || k == Volume::KIND_DETACH => {
             super::hotplug::recover::<Volume>(ctx, held, op)

@@ -9,6 +9,7 @@
 
 use super::backed::{self, RbdBacked};
 use super::hotplug::{self, Pluggable};
+use super::operations;
 use super::{load, transition, Ctx, Resource};
 use crate::db::instances::Instance;
 use crate::db::volumes::{Volume, VolumeForm, VolumeUpdate};
@@ -17,6 +18,7 @@ use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, Lifecycle, VolumeId, VolumeStatus as St};
 use crate::virt::DeviceKey;
 use crate::xml::devices::{to_xml, Disk, RbdAccess};
+use diesel::Connection;
 
 pub const GIB: u64 = 1 << 30;
 pub const MAX_VOLUME_GIB: u64 = 65536;
@@ -76,6 +78,15 @@ impl RbdBacked for Volume {
     type Form = VolumeForm;
     const CREATING: St = St::Creating;
     const AVAILABLE: St = St::Available;
+    const DELETING: St = St::Deleting;
+    const KIND_CREATE: &'static str = "volume.create";
+    const KIND_DELETE: &'static str = "volume.delete";
+    fn id_from(s: &str) -> VolumeId {
+        VolumeId::new(s)
+    }
+    fn status_of(&self) -> St {
+        self.status
+    }
     fn pool(ctx: &Ctx) -> &str {
         &ctx.cfg.ceph.volumes_pool
     }
@@ -226,9 +237,30 @@ pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal
     if !matches!(from, St::Available | St::Error) {
         return Err(not_available(&v));
     }
-    if !transition::<Volume>(&mut conn, volume_id, from, St::Deleting, None)? {
-        return Err(not_available(&load(&mut conn, volume_id)?));
+    // The claim and its operation together: no `deleting` row without an owner.
+    let op = conn.transaction(|c| {
+        if !transition::<Volume>(c, volume_id, from, St::Deleting, None)? {
+            return Err(not_available(&load(c, volume_id)?));
+        }
+        operations::start(ctx, c, Volume::KIND_DELETE, volume_id.as_str(), &())
+    })?;
+    let r = op
+        .save(ctx, "removing the RBD image", &())
+        .and_then(|_| remove(ctx, &mut conn, volume_id, from));
+    match &r {
+        Ok(_) => op.finish(ctx, Ok(())),
+        Err(e) => op.finish(ctx, Err(&e.to_string())),
     }
+    r
+}
+
+/// The delete's steps once the row is `deleting`: the RBD image, then the row.
+fn remove(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    volume_id: &VolumeId,
+    from: St,
+) -> ApiResult<crate::ceph::Removal> {
     let removal = match ctx
         .ceph
         .remove_image(&ctx.cfg.ceph.volumes_pool, volume_id.as_str())
@@ -236,28 +268,44 @@ pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal
         Ok(r) => r,
         Err(e) => {
             let msg = format!("could not remove the RBD image: {e}");
-            let _ = transition::<Volume>(&mut conn, volume_id, St::Deleting, from, Some(&msg));
+            let _ = transition::<Volume>(conn, volume_id, St::Deleting, from, Some(&msg));
             return Err(ApiError::unavailable(
                 Backend::Ceph,
                 format!("{msg}; the volume is kept"),
             ));
         }
     };
-    db::volumes::delete_in_status(&mut conn, volume_id, St::Deleting)?;
+    db::volumes::delete_in_status(conn, volume_id, St::Deleting)?;
     Ok(removal)
 }
 
-/// Start-up repair of volumes a crash left attaching or detaching (see `hotplug::reconcile`).
+/// Start-up repair of volumes a crash left half-done: `creating` and `deleting` as
+/// `backed::repair_*`, `attaching` and `detaching` from the instance's XML (`hotplug::reconcile`).
 pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
     let mut conn = ctx.conn()?;
     let cutoff = db::now().saturating_sub(older_than_secs);
+    let mut fixed = 0;
+    for row in db::volumes::stale_in_status(&mut conn, St::Creating, cutoff)? {
+        fixed += usize::from(backed::repair_creating::<Volume>(
+            ctx,
+            &mut conn,
+            &row.volume_id,
+        )?);
+    }
+    for row in db::volumes::stale_in_status(&mut conn, St::Deleting, cutoff)? {
+        fixed += usize::from(backed::repair_deleting::<Volume>(
+            ctx,
+            &mut conn,
+            &row.volume_id,
+        )?);
+    }
     let mut stale = db::volumes::stale_in_status(&mut conn, St::Attaching, cutoff)?;
     stale.extend(db::volumes::stale_in_status(
         &mut conn,
         St::Detaching,
         cutoff,
     )?);
-    hotplug::reconcile(ctx, &mut conn, stale)
+    Ok(fixed + hotplug::reconcile(ctx, &mut conn, stale)?)
 }
 
 #[cfg(test)]

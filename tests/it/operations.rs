@@ -126,6 +126,24 @@ fn running_step(t: &TestApp, kind: &str, resource: &str) -> Option<String> {
     .map(|s| s.s)
 }
 
+/// The resource of the running operation of `kind`, if there is one.
+fn running_resource(t: &TestApp, kind: &str) -> Option<String> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct S {
+        #[diesel(sql_type = Text)]
+        s: String,
+    }
+    diesel::sql_query(
+        "SELECT resource_id AS s FROM operation WHERE kind = ? AND status = 'running'",
+    )
+    .bind::<Text, _>(kind)
+    .get_result::<S>(&mut t.db.conn())
+    .ok()
+    .map(|s| s.s)
+}
+
 /// Sends a request that will not be answered (the process is held, then killed).
 fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
     let addr = child.addr.clone();
@@ -371,6 +389,76 @@ async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another(
     .await
     .ok();
     drop_image(&app, &image).await;
+}
+
+/// kill -9 during an image create (held after the row, before the RBD image) and a volume
+/// delete (held before the RBD image goes): the create is undone (no row, no RBD image), the
+/// delete is undone (the volume is available again, its RBD image kept), each within the lease
+/// plus a few seconds.
+#[actix_web::test]
+async fn an_image_create_and_a_volume_delete_whose_process_was_killed_are_settled() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let ops = &t.ctx.cfg.operations;
+    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let child = ApiWeb::start(
+        &t,
+        "image.create:creating_the_RBD_image=sleep(120000);volume.delete:removing_the_RBD_image=sleep(120000)",
+    );
+    send_and_forget(
+        &child,
+        "POST",
+        "/api/v1/images/create",
+        json!({"image_name": "doomed", "image_size": 1 << 20, "os_type": "Linux"}).to_string(),
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    let image = loop {
+        if let Some(id) = running_resource(&t, "image.create") {
+            break id;
+        }
+        assert!(Instant::now() < end, "image create never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_step(&t, "image.create", &image, "creating the RBD image");
+    let r = post(
+        &app,
+        "/api/v1/volume/create",
+        json!({"volume_name": "kept", "volume_size": 1}),
+    )
+    .await;
+    let vol = r.ok()["volume_id"].as_str().unwrap().to_string();
+    let body = json!({"volume_id": vol}).to_string();
+    send_and_forget(&child, "POST", "/api/v1/volume/delete", body);
+    wait_step(&t, "volume.delete", &vol, "removing the RBD image");
+    drop(child);
+    let killed = Instant::now();
+    let settled = |t: &TestApp| {
+        count(&t.db, "SELECT COUNT(*) AS n FROM image") == 0
+            && count(
+                &t.db,
+                "SELECT COUNT(*) AS n FROM volume WHERE status = 'available'",
+            ) == 1
+    };
+    while !settled(&t) {
+        assert!(killed.elapsed() <= bound, "not settled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "kill -9 during image create and volume delete: settled after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(rbd_size(&format!("{}/{image}", t.images_pool())), None);
+    assert_eq!(
+        rbd_size(&format!("{}/{vol}", t.volumes_pool())),
+        Some(1 << 30)
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
+        ),
+        0
+    );
 }
 
 /// SIGTERM while a create is under way: api-web stops taking requests, lets the create
