@@ -80,11 +80,7 @@ where
         },
     )?;
     let r = record_created::<R>(ctx, conn, &id);
-    match &r {
-        Ok(_) => op.finish(ctx, Ok(())),
-        Err(e) => op.finish(ctx, Err(&e.to_string())),
-    }
-    r
+    op.conclude(ctx, r)
 }
 
 /// Creates the RBD image of a row just recorded `creating`. `Ok(false)`: an RBD image already

@@ -130,16 +130,7 @@ pub fn complete_attach<P: Pluggable>(
 ) -> ApiResult<P> {
     let op = operations::start(ctx, &mut ctx.conn()?, P::KIND_ATTACH, &id.to_string(), &())?;
     let r = plug::<P>(ctx, &op, id, instance_id);
-    finish(ctx, op, r)
-}
-
-/// Ends a hot-plug operation with its request's outcome.
-fn finish<T>(ctx: &Ctx, op: Op, r: ApiResult<T>) -> ApiResult<T> {
-    match &r {
-        Ok(_) => op.finish(ctx, Ok(())),
-        Err(e) => op.finish(ctx, Err(&e.to_string())),
-    }
-    r
+    op.conclude(ctx, r)
 }
 
 fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) -> ApiResult<P> {
@@ -224,7 +215,7 @@ pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) 
         operations::start(ctx, c, P::KIND_DETACH, &id.to_string(), &())
     })?;
     let r = unplug::<P>(ctx, &op, &p, instance_id);
-    finish(ctx, op, r)
+    op.conclude(ctx, r)
 }
 
 fn unplug<P: Pluggable>(ctx: &Ctx, op: &Op, p: &P, instance_id: &InstanceId) -> ApiResult<P> {

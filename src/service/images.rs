@@ -227,11 +227,7 @@ pub fn delete(ctx: &Ctx, id: &ImageId, del_file: bool) -> ApiResult<FileOutcome>
         operations::start(ctx, c, Image::KIND_DELETE, id.as_str(), &())
     })?;
     let r = delete_claimed(ctx, &mut conn, &op, id, from, del_file);
-    match &r {
-        Ok(_) => op.finish(ctx, Ok(())),
-        Err(e) => op.finish(ctx, Err(&e.to_string())),
-    }
-    r
+    op.conclude(ctx, r)
 }
 
 /// The delete's steps once the row is `deleting` and the operation started.

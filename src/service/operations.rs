@@ -166,6 +166,15 @@ impl Op {
         step.replace(' ', "_")
     }
 
+    /// Ends the operation with a request's outcome and passes the outcome on.
+    pub fn conclude<T>(self, ctx: &Ctx, r: ApiResult<T>) -> ApiResult<T> {
+        match &r {
+            Ok(_) => self.finish(ctx, Ok(())),
+            Err(e) => self.finish(ctx, Err(&e.to_string())),
+        }
+        r
+    }
+
     /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo).
     pub fn finish(self, ctx: &Ctx, outcome: Result<(), &str>) {
         let (to, msg) = match outcome {

@@ -247,11 +247,7 @@ pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal
     let r = op
         .save(ctx, "removing the RBD image", &())
         .and_then(|_| remove(ctx, &mut conn, volume_id, from));
-    match &r {
-        Ok(_) => op.finish(ctx, Ok(())),
-        Err(e) => op.finish(ctx, Err(&e.to_string())),
-    }
-    r
+    op.conclude(ctx, r)
 }
 
 /// The delete's steps once the row is `deleting`: the RBD image, then the row.

@@ -126,6 +126,45 @@ fn running_step(t: &TestApp, kind: &str, resource: &str) -> Option<String> {
     .map(|s| s.s)
 }
 
+/// An instance made by the in-process app, `running` (its guest need not have booted).
+async fn running_instance(app: &impl App, image: &str, name: &str) -> String {
+    let r = post(
+        app,
+        "/api/v1/instance/create",
+        json!({"instance_name": name, "image_id": image, "cpu": 1, "memory": 128}),
+    )
+    .await;
+    let id = r.ok()["instance_id"].as_str().unwrap().to_string();
+    wait_for(app, &id, 90, |d| d["status"] == "running").await;
+    id
+}
+
+/// How long after a kill a takeover must have settled an operation: the lease, one takeover
+/// interval, and 5 s.
+fn takeover_bound(t: &TestApp) -> Duration {
+    let ops = &t.ctx.cfg.operations;
+    Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5)
+}
+
+/// Waits (from `since`, at most `bound`) until `done`; returns how long it took.
+fn settled_within(
+    since: Instant,
+    bound: Duration,
+    what: &str,
+    done: impl Fn() -> bool,
+) -> Duration {
+    while !done() {
+        assert!(
+            since.elapsed() <= bound,
+            "{what}: not settled within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = since.elapsed();
+    println!("kill -9 during {what}: settled after {took:?}");
+    took
+}
+
 /// The resource of the running operation of `kind`, if there is one.
 fn running_resource(t: &TestApp, kind: &str) -> Option<String> {
     use diesel::prelude::*;
@@ -199,8 +238,7 @@ async fn a_create_whose_process_was_killed_is_undone_by_another() {
 
     let d = wait_for(&app, &id, 60, |d| d["status"] != "creating").await;
     let took = killed.elapsed();
-    let ops = &t.ctx.cfg.operations;
-    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let bound = takeover_bound(&t);
     assert!(took <= bound, "settled after {took:?} (bound {bound:?})");
     assert_eq!(d["status"], "error", "{d}");
     let msg = d["error_message"].as_str().unwrap();
@@ -229,16 +267,8 @@ async fn a_turnoff_and_a_destroy_whose_process_was_killed_are_settled_by_another
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
-    let r = post(
-        &app,
-        "/api/v1/instance/create",
-        json!({"instance_name": "victim", "image_id": image, "cpu": 1, "memory": 128}),
-    )
-    .await;
-    let id = r.ok()["instance_id"].as_str().unwrap().to_string();
-    wait_for(&app, &id, 90, |d| d["status"] == "running").await;
-    let ops = &t.ctx.cfg.operations;
-    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let id = running_instance(&app, &image, "victim").await;
+    let bound = takeover_bound(&t);
 
     let child = ApiWeb::start(
         &t,
@@ -308,14 +338,7 @@ async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another(
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
-    let r = post(
-        &app,
-        "/api/v1/instance/create",
-        json!({"instance_name": "host", "image_id": image, "cpu": 1, "memory": 128}),
-    )
-    .await;
-    let id = r.ok()["instance_id"].as_str().unwrap().to_string();
-    wait_for(&app, &id, 90, |d| d["status"] == "running").await;
+    let id = running_instance(&app, &image, "host").await;
     // Stopped: plug and unplug touch only the persistent XML, no guest is involved.
     post(
         &app,
@@ -332,8 +355,7 @@ async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another(
     .await;
     let vol = r.ok()["volume_id"].as_str().unwrap().to_string();
     let body = json!({"volume_id": vol, "instance_id": id}).to_string();
-    let ops = &t.ctx.cfg.operations;
-    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let bound = takeover_bound(&t);
     let volume_status = |t: &TestApp| {
         count(
             &t.db,
@@ -351,12 +373,7 @@ async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another(
     send_and_forget(&child, "POST", "/api/v1/volume/mount", body.clone());
     wait_step(&t, "volume.attach", &vol, "plugging");
     drop(child);
-    let killed = Instant::now();
-    while !settled(&t) {
-        assert!(killed.elapsed() <= bound, "mount not settled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!("kill -9 during mount: settled after {:?}", killed.elapsed());
+    settled_within(Instant::now(), bound, "mount", || settled(&t));
     assert_eq!(volume_status(&t), 0, "never plugged: available again");
 
     post(
@@ -399,8 +416,7 @@ async fn a_mount_and_an_unmount_whose_process_was_killed_are_settled_by_another(
 async fn an_image_create_and_a_volume_delete_whose_process_was_killed_are_settled() {
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
-    let ops = &t.ctx.cfg.operations;
-    let bound = Duration::from_secs(ops.lease_secs + ops.takeover_interval_secs + 5);
+    let bound = takeover_bound(&t);
     let child = ApiWeb::start(
         &t,
         "image.create:creating_the_RBD_image=sleep(120000);volume.delete:removing_the_RBD_image=sleep(120000)",

@@ -49,15 +49,6 @@ fn begin(ctx: &Ctx, id: &InstanceId, from: St, to: St, kind: &str) -> ApiResult<
     })
 }
 
-/// Ends a power operation with its request's outcome.
-fn end<T>(ctx: &Ctx, op: Op, r: ApiResult<T>) -> ApiResult<T> {
-    match &r {
-        Ok(_) => op.finish(ctx, Ok(())),
-        Err(e) => op.finish(ctx, Err(&e.to_string())),
-    }
-    r
-}
-
 /// Takes over a turnon or turnoff whose process died: the row takes what libvirt says.
 pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     let id = InstanceId::new(op.resource_id.as_str());
@@ -87,7 +78,7 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
 pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
     let op = begin(ctx, id, St::Stopped, St::Starting, super::TURNON)?;
     let r = start(ctx, &op, id);
-    end(ctx, op, r)
+    op.conclude(ctx, r)
 }
 
 fn start(ctx: &Ctx, op: &Op, id: &InstanceId) -> ApiResult<Instance> {
@@ -119,7 +110,7 @@ fn start(ctx: &Ctx, op: &Op, id: &InstanceId) -> ApiResult<Instance> {
 pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
     let op = begin(ctx, id, St::Running, St::Stopping, super::TURNOFF)?;
     let r = stop(ctx, &op, id, force);
-    end(ctx, op, r)
+    op.conclude(ctx, r)
 }
 
 fn stop(ctx: &Ctx, op: &Op, id: &InstanceId, force: bool) -> ApiResult<Instance> {
