@@ -135,7 +135,8 @@ impl ImageStatus {
 
 status_enum!(
     /// `creating -> running | error`; `running -> stopping -> stopped | running`;
-    /// `stopped -> starting -> running | stopped`; any settled status (and `error`) `->
+    /// `stopped -> starting -> running | stopped`; `starting | stopping -> error` when the
+    /// domain has vanished; any settled status (and `error`) `->
     /// destroying`; `destroying -> error` when a step fails (a retry goes `error -> destroying`).
     InstanceStatus, "instance" {
         Creating => "creating",
@@ -155,9 +156,10 @@ impl InstanceStatus {
         match self {
             Creating => matches!(to, Running | Error),
             Running => matches!(to, Stopping | Destroying),
-            Stopping => matches!(to, Stopped | Running),
+            // `-> error`: the domain vanished behind our back (nothing left to power).
+            Stopping => matches!(to, Stopped | Running | Error),
             Stopped => matches!(to, Starting | Destroying),
-            Starting => matches!(to, Running | Stopped),
+            Starting => matches!(to, Running | Stopped | Error),
             Destroying => matches!(to, Error),
             Error => matches!(to, Destroying),
         }

@@ -220,6 +220,11 @@ impl Hypervisor {
         })
     }
 
+    /// Connects (or finds the connection alive): `Err` when libvirt cannot be reached.
+    pub fn ping(&self) -> Result<(), VirtError> {
+        self.with_conn(|_| Ok(()))
+    }
+
     /// Presses the ACPI power button, again every `retry` while the guest runs (a guest still
     /// booting ignores a press), until it powers off or `timeout` passes.
     pub fn shutdown(

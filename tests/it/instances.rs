@@ -389,9 +389,26 @@ async fn truth_wins_over_stale_state() {
     assert_eq!(p.ok()["status"], "stopped");
     assert_eq!(p.ok()["progress"], 100);
 
-    // The domain vanishes behind our back: destroy still cleans everything.
+    // The domain vanishes behind our back: turnon says so (409, not an outage) and marks the
+    // instance error; destroy still cleans everything.
     let (ok, text) = virsh(&["undefine", &id]);
     assert!(ok, "{text}");
+    let r = post(&app2, "/api/v1/instance/turnon", json!({"instance_id": id})).await;
+    r.assert_error(409, "instance_error");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{}",
+        r.body
+    );
+    let p = get(
+        &app2,
+        &format!("/api/v1/instance/progress?instance_id={id}"),
+    )
+    .await;
+    assert_eq!(p.ok()["status"], "error");
     post(
         &app2,
         "/api/v1/instance/destroy",
@@ -427,6 +444,34 @@ async fn truth_wins_over_stale_state() {
     )
     .await
     .ok();
+    drop_image(&app, &image).await;
+}
+
+/// libvirtd unreachable: create is refused at once with 503 naming libvirt, and nothing is kept.
+#[actix_web::test]
+async fn create_is_refused_while_libvirt_is_down() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let down = TestApp::with_config(|c| {
+        c.database.url = t.db.url.clone();
+        c.libvirt.uri = "qemu+tcp://127.0.0.1:9/system".into();
+    });
+    let app_down = test::init_service(api::app(down.ctx.clone())).await;
+    let t0 = Instant::now();
+    let r = post(
+        &app_down,
+        "/api/v1/instance/create",
+        json!({"instance_name": "x", "image_id": image, "cpu": 1, "memory": 128}),
+    )
+    .await;
+    r.assert_error(503, "libvirt_unavailable");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM instance"), 0);
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
+        0
+    );
     drop_image(&app, &image).await;
 }
 

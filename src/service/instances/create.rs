@@ -42,6 +42,8 @@ pub const DATA_TARGETS: [&str; 25] = [
 
 pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     validate(&req)?;
+    // libvirtd down: refused now, rather than accepted and failed in the background.
+    ctx.hv.ping()?;
     let mut conn = ctx.conn()?;
     check_devices(&mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;

@@ -95,6 +95,7 @@ fn start(ctx: &Ctx, op: &Op, id: &InstanceId) -> ApiResult<Instance> {
             set_status(c, id, St::Starting, St::Running, None)?;
             load(c, id)
         }),
+        Err(e) if e.is_no_domain() => Err(vanished(ctx, id, St::Starting)),
         Err(e) => {
             let msg = format!("the instance could not start: {}", e.message());
             record(ctx, "recording a failed turnon", |c| {
@@ -113,20 +114,32 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
     op.conclude(ctx, r)
 }
 
+/// The instance's domain is gone from libvirt (undefined behind our back): not an outage. The
+/// row goes `error` saying so, and the answer is the 409 that says what to do.
+fn vanished(ctx: &Ctx, id: &InstanceId, from: St) -> ApiError {
+    let msg = format!(
+        "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
+    );
+    if let Err(e) = record(ctx, "recording a vanished domain", |c| {
+        set_status(c, id, from, St::Error, Some(&msg))
+    }) {
+        log::error!("instance {id}: cannot record its vanished domain: {e}");
+    }
+    ApiError::conflict(ErrorCode::InstanceError, msg)
+}
+
 fn stop(ctx: &Ctx, op: &Op, id: &InstanceId, force: bool) -> ApiResult<Instance> {
     op.save(ctx, "shutting down the domain", &())?;
     let lv = &ctx.cfg.libvirt;
     let timeout = Duration::from_secs(lv.shutdown_timeout_secs);
     let retry = Duration::from_secs(lv.shutdown_retry_secs);
     let name = id.as_str();
-    let outcome = if force {
-        ctx.hv.force_off(name).map(|_| Shutdown::Stopped)
-    } else {
-        match ctx.hv.power(name) {
-            // Powered off behind our back (from inside the guest): the truth is "stopped".
-            Ok(Some(Power::Stopped)) | Ok(None) => Ok(Shutdown::Stopped),
-            _ => ctx.hv.shutdown(name, timeout, retry),
-        }
+    let outcome = match ctx.hv.power(name) {
+        Ok(None) => return Err(vanished(ctx, id, St::Stopping)),
+        // Powered off behind our back (from inside the guest): the truth is "stopped".
+        Ok(Some(Power::Stopped)) => Ok(Shutdown::Stopped),
+        _ if force => ctx.hv.force_off(name).map(|_| Shutdown::Stopped),
+        _ => ctx.hv.shutdown(name, timeout, retry),
     };
     let settle = |to: St| {
         record(ctx, "recording a turnoff", |c| {
