@@ -52,6 +52,8 @@ pub struct OperationsConfig {
     pub takeover_interval_secs: u64,
     /// On SIGTERM/SIGINT, how long to wait for this process's operations to finish.
     pub shutdown_grace_secs: u64,
+    /// How often settled instances are compared with libvirt's power states.
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for OperationsConfig {
@@ -60,6 +62,7 @@ impl Default for OperationsConfig {
             lease_secs: 10,
             takeover_interval_secs: 2,
             shutdown_grace_secs: 60,
+            reconcile_interval_secs: 5,
         }
     }
 }
@@ -78,6 +81,12 @@ impl OperationsConfig {
             0,
             3600,
             "operations.shutdown_grace_secs",
+        )?;
+        within(
+            self.reconcile_interval_secs,
+            1,
+            3600,
+            "operations.reconcile_interval_secs",
         )
     }
 }

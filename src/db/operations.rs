@@ -144,6 +144,14 @@ pub fn finish(
     Ok(n == 1)
 }
 
+/// The resources that have a running operation (reconciliation leaves them to their owner).
+pub fn busy_resources(conn: &mut MysqlConnection) -> QueryResult<Vec<String>> {
+    operation::table
+        .filter(operation::status.eq(OperationStatus::Running))
+        .select(operation::resource_id)
+        .load(conn)
+}
+
 /// Forgets ended operations last touched before `before` (unix seconds).
 pub fn purge(conn: &mut MysqlConnection, before: u64) -> QueryResult<usize> {
     diesel::delete(

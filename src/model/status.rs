@@ -136,7 +136,7 @@ impl ImageStatus {
 status_enum!(
     /// `creating -> running | error`; `running -> stopping -> stopped | running`;
     /// `stopped -> starting -> running | stopped`; `starting | stopping -> error` when the
-    /// domain has vanished; any settled status (and `error`) `->
+    /// domain has vanished; `running <-> stopped` and `-> error` as observed by reconciliation; any settled status (and `error`) `->
     /// destroying`; `destroying -> error` when a step fails (a retry goes `error -> destroying`).
     InstanceStatus, "instance" {
         Creating => "creating",
@@ -155,10 +155,11 @@ impl InstanceStatus {
         use InstanceStatus::*;
         match self {
             Creating => matches!(to, Running | Error),
-            Running => matches!(to, Stopping | Destroying),
-            // `-> error`: the domain vanished behind our back (nothing left to power).
+            // `-> error`: the domain vanished behind our back (nothing left to power);
+            // `running <-> stopped` directly: a power change made outside api-web, observed.
+            Running => matches!(to, Stopping | Destroying | Stopped | Error),
             Stopping => matches!(to, Stopped | Running | Error),
-            Stopped => matches!(to, Starting | Destroying),
+            Stopped => matches!(to, Starting | Destroying | Running | Error),
             Starting => matches!(to, Running | Stopped | Error),
             Destroying => matches!(to, Error),
             Error => matches!(to, Destroying),

@@ -208,9 +208,10 @@ pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
     })
 }
 
-/// Starts the two background loops of this process: lease renewal (a third of the lease) and
-/// takeover of expired operations (`operations.takeover_interval_secs`). Both end when `ctx`
-/// is dropped.
+/// Starts the background loops of this process: lease renewal (a third of the lease), takeover
+/// of expired operations (`operations.takeover_interval_secs`) and the comparison of settled
+/// instances with libvirt (`operations.reconcile_interval_secs`). They end when `ctx` is
+/// dropped.
 pub fn start_background(ctx: &Arc<Ctx>) {
     let renew_every = ctx.ops.lease / 3;
     let weak = Arc::downgrade(ctx);
@@ -225,6 +226,15 @@ pub fn start_background(ctx: &Arc<Ctx>) {
             });
             if let Err(e) = r {
                 log::error!("cannot renew operation leases: {e}");
+            }
+        })
+    });
+    let observe_every = Duration::from_secs(ctx.cfg.operations.reconcile_interval_secs);
+    let weak = Arc::downgrade(ctx);
+    let _ = crate::context::spawn_named("reconcile".into(), move || {
+        every(&weak, observe_every, |ctx| {
+            if let Err(e) = super::instances::observe(ctx) {
+                log::warn!("reconciliation with libvirt skipped: {e}");
             }
         })
     });

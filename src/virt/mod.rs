@@ -220,6 +220,30 @@ impl Hypervisor {
         })
     }
 
+    /// Every domain libvirt knows (defined or transient), by name, with whether it runs: one
+    /// call for a whole reconciliation pass.
+    pub fn power_states(&self) -> Result<std::collections::HashMap<String, Power>, VirtError> {
+        self.with_conn(|c| {
+            let mut out = std::collections::HashMap::new();
+            let all = c
+                .list_all_domains(0)
+                .map_err(|e| VirtError::op("list domains", e))?;
+            for d in all {
+                let name = d.name().map_err(|e| VirtError::op("domain name", e))?;
+                // A domain that vanished between the list and the look is simply absent.
+                if let Ok(active) = d.is_active() {
+                    let p = if active {
+                        Power::Running
+                    } else {
+                        Power::Stopped
+                    };
+                    out.insert(name, p);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Connects (or finds the connection alive): `Err` when libvirt cannot be reached.
     pub fn ping(&self) -> Result<(), VirtError> {
         self.with_conn(|_| Ok(()))

@@ -395,20 +395,15 @@ async fn truth_wins_over_stale_state() {
     assert!(ok, "{text}");
     let r = post(&app2, "/api/v1/instance/turnon", json!({"instance_id": id})).await;
     r.assert_error(409, "instance_error");
-    assert!(
-        r.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("no longer exists"),
-        "{}",
-        r.body
-    );
+    // Said by turnon, or by the reconciliation pass if it looked first.
     let p = get(
         &app2,
         &format!("/api/v1/instance/progress?instance_id={id}"),
     )
     .await;
     assert_eq!(p.ok()["status"], "error");
+    let msg = p.ok()["error_message"].as_str().unwrap().to_string();
+    assert!(msg.contains("no longer exists"), "{msg}");
     post(
         &app2,
         "/api/v1/instance/destroy",
@@ -445,6 +440,54 @@ async fn truth_wins_over_stale_state() {
     .await
     .ok();
     drop_image(&app, &image).await;
+}
+
+/// Power changes made outside api-web reach the row within the reconciliation interval, and a
+/// domain undefined outside it marks the instance error.
+#[actix_web::test]
+async fn out_of_band_changes_reach_the_row() {
+    let t = TestApp::with_config(|c| c.operations.reconcile_interval_secs = 1);
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let id = create(&app, &image, "watched").await;
+    assert_eq!(wait_created(&app, &id).await["status"], "running");
+    let (ok, text) = virsh(&["destroy", &id]);
+    assert!(ok, "{text}");
+    let (took, _) = wait_status(&app, &id, "stopped").await;
+    println!("virsh destroy -> row stopped after {took:?}");
+    let (ok, text) = virsh(&["start", &id]);
+    assert!(ok, "{text}");
+    let (took, _) = wait_status(&app, &id, "running").await;
+    println!("virsh start -> row running after {took:?}");
+    virsh(&["destroy", &id]);
+    let (ok, text) = virsh(&["undefine", &id]);
+    assert!(ok, "{text}");
+    let (_, d) = wait_status(&app, &id, "error").await;
+    assert!(
+        d["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{d}"
+    );
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+    drop_image(&app, &image).await;
+}
+
+/// Polls until the instance is `want` (at most 15 s); returns how long it took and the answer.
+async fn wait_status(app: &impl App, id: &str, want: &str) -> (Duration, Value) {
+    let t0 = Instant::now();
+    loop {
+        let r = get(app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
+        let d = r.ok().clone();
+        if d["status"] == want {
+            return (t0.elapsed(), d);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "never {want}: {d}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// libvirtd unreachable: create is refused at once with 503 naming libvirt, and nothing is kept.

@@ -184,3 +184,42 @@ pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
     }
     Ok(fixed)
 }
+
+/// One reconciliation pass over settled instances (`running`, `stopped`) that no operation
+/// holds and that nobody touched in the last 2 s: the row takes the power state libvirt
+/// reports (a guest that powered itself off, a `virsh start` or `virsh destroy` made outside
+/// api-web), and a row whose domain is gone goes `error` saying so. Returns how many rows
+/// changed.
+pub fn observe(ctx: &Ctx) -> ApiResult<usize> {
+    let states = ctx.hv.power_states()?;
+    let mut conn = ctx.conn()?;
+    let busy: std::collections::HashSet<String> = crate::db::operations::busy_resources(&mut conn)?
+        .into_iter()
+        .collect();
+    let settled_before = db::now().saturating_sub(2);
+    let mut changed = 0;
+    for from in [St::Running, St::Stopped] {
+        for row in db::instances::stale_in_status(&mut conn, from, settled_before)? {
+            let id = &row.instance_id;
+            if busy.contains(id.as_str()) {
+                continue;
+            }
+            let (to, msg) = match (from, states.get(id.as_str())) {
+                (St::Running, Some(Power::Stopped)) => (St::Stopped, None),
+                (St::Stopped, Some(Power::Running)) => (St::Running, None),
+                (_, None) => (
+                    St::Error,
+                    Some(format!(
+                        "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
+                    )),
+                ),
+                _ => continue,
+            };
+            if set_status(&mut conn, id, from, to, msg.as_deref())? {
+                log::warn!("reconcile: instance {id} {from} -> {to}: libvirt says so");
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
+}
