@@ -263,20 +263,32 @@ fn every(ctx: &Weak<Ctx>, period: Duration, f: impl Fn(&Ctx)) {
 /// Claims every expired operation this pass can and settles each in its own thread; returns how
 /// many it claimed. Ended operations older than a day are forgotten.
 pub fn take_over(ctx: &Ctx) -> ApiResult<usize> {
+    let claimed = claim_expired(ctx)?;
+    let n = claimed.len();
+    // Settled here, one after another, with no connection held: a takeover pass is rare and
+    // short next to the lease, and the renewal loop keeps the claimed leases alive meanwhile.
+    for (held, op) in claimed {
+        settle(ctx, held, &op);
+    }
+    Ok(n)
+}
+
+/// Claims every expired operation this process can (the others went to faster processes) and
+/// forgets ended operations older than a day.
+fn claim_expired(ctx: &Ctx) -> ApiResult<Vec<(Op, Operation)>> {
     let mut conn = ctx.conn()?;
-    let expired = q::expired(&mut conn, now_ms())?;
-    let mut claimed = 0;
-    for op in expired {
-        if !q::claim(
+    let mut claimed = vec![];
+    for op in q::expired(&mut conn, now_ms())? {
+        let mine = q::claim(
             &mut conn,
             &op.operation_id,
             &ctx.ops.owner,
             now_ms(),
             ctx.ops.until_ms(),
-        )? {
-            continue; // another process was faster
+        )?;
+        if !mine {
+            continue;
         }
-        claimed += 1;
         log::warn!(
             "operation {} ({} of {}, at step {:?}): its owner {} stopped renewing; taking it over",
             op.operation_id,
@@ -291,9 +303,7 @@ pub fn take_over(ctx: &Ctx) -> ApiResult<usize> {
             kind: op.kind.clone(),
             resource_id: op.resource_id.clone(),
         };
-        // Settled here, not in a thread: a takeover pass is rare and short next to the lease,
-        // and the renewal loop keeps the claimed lease alive meanwhile.
-        settle(ctx, held, &op);
+        claimed.push((held, op));
     }
     q::purge(&mut conn, db::now().saturating_sub(86_400))?;
     Ok(claimed)
