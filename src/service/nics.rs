@@ -147,19 +147,28 @@ fn next_free_ip(
         return Ok(None);
     };
     let used: HashSet<String> = db::nics::ips_on(conn, bridge)?.into_iter().collect();
-    (u32::from(p.first)..=u32::from(p.last))
+    let mut free = (u32::from(p.first)..=u32::from(p.last))
         .map(|n| Ipv4Addr::from(n).to_string())
-        .find(|a| !used.contains(a) && !skip.contains(a))
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::conflict(
-                ErrorCode::PoolExhausted,
-                format!(
-                    "the address pool of bridge {bridge} ({} - {}) has no free address",
-                    p.first, p.last
-                ),
-            )
-        })
+        .filter(|a| !used.contains(a) && !skip.contains(a));
+    // The lowest free address, unless this request already lost a race for one: then a random
+    // one of the next 64, so that many concurrent creates stop colliding on the same address.
+    let pick = if skip.is_empty() {
+        free.next()
+    } else {
+        let window: Vec<String> = free.take(64).collect();
+        window
+            .get(rand::random_range(0..window.len().max(1)))
+            .cloned()
+    };
+    pick.map(Some).ok_or_else(|| {
+        ApiError::conflict(
+            ErrorCode::PoolExhausted,
+            format!(
+                "the address pool of bridge {bridge} ({} - {}) has no free address",
+                p.first, p.last
+            ),
+        )
+    })
 }
 
 /// What a create asked for, checked: the bridge, and the MAC and IP when given (each free now;
