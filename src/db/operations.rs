@@ -37,6 +37,32 @@ pub struct OperationForm {
     pub create_time: u64,
 }
 
+type Running = diesel::dsl::Eq<operation::status, OperationStatus>;
+
+/// Running and owned by `owner`.
+fn held_by(owner: &str) -> diesel::dsl::And<Running, diesel::dsl::Eq<operation::owner, &str>> {
+    operation::status
+        .eq(OperationStatus::Running)
+        .and(operation::owner.eq(owner))
+}
+
+/// Running with a lease that ran out before `now_ms` (or never had one).
+fn expired_at(
+    now_ms: u64,
+) -> diesel::dsl::And<
+    Running,
+    diesel::dsl::Or<
+        diesel::dsl::Lt<operation::lease_until_ms, u64>,
+        diesel::dsl::IsNull<operation::lease_until_ms>,
+    >,
+> {
+    operation::status.eq(OperationStatus::Running).and(
+        operation::lease_until_ms
+            .lt(now_ms)
+            .or(operation::lease_until_ms.is_null()),
+    )
+}
+
 /// Extends the leases `owner` holds on the running operations `ids`; returns how many.
 pub fn renew(
     conn: &mut MysqlConnection,
@@ -47,8 +73,7 @@ pub fn renew(
     diesel::update(
         operation::table
             .filter(operation::operation_id.eq_any(ids))
-            .filter(operation::owner.eq(owner))
-            .filter(operation::status.eq(OperationStatus::Running)),
+            .filter(held_by(owner)),
     )
     .set(operation::lease_until_ms.eq(until_ms))
     .execute(conn)
@@ -57,12 +82,7 @@ pub fn renew(
 /// Running operations whose lease ran out before `now_ms` (their owner died or lost MySQL).
 pub fn expired(conn: &mut MysqlConnection, now_ms: u64) -> QueryResult<Vec<Operation>> {
     operation::table
-        .filter(operation::status.eq(OperationStatus::Running))
-        .filter(
-            operation::lease_until_ms
-                .lt(now_ms)
-                .or(operation::lease_until_ms.is_null()),
-        )
+        .filter(expired_at(now_ms))
         .order(operation::create_time)
         .select(Operation::as_select())
         .load(conn)
@@ -76,21 +96,12 @@ pub fn claim(
     now_ms: u64,
     until_ms: u64,
 ) -> QueryResult<bool> {
-    let n = diesel::update(
-        operation::table
-            .find(id)
-            .filter(operation::status.eq(OperationStatus::Running))
-            .filter(
-                operation::lease_until_ms
-                    .lt(now_ms)
-                    .or(operation::lease_until_ms.is_null()),
-            ),
-    )
-    .set((
-        operation::owner.eq(owner),
-        operation::lease_until_ms.eq(until_ms),
-    ))
-    .execute(conn)?;
+    let n = diesel::update(operation::table.find(id).filter(expired_at(now_ms)))
+        .set((
+            operation::owner.eq(owner),
+            operation::lease_until_ms.eq(until_ms),
+        ))
+        .execute(conn)?;
     Ok(n == 1)
 }
 
@@ -103,18 +114,13 @@ pub fn save(
     state: &str,
     now: u64,
 ) -> QueryResult<bool> {
-    let n = diesel::update(
-        operation::table
-            .find(id)
-            .filter(operation::owner.eq(owner))
-            .filter(operation::status.eq(OperationStatus::Running)),
-    )
-    .set((
-        operation::step.eq(step),
-        operation::state.eq(state),
-        operation::update_time.eq(now),
-    ))
-    .execute(conn)?;
+    let n = diesel::update(operation::table.find(id).filter(held_by(owner)))
+        .set((
+            operation::step.eq(step),
+            operation::state.eq(state),
+            operation::update_time.eq(now),
+        ))
+        .execute(conn)?;
     Ok(n == 1)
 }
 
@@ -127,20 +133,15 @@ pub fn finish(
     error_message: Option<&str>,
     now: u64,
 ) -> QueryResult<bool> {
-    let n = diesel::update(
-        operation::table
-            .find(id)
-            .filter(operation::owner.eq(owner))
-            .filter(operation::status.eq(OperationStatus::Running)),
-    )
-    .set((
-        operation::status.eq(to),
-        operation::error_message.eq(error_message.map(super::fit_message)),
-        operation::owner.eq(None::<String>),
-        operation::lease_until_ms.eq(None::<u64>),
-        operation::update_time.eq(now),
-    ))
-    .execute(conn)?;
+    let n = diesel::update(operation::table.find(id).filter(held_by(owner)))
+        .set((
+            operation::status.eq(to),
+            operation::error_message.eq(error_message.map(super::fit_message)),
+            operation::owner.eq(None::<String>),
+            operation::lease_until_ms.eq(None::<u64>),
+            operation::update_time.eq(now),
+        ))
+        .execute(conn)?;
     Ok(n == 1)
 }
 

@@ -207,13 +207,20 @@ pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) 
             return Err(p.not_available());
         }
     }
-    // The claim and its operation together: no `detaching` row without an owner.
-    let op = ctx.conn()?.transaction(|c| {
+    let claim = |c: &mut DbConn| {
         if p.status() == P::ATTACHED && !transition::<P>(c, id, P::ATTACHED, P::DETACHING, None)? {
             return Err(load::<P>(c, id)?.not_available());
         }
-        operations::start(ctx, c, P::KIND_DETACH, &id.to_string(), &())
-    })?;
+        Ok(())
+    };
+    let op = operations::claim_and_start(
+        ctx,
+        &mut ctx.conn()?,
+        P::KIND_DETACH,
+        &id.to_string(),
+        &(),
+        claim,
+    )?;
     let r = unplug::<P>(ctx, &op, &p, instance_id);
     op.conclude(ctx, r)
 }

@@ -14,7 +14,6 @@ use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::ids::valid_image_id;
 use crate::model::{ImageId, ImageStatus as St};
-use diesel::Connection;
 
 /// Biggest image we create: 64 TiB.
 pub const MAX_IMAGE_SIZE: u64 = 64 << 40;
@@ -217,15 +216,16 @@ pub fn delete(ctx: &Ctx, id: &ImageId, del_file: bool) -> ApiResult<FileOutcome>
     if from == St::Deleting {
         return finish_interrupted_delete(ctx, &mut conn, id);
     }
-    // The claim and its operation together: no `deleting` row without an owner.
-    let op = conn.transaction(|c| {
+    let claim = |c: &mut DbConn| {
         if !matches!(from, St::Available | St::Error)
             || !transition::<Image>(c, id, from, St::Deleting, None)?
         {
             return Err(busy(id, &format!("is {from}; retry when it is available")));
         }
-        operations::start(ctx, c, Image::KIND_DELETE, id.as_str(), &())
-    })?;
+        Ok(())
+    };
+    let op =
+        operations::claim_and_start(ctx, &mut conn, Image::KIND_DELETE, id.as_str(), &(), claim)?;
     let r = delete_claimed(ctx, &mut conn, &op, id, from, del_file);
     op.conclude(ctx, r)
 }

@@ -17,6 +17,7 @@ use crate::db::volumes::Volume;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{OperationId, OperationStatus};
+use diesel::Connection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -31,6 +32,8 @@ pub struct Runner {
     /// Operations alive in this process. Only these are renewed: one whose thread died without
     /// ending it (a panic) stops being renewed, expires, and is taken over like a crash.
     live: Arc<Mutex<HashSet<OperationId>>>,
+    /// When this process last forgot old ended operations (hourly, not every takeover pass).
+    purged: Mutex<Option<Instant>>,
 }
 
 impl Runner {
@@ -46,12 +49,25 @@ impl Runner {
             ),
             lease,
             live: Arc::default(),
+            purged: Mutex::new(None),
         }
     }
 
     /// How many operations this process runs now.
     pub fn in_flight(&self) -> usize {
         self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// True at most once an hour: time to forget ended operations.
+    fn purge_due(&self) -> bool {
+        let Ok(mut last) = self.purged.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     fn live_ids(&self) -> Vec<OperationId> {
@@ -96,8 +112,23 @@ impl Drop for InFlight {
 pub struct Op {
     pub id: OperationId,
     pub kind: String,
-    pub resource_id: String,
     _counted: InFlight,
+}
+
+/// Claims a row with `claim` (its compare-and-set into a transitional status) and starts the
+/// operation that owns it, in one transaction: no transitional row is ever without an owner.
+pub fn claim_and_start(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    kind: &str,
+    resource_id: &str,
+    state: &impl Serialize,
+    claim: impl FnOnce(&mut DbConn) -> ApiResult<()>,
+) -> ApiResult<Op> {
+    conn.transaction(|c| {
+        claim(c)?;
+        start(ctx, c, kind, resource_id, state)
+    })
 }
 
 /// Starts an operation on `resource_id`, owned and leased by this process.
@@ -124,7 +155,6 @@ pub fn start(
         _counted: ctx.ops.guard(&form.operation_id),
         id: form.operation_id,
         kind: form.kind,
-        resource_id: form.resource_id,
     })
 }
 
@@ -273,8 +303,8 @@ pub fn take_over(ctx: &Ctx) -> ApiResult<usize> {
     Ok(n)
 }
 
-/// Claims every expired operation this process can (the others went to faster processes) and
-/// forgets ended operations older than a day.
+/// Claims every expired operation this process can (the others went to faster processes);
+/// once an hour also forgets ended operations older than a day.
 fn claim_expired(ctx: &Ctx) -> ApiResult<Vec<(Op, Operation)>> {
     let mut conn = ctx.conn()?;
     let mut claimed = vec![];
@@ -301,11 +331,12 @@ fn claim_expired(ctx: &Ctx) -> ApiResult<Vec<(Op, Operation)>> {
             _counted: ctx.ops.guard(&op.operation_id),
             id: op.operation_id.clone(),
             kind: op.kind.clone(),
-            resource_id: op.resource_id.clone(),
         };
         claimed.push((held, op));
     }
-    q::purge(&mut conn, db::now().saturating_sub(86_400))?;
+    if ctx.ops.purge_due() {
+        q::purge(&mut conn, db::now().saturating_sub(86_400))?;
+    }
     Ok(claimed)
 }
 

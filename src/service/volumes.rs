@@ -18,7 +18,6 @@ use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, Lifecycle, VolumeId, VolumeStatus as St};
 use crate::virt::DeviceKey;
 use crate::xml::devices::{to_xml, Disk, RbdAccess};
-use diesel::Connection;
 
 pub const GIB: u64 = 1 << 30;
 pub const MAX_VOLUME_GIB: u64 = 65536;
@@ -237,13 +236,14 @@ pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal
     if !matches!(from, St::Available | St::Error) {
         return Err(not_available(&v));
     }
-    // The claim and its operation together: no `deleting` row without an owner.
-    let op = conn.transaction(|c| {
+    let claim = |c: &mut DbConn| {
         if !transition::<Volume>(c, volume_id, from, St::Deleting, None)? {
             return Err(not_available(&load(c, volume_id)?));
         }
-        operations::start(ctx, c, Volume::KIND_DELETE, volume_id.as_str(), &())
-    })?;
+        Ok(())
+    };
+    let kind = Volume::KIND_DELETE;
+    let op = operations::claim_and_start(ctx, &mut conn, kind, volume_id.as_str(), &(), claim)?;
     let r = op
         .save(ctx, "removing the RBD image", &())
         .and_then(|_| remove(ctx, &mut conn, volume_id, from));

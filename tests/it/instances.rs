@@ -453,16 +453,18 @@ async fn out_of_band_changes_reach_the_row() {
     assert_eq!(wait_created(&app, &id).await["status"], "running");
     let (ok, text) = virsh(&["destroy", &id]);
     assert!(ok, "{text}");
-    let (took, _) = wait_status(&app, &id, "stopped").await;
-    println!("virsh destroy -> row stopped after {took:?}");
+    let t0 = Instant::now();
+    wait_for(&app, &id, 15, |d| d["status"] == "stopped").await;
+    println!("virsh destroy -> row stopped after {:?}", t0.elapsed());
     let (ok, text) = virsh(&["start", &id]);
     assert!(ok, "{text}");
-    let (took, _) = wait_status(&app, &id, "running").await;
-    println!("virsh start -> row running after {took:?}");
+    let t0 = Instant::now();
+    wait_for(&app, &id, 15, |d| d["status"] == "running").await;
+    println!("virsh start -> row running after {:?}", t0.elapsed());
     virsh(&["destroy", &id]);
     let (ok, text) = virsh(&["undefine", &id]);
     assert!(ok, "{text}");
-    let (_, d) = wait_status(&app, &id, "error").await;
+    let d = wait_for(&app, &id, 15, |d| d["status"] == "error").await;
     assert!(
         d["error_message"]
             .as_str()
@@ -476,17 +478,17 @@ async fn out_of_band_changes_reach_the_row() {
     drop_image(&app, &image).await;
 }
 
-/// Polls until the instance is `want` (at most 15 s); returns how long it took and the answer.
-async fn wait_status(app: &impl App, id: &str, want: &str) -> (Duration, Value) {
-    let t0 = Instant::now();
+/// Polls the instance's row (through the in-process app) until `done` says so.
+pub async fn wait_for(app: &impl App, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let r = get(app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
         let d = r.ok().clone();
-        if d["status"] == want {
-            return (t0.elapsed(), d);
+        if done(&d) {
+            return d;
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "never {want}: {d}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < end, "after {secs} s: {d}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -5,10 +5,11 @@
 //! - stopped with SIGTERM: it stops taking requests, lets the create finish, then exits.
 
 use crate::common::*;
-use crate::instances::{count, domain_exists, domstate, drop_image, test_image};
+use crate::instances::{count, domain_exists, domstate, drop_image, test_image, wait_for};
 use actix_web::test;
 use api_web::api;
-use api_web::db::operations::{self as q, OperationForm};
+use api_web::db::operations::{self as q, Operation, OperationForm};
+use api_web::db::Page;
 use api_web::model::{OperationId, OperationStatus};
 use api_web::service::operations::{now_ms, take_over};
 use serde_json::{json, Value};
@@ -93,39 +94,6 @@ impl Drop for ApiWeb {
     }
 }
 
-/// Polls the instance's row (through the in-process app) until `done` says so.
-async fn wait_for(app: &impl App, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = get(app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
-        let d = r.ok().clone();
-        if done(&d) {
-            return d;
-        }
-        assert!(Instant::now() < end, "after {secs} s: {d}");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The step of the running operation of `kind` on `resource`, if there is one.
-fn running_step(t: &TestApp, kind: &str, resource: &str) -> Option<String> {
-    use diesel::prelude::*;
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct S {
-        #[diesel(sql_type = Text)]
-        s: String,
-    }
-    diesel::sql_query(
-        "SELECT step AS s FROM operation WHERE kind = ? AND resource_id = ? AND status = 'running'",
-    )
-    .bind::<Text, _>(kind)
-    .bind::<Text, _>(resource)
-    .get_result::<S>(&mut t.db.conn())
-    .ok()
-    .map(|s| s.s)
-}
-
 /// An instance made by the in-process app, `running` (its guest need not have booted).
 async fn running_instance(app: &impl App, image: &str, name: &str) -> String {
     let r = post(
@@ -165,22 +133,32 @@ fn settled_within(
     took
 }
 
-/// The resource of the running operation of `kind`, if there is one.
-fn running_resource(t: &TestApp, kind: &str) -> Option<String> {
-    use diesel::prelude::*;
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct S {
-        #[diesel(sql_type = Text)]
-        s: String,
-    }
-    diesel::sql_query(
-        "SELECT resource_id AS s FROM operation WHERE kind = ? AND status = 'running'",
-    )
-    .bind::<Text, _>(kind)
-    .get_result::<S>(&mut t.db.conn())
-    .ok()
-    .map(|s| s.s)
+/// The operations in this test's database, read through the product's own list query.
+fn operations(t: &TestApp) -> Vec<Operation> {
+    let page = Page {
+        offset: 0,
+        limit: 1000,
+    };
+    api_web::db::list::<Operation>(&mut t.db.conn(), &Default::default(), page)
+        .unwrap()
+        .1
+}
+
+/// The running operation of `kind` (on `resource`, when given), if there is one.
+fn running(t: &TestApp, kind: &str, resource: Option<&str>) -> Option<Operation> {
+    operations(t).into_iter().find(|o| {
+        o.status == OperationStatus::Running
+            && o.kind == kind
+            && resource.is_none_or(|r| o.resource_id == r)
+    })
+}
+
+/// The status of the (only) operation on `resource`.
+fn operation_status(t: &TestApp, resource: &str) -> String {
+    let op = operations(t)
+        .into_iter()
+        .find(|o| o.resource_id == resource);
+    op.expect("an operation").status.to_string()
 }
 
 /// Sends a request that will not be answered (the process is held, then killed).
@@ -192,25 +170,10 @@ fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, bod
 /// Waits until the operation of `kind` on `resource` is held at `step`.
 fn wait_step(t: &TestApp, kind: &str, resource: &str, step: &str) {
     let end = Instant::now() + Duration::from_secs(60);
-    while running_step(t, kind, resource).as_deref() != Some(step) {
+    while running(t, kind, Some(resource)).map(|o| o.step).as_deref() != Some(step) {
         assert!(Instant::now() < end, "{kind} never reached {step:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn operation_status(t: &TestApp, resource: &str) -> String {
-    use diesel::prelude::*;
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct S {
-        #[diesel(sql_type = Text)]
-        s: String,
-    }
-    diesel::sql_query("SELECT status AS s FROM operation WHERE resource_id = ?")
-        .bind::<Text, _>(resource)
-        .get_result::<S>(&mut t.db.conn())
-        .unwrap()
-        .s
 }
 
 /// kill -9 while a create is under way (domain defined, root clone made, NIC reserved): the
@@ -429,8 +392,8 @@ async fn an_image_create_and_a_volume_delete_whose_process_was_killed_are_settle
     );
     let end = Instant::now() + Duration::from_secs(30);
     let image = loop {
-        if let Some(id) = running_resource(&t, "image.create") {
-            break id;
+        if let Some(op) = running(&t, "image.create", None) {
+            break op.resource_id;
         }
         assert!(Instant::now() < end, "image create never started");
         std::thread::sleep(Duration::from_millis(50));

@@ -31,12 +31,15 @@ struct DestroyState {
 }
 
 pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<Destroyed> {
-    // The claim and its operation together: no `destroying` row without an owner.
     let state = DestroyState { delete_attached };
-    let op = ctx.conn()?.transaction(|c| {
-        claim(c, id)?;
-        operations::start(ctx, c, super::DESTROY, id.as_str(), &state)
-    })?;
+    let op = operations::claim_and_start(
+        ctx,
+        &mut ctx.conn()?,
+        super::DESTROY,
+        id.as_str(),
+        &state,
+        |c| claim(c, id),
+    )?;
     conclude(ctx, id, op, &state)
 }
 

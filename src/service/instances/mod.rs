@@ -185,6 +185,13 @@ pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
     Ok(fixed)
 }
 
+/// What an instance whose domain was removed outside api-web says.
+fn vanished_message(id: &InstanceId) -> String {
+    format!(
+        "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
+    )
+}
+
 /// One reconciliation pass over settled instances (`running`, `stopped`) that no operation
 /// holds and that nobody touched in the last 2 s: the row takes the power state libvirt
 /// reports (a guest that powered itself off, a `virsh start` or `virsh destroy` made outside
@@ -207,12 +214,7 @@ pub fn observe(ctx: &Ctx) -> ApiResult<usize> {
             let (to, msg) = match (from, states.get(id.as_str())) {
                 (St::Running, Some(Power::Stopped)) => (St::Stopped, None),
                 (St::Stopped, Some(Power::Running)) => (St::Running, None),
-                (_, None) => (
-                    St::Error,
-                    Some(format!(
-                        "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
-                    )),
-                ),
+                (_, None) => (St::Error, Some(vanished_message(id))),
                 _ => continue,
             };
             if set_status(&mut conn, id, from, to, msg.as_deref())? {

@@ -10,7 +10,6 @@ use crate::model::{InstanceId, InstanceStatus as St};
 use crate::service::operations::{self, Op};
 use crate::service::{load, record, Ctx};
 use crate::virt::{Power, Shutdown};
-use diesel::Connection;
 use std::time::Duration;
 
 /// Claims the instance for a power change: it must be `from` (else the 409 that says why), and
@@ -40,12 +39,10 @@ fn claim(conn: &mut DbConn, id: &InstanceId, from: St, to: St) -> ApiResult<()> 
     Ok(())
 }
 
-/// Claims the instance for a power change and starts its operation, in one transaction: no
-/// `starting`/`stopping` row without an owner.
+/// Claims the instance for a power change and starts its operation (one transaction).
 fn begin(ctx: &Ctx, id: &InstanceId, from: St, to: St, kind: &str) -> ApiResult<Op> {
-    ctx.conn()?.transaction(|c| {
-        claim(c, id, from, to)?;
-        operations::start(ctx, c, kind, id.as_str(), &())
+    operations::claim_and_start(ctx, &mut ctx.conn()?, kind, id.as_str(), &(), |c| {
+        claim(c, id, from, to)
     })
 }
 
@@ -117,9 +114,7 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
 /// The instance's domain is gone from libvirt (undefined behind our back): not an outage. The
 /// row goes `error` saying so, and the answer is the 409 that says what to do.
 fn vanished(ctx: &Ctx, id: &InstanceId, from: St) -> ApiError {
-    let msg = format!(
-        "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
-    );
+    let msg = super::vanished_message(id);
     if let Err(e) = record(ctx, "recording a vanished domain", |c| {
         set_status(c, id, from, St::Error, Some(&msg))
     }) {
