@@ -123,6 +123,9 @@ pub struct LibvirtConfig {
     /// during boot, before the guest listens, is lost).
     pub shutdown_retry_secs: u64,
     pub detach_timeout_secs: u64,
+    /// Listen to libvirt's domain events (power changes reach rows within a second, unplugs
+    /// are confirmed by DEVICE_REMOVED). Off: only the periodic pass and polls see changes.
+    pub events: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -201,6 +204,7 @@ impl Default for LibvirtConfig {
             shutdown_timeout_secs: 30,
             shutdown_retry_secs: 5,
             detach_timeout_secs: 10,
+            events: true,
         }
     }
 }

@@ -153,6 +153,16 @@ pub fn busy_resources(conn: &mut MysqlConnection) -> QueryResult<Vec<String>> {
         .load(conn)
 }
 
+/// Whether a running operation holds this resource.
+pub fn is_busy(conn: &mut MysqlConnection, resource: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        operation::table
+            .filter(operation::status.eq(OperationStatus::Running))
+            .filter(operation::resource_id.eq(resource)),
+    ))
+    .get_result(conn)
+}
+
 /// Forgets ended operations last touched before `before` (unix seconds).
 pub fn purge(conn: &mut MysqlConnection, before: u64) -> QueryResult<usize> {
     diesel::delete(

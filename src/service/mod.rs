@@ -10,6 +10,7 @@ pub mod instances;
 pub mod nics;
 pub mod operations;
 pub mod volumes;
+pub mod watch;
 
 pub use hotplug::Pluggable;
 
@@ -44,7 +45,7 @@ impl Ctx {
             Duration::from_secs(cfg.database.connect_timeout_secs),
         );
         let ceph = Ceph::new(&cfg.ceph);
-        let hv = Hypervisor::new(&cfg.libvirt.uri);
+        let hv = Hypervisor::new(&cfg.libvirt.uri, cfg.libvirt.events);
         let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
             ops,

@@ -238,11 +238,12 @@ pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
     })
 }
 
-/// Starts the background loops of this process: lease renewal (a third of the lease), takeover
-/// of expired operations (`operations.takeover_interval_secs`) and the comparison of settled
-/// instances with libvirt (`operations.reconcile_interval_secs`). They end when `ctx` is
-/// dropped.
+/// Starts the background loops of this process: libvirt's events (`watch`), lease renewal (a
+/// third of the lease), takeover of expired operations (`operations.takeover_interval_secs`)
+/// and the comparison of settled instances with libvirt (`operations.reconcile_interval_secs`).
+/// They end when `ctx` is dropped.
 pub fn start_background(ctx: &Arc<Ctx>) {
+    super::watch::start(ctx);
     let renew_every = ctx.ops.lease / 3;
     let weak = Arc::downgrade(ctx);
     let _ = crate::context::spawn_named("operation-leases".into(), move || {

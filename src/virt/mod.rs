@@ -3,7 +3,10 @@
 //! One connection per host, opened on first use and reopened when libvirt reports it dead.
 //! Every function blocks: call them off the async executor.
 
-use std::sync::{Mutex, Once};
+mod events;
+
+pub use events::{Change, Event};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -130,46 +133,94 @@ const UNDEFINE_ALL: u32 = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
 
 pub struct Hypervisor {
     uri: String,
-    conn: Mutex<Option<Connect>>,
+    conn: Mutex<Option<Arc<Session>>>,
+    /// Where domain events go; `None` when api-web polls only.
+    hub: Option<Arc<events::Hub>>,
+}
+
+/// An open connection with its event subscription, undone before the connection closes.
+struct Session {
+    conn: Connect,
+    sub: Option<events::Subscription>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(sub) = &self.sub {
+            events::unsubscribe(&self.conn, sub);
+        }
+    }
 }
 
 static SILENCE: Once = Once::new();
 
 impl Hypervisor {
-    /// Does not connect: the first call does.
-    pub fn new(uri: &str) -> Hypervisor {
+    /// Does not connect: the first call does. With `events`, libvirt's event loop runs and
+    /// every connection subscribes to domain events (see `subscribe`) and keepalives.
+    pub fn new(uri: &str, events: bool) -> Hypervisor {
         // Without this libvirt prints every error to stderr as well as returning it.
         SILENCE.call_once(virt::error::clear_error_callback);
+        let hub = (events && events::start_loop()).then(|| Arc::new(events::Hub::default()));
         Hypervisor {
             uri: uri.to_string(),
             conn: Mutex::new(None),
+            hub,
         }
     }
 
-    /// Runs `f` on the open connection, opening (or reopening a dead) one first.
+    /// Sends every domain event, and the connection's opening and closing, to `tx` (the one
+    /// subscriber; a second call replaces the first). `false` when events are off: then only
+    /// the periodic pass sees out-of-band changes.
+    pub fn subscribe(&self, tx: std::sync::mpsc::Sender<Event>) -> bool {
+        match &self.hub {
+            Some(h) => {
+                h.set_subscriber(tx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `f` on the open connection, opening (or reopening a dead) one first. The lock is
+    /// held only to find or open the connection: libvirt connections are thread-safe, and one
+    /// slow call (a hot-unplug, a hung storage backend) must not hold up every other.
     pub fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connect) -> Result<T, VirtError>,
     ) -> Result<T, VirtError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let alive = slot
-            .as_ref()
-            .map(|c| c.is_alive().unwrap_or(false))
-            .unwrap_or(false);
-        if !alive {
-            // Dropping closes it (virConnectClose fails only on an invalid pointer).
-            slot.take();
-            let c = Connect::open(Some(&self.uri)).map_err(|e| VirtError::Connect {
-                uri: self.uri.clone(),
-                message: e.message().to_string(),
-            })?;
-            *slot = Some(c);
-        }
-        let conn = slot.as_ref().ok_or_else(|| VirtError::Connect {
+        let session = {
+            let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(s) if s.conn.is_alive().unwrap_or(false) => s.clone(),
+                _ => {
+                    // Dropping the last reference closes it.
+                    slot.take();
+                    let s = Arc::new(self.open()?);
+                    *slot = Some(s.clone());
+                    if let Some(h) = &self.hub {
+                        h.send(Event::Connected);
+                    }
+                    s
+                }
+            }
+        };
+        f(&session.conn)
+    }
+
+    /// Whether a connection is open and alive (no attempt to open one).
+    pub fn is_connected(&self) -> bool {
+        let slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .is_some_and(|s| s.conn.is_alive().unwrap_or(false))
+    }
+
+    fn open(&self) -> Result<Session, VirtError> {
+        let conn = Connect::open(Some(&self.uri)).map_err(|e| VirtError::Connect {
             uri: self.uri.clone(),
-            message: "no connection".into(),
+            message: e.message().to_string(),
         })?;
-        f(conn)
+        let sub = self.hub.as_ref().map(|h| events::subscribe(&conn, h));
+        Ok(Session { conn, sub })
     }
 
     /// Reachability: the hypervisor's version, as "QEMU 7.2.0 via libvirt 9.0.0".
@@ -422,6 +473,7 @@ impl Hypervisor {
         if self.power(name)? != Some(Power::Running) {
             return Ok(Unplug::Gone);
         }
+        let mut seen = self.removals();
         if key.is_in(&self.xml(name, false)?)? {
             let asked = self.with_conn(|c| {
                 Self::domain(c, name)?
@@ -449,10 +501,32 @@ impl Hypervisor {
             if !key.is_in(&live)? {
                 return Ok(Unplug::Gone);
             }
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if now >= end {
                 return Ok(Unplug::StillInLiveXml);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            seen = self.await_removal(seen, end - now);
+        }
+    }
+
+    /// Device removals seen so far (0 without events).
+    fn removals(&self) -> u64 {
+        self.hub.as_ref().map_or(0, |h| h.removals())
+    }
+
+    /// Sleeps until the next DEVICE_REMOVED event after `seen` (any domain's: the caller reads
+    /// its XML again), at most `left`. The event is the fast path; a look every 500 ms stays
+    /// because a removal can go unannounced. Without events, a look every 50 ms.
+    fn await_removal(&self, seen: u64, left: Duration) -> u64 {
+        match &self.hub {
+            Some(h) => {
+                h.wait_removal(seen, left.min(Duration::from_millis(500)));
+                h.removals()
+            }
+            None => {
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+                0
+            }
         }
     }
 

@@ -1,0 +1,89 @@
+//! libvirt's events to rows: the fast path of the truth.
+//!
+//! A lifecycle event (a guest that powered itself off, `virsh destroy`, `virsh undefine`, a QEMU
+//! crash) makes its instance's row follow libvirt within a second (`instances::observe_one`).
+//! When the connection closes (libvirtd stopped or restarted), this reconnects by itself and,
+//! once connected, runs a whole reconciliation pass for whatever happened unseen. The periodic
+//! pass (`instances::observe`) stays the sure path: an event can be missed.
+
+use super::{instances, Ctx};
+use crate::model::InstanceId;
+use crate::virt::{Change, Event};
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often a lost connection to libvirtd is tried again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Subscribes to the hypervisor's events and handles them on a thread of their own; does
+/// nothing when `libvirt.events` is off.
+pub fn start(ctx: &Arc<Ctx>) {
+    let (tx, rx) = mpsc::channel();
+    if !ctx.hv.subscribe(tx) {
+        log::info!("libvirt events are off: out-of-band changes reach rows by the periodic pass");
+        return;
+    }
+    let weak = Arc::downgrade(ctx);
+    let _ = crate::context::spawn_named("libvirt-watch".into(), move || {
+        // Events flow only on an open connection: open it now, not at the first request.
+        reconnect(&weak);
+        for ev in rx {
+            let Some(ctx) = weak.upgrade() else {
+                return;
+            };
+            handle(&ctx, ev);
+            drop(ctx);
+            if !matches!(weak.upgrade(), Some(c) if c.hv.is_connected()) {
+                reconnect(&weak);
+            }
+        }
+    });
+}
+
+fn handle(ctx: &Ctx, ev: Event) {
+    match ev {
+        Event::Lifecycle { domain, change, .. } => {
+            if !domain.starts_with(InstanceId::PREFIX) || matches!(change, Change::Defined) {
+                return;
+            }
+            let id = InstanceId::new(domain);
+            if let Err(e) = instances::observe_one(ctx, &id) {
+                log::warn!("libvirt event for instance {id} ({change:?}) not applied: {e}");
+            }
+        }
+        Event::Reboot { domain } => log::info!("instance {domain}: the guest rebooted itself"),
+        Event::IoError {
+            domain,
+            device,
+            action,
+        } => log::warn!("instance {domain}: disk {device} reported an I/O error (action {action})"),
+        Event::DeviceRemoved { domain, alias } => {
+            log::debug!("instance {domain}: device {alias} removed")
+        }
+        Event::DeviceAdded { domain, alias } => {
+            log::debug!("instance {domain}: device {alias} added")
+        }
+        Event::Connected => match instances::observe(ctx) {
+            Ok(n) => log::info!("connected to libvirt; resynchronised ({n} rows changed)"),
+            Err(e) => log::warn!("connected to libvirt; resynchronisation skipped: {e}"),
+        },
+        Event::Disconnected => {
+            log::warn!("the connection to libvirt closed; reconnecting every {RECONNECT_EVERY:?}")
+        }
+    }
+}
+
+/// Opens a connection, again every `RECONNECT_EVERY` until one opens or the context ends.
+fn reconnect(weak: &Weak<Ctx>) {
+    loop {
+        let Some(ctx) = weak.upgrade() else {
+            return;
+        };
+        if ctx.hv.ping().is_ok() {
+            return;
+        }
+        drop(ctx);
+        std::thread::sleep(RECONNECT_EVERY);
+    }
+}
