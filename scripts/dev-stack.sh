@@ -8,6 +8,9 @@
 #   scripts/dev-stack.sh down     stop only what this script started
 #   scripts/dev-stack.sh status   say what runs
 #   scripts/dev-stack.sh env      print export lines: eval "$(scripts/dev-stack.sh env)"
+#   scripts/dev-stack.sh kill D   SIGKILL one daemon this script started (mariadb, libvirtd,
+#                                 ceph-mon, ceph-osd), by its pid file: the outage tests'
+#                                 crash; `up` starts it again
 #
 # Data lives in $API_WEB_STACK_DIR (default: <repo>/.dev-stack, git-ignored). Ports are not the
 # defaults, so the stack can share a machine with other MariaDB or Ceph instances.
@@ -139,6 +142,7 @@ libvirt_up() {
     # libvirtd in the foreground under a child subreaper (tini -s): the QEMUs it double-forks
     # are reaped at once, instead of each exit waiting ~1.8 s for this machine's PID 1.
     setsid tini -s -- libvirtd </dev/null >"$STACK/libvirtd.log" 2>&1 &
+    echo $! >"$STACK/libvirtd.reaper.pid"
     touch "$MARK.libvirtd"
   fi
   wait_for 90 "libvirtd" virsh_ok
@@ -147,6 +151,13 @@ libvirt_up() {
 }
 
 libvirt_down() {
+  if alive "$STACK/libvirtd.reaper.pid"; then
+    # tini passes SIGTERM on to libvirtd and exits with it.
+    log "stopping libvirtd"
+    local pid; pid=$(cat "$STACK/libvirtd.reaper.pid"); kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$MARK.libvirtd" "$STACK/libvirtd.reaper.pid"
+  fi
   for d in libvirtd virtlockd virtlogd; do
     if [ -f "$MARK.$d" ]; then
       log "stopping $d"
@@ -340,6 +351,30 @@ export API_WEB_BRIDGE='$BRIDGE'
 EOF
 }
 
+# kill_daemon <name>: SIGKILL, as a crash would, by the pid this script recorded.
+kill_daemon() {
+  local pidf pid
+  case "${1:-}" in
+    mariadb) pidf=$MY/mysqld.pid ;;
+    ceph-mon) pidf=$CEPH/run/mon.a.pid ;;
+    ceph-osd) pidf=$CEPH/run/osd.0.pid ;;
+    libvirtd)
+      # libvirtd is the child of the tini this script started.
+      alive "$STACK/libvirtd.reaper.pid" || die "libvirtd was not started by this script (no live $STACK/libvirtd.reaper.pid)"
+      pid=$(pgrep -P "$(cat "$STACK/libvirtd.reaper.pid")" -x libvirtd) || die "no libvirtd under the reaper"
+      kill -KILL "$pid"
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      log "killed libvirtd ($pid)"
+      return 0 ;;
+    *) die "kill: one of mariadb, libvirtd, ceph-mon, ceph-osd" ;;
+  esac
+  alive "$pidf" || die "$1 is not running (no live $pidf)"
+  pid=$(cat "$pidf")
+  kill -KILL "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  log "killed $1 ($pid)"
+}
+
 status() {
   local rc=0
   if alive "$MY/mysqld.pid"; then echo "mariadb: running (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: stopped"; rc=1; fi
@@ -370,8 +405,9 @@ case "${1:-}" in
     ;;
   status) status ;;
   env) print_env ;;
+  kill) kill_daemon "${2:-}" ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -185,7 +185,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "mysql://api_web:api_web@127.0.0.1:23306/api_web".into(),
             pool_size: 16,
-            connect_timeout_secs: 5,
+            connect_timeout_secs: 2,
             migrate_on_start: true,
         }
     }
@@ -220,7 +220,7 @@ impl Default for CephConfig {
             mon_hosts: vec!["127.0.0.1:16789".into()],
             qemu_user: "libvirt".into(),
             secret_uuid: "8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01".into(),
-            op_timeout_secs: 30,
+            op_timeout_secs: 10,
         }
     }
 }

@@ -385,7 +385,12 @@ impl ResponseError for ApiError {
             message: &message,
             request_id: crate::context::current(),
         };
-        HttpResponse::build(self.status()).json(body)
+        let mut r = HttpResponse::build(self.status());
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // The backend probes run every second: worth trying again soon.
+            r.insert_header((actix_web::http::header::RETRY_AFTER, "2"));
+        }
+        r.json(body)
     }
 }
 

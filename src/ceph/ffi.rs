@@ -52,6 +52,12 @@ extern "C" {
         ioctx: *mut rados_ioctx_t,
     ) -> c_int;
     pub fn rados_ioctx_destroy(io: rados_ioctx_t);
+    pub fn rados_stat(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        psize: *mut u64,
+        pmtime: *mut libc::time_t,
+    ) -> c_int;
 
     pub fn rbd_create(
         io: rados_ioctx_t,

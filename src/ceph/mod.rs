@@ -32,6 +32,10 @@ pub enum CephError {
     },
     #[error("Ceph: invalid name {0:?}")]
     BadName(String),
+    /// The health probe found the cluster not answering: calls fail at once instead of
+    /// waiting for librados' timeouts.
+    #[error("Ceph is not answering ({0}); retry when /healthz says ceph ok")]
+    Down(String),
 }
 
 impl CephError {
@@ -123,7 +127,19 @@ pub struct Ceph {
     keyring: String,
     op_timeout_secs: u64,
     cluster: Mutex<Option<Arc<Cluster>>>,
+    /// The probe's own connection, with short timeouts.
+    probe_cluster: Mutex<Option<Arc<Cluster>>>,
+    /// Why the last probe failed; `None` while the cluster answers.
+    down: Mutex<Option<String>>,
 }
+
+/// librados timeouts of the health probe's connection (seconds): a stopped OSD shows as a
+/// failed probe within this, where the service's own connection waits `op_timeout_secs`.
+const PROBE_TIMEOUT_SECS: u64 = 1;
+
+/// The object the probe asks the OSDs about; it never exists, and "no such object" is the
+/// answer of a healthy cluster.
+const PROBE_OBJECT: &str = "api-web-health-probe";
 
 impl Ceph {
     /// Does not connect: the first operation does (so the service starts with Ceph down, and
@@ -135,11 +151,37 @@ impl Ceph {
             keyring: cfg.keyring.clone(),
             op_timeout_secs: cfg.op_timeout_secs,
             cluster: Mutex::new(None),
+            probe_cluster: Mutex::new(None),
+            down: Mutex::new(None),
+        }
+    }
+
+    /// Records what the health probe found: while `Some(reason)`, `ensure_up` fails at once.
+    pub fn set_down(&self, reason: Option<String>) {
+        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    /// `Err(Down)` while the probe finds the cluster not answering. Requests that need Ceph
+    /// ask this first and answer 503 at once; calls themselves are not gated (a probe that
+    /// failed only because the cluster was slow must not fail work already under way: librados'
+    /// own timeouts bound it).
+    pub fn ensure_up(&self) -> Result<()> {
+        match self.down.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(why) => Err(CephError::Down(why)),
+            None => Ok(()),
         }
     }
 
     fn connect(&self) -> Result<Arc<Cluster>> {
-        let mut slot = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        self.connect_with(&self.cluster, self.op_timeout_secs)
+    }
+
+    fn connect_with(
+        &self,
+        slot: &Mutex<Option<Arc<Cluster>>>,
+        timeout_secs: u64,
+    ) -> Result<Arc<Cluster>> {
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
@@ -167,7 +209,7 @@ impl Ceph {
         if r < 0 {
             return Err(fail("reading the conf file", r));
         }
-        let t = self.op_timeout_secs.to_string();
+        let t = timeout_secs.to_string();
         let mut opts = vec![
             ("client_mount_timeout", t.as_str()),
             ("rados_mon_op_timeout", t.as_str()),
@@ -223,6 +265,37 @@ impl Ceph {
             return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
         }
         Ok(Image(img))
+    }
+
+    /// Whether the monitors and the OSDs of `pools` answer within `PROBE_TIMEOUT_SECS`: asks
+    /// each pool for an object that does not exist, over a connection of its own (the service's
+    /// connection waits much longer). "No such object" is a healthy answer.
+    pub fn probe(&self, pools: &[&str]) -> Result<()> {
+        let forget = |e: CephError| {
+            *self.probe_cluster.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            e
+        };
+        let cluster = self.connect_with(&self.probe_cluster, PROBE_TIMEOUT_SECS)?;
+        let obj = cstr(PROBE_OBJECT)?;
+        for pool in pools {
+            let p = cstr(pool)?;
+            let mut io: ffi::rados_ioctx_t = ptr::null_mut();
+            let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
+            if r < 0 {
+                return Err(forget(CephError::op("open pool", pool, r)));
+            }
+            let io = IoCtx(io);
+            let (mut size, mut mtime) = (0u64, 0 as libc::time_t);
+            let r = unsafe { ffi::rados_stat(io.0, obj.as_ptr(), &mut size, &mut mtime) };
+            if r < 0 && -r != libc::ENOENT {
+                return Err(forget(CephError::op(
+                    "stat a probe object in pool",
+                    pool,
+                    r,
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Reachability: cluster statistics from the monitors, and both pools present.

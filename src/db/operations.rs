@@ -105,6 +105,15 @@ pub fn claim(
     Ok(n == 1)
 }
 
+/// Gives up `owner`'s lease on a running operation at once: the next takeover pass claims it
+/// and settles it from what the backends hold.
+pub fn release(conn: &mut MysqlConnection, id: &OperationId, owner: &str) -> QueryResult<bool> {
+    let n = diesel::update(operation::table.find(id).filter(held_by(owner)))
+        .set(operation::lease_until_ms.eq(0u64))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
 /// Records progress: the step and the state, if `owner` still holds the operation.
 pub fn save(
     conn: &mut MysqlConnection,

@@ -44,6 +44,7 @@ pub fn create<R: RbdBacked>(
 where
     R::Id: Clone,
 {
+    ctx.ceph.ensure_up()?;
     let (id, op) = fresh_id(
         &format!("{} id", <R::Status as Lifecycle>::RESOURCE),
         ID_TRIES,

@@ -1,7 +1,12 @@
-//! Reachability of each backend, checked independently.
+//! Reachability of each backend, checked independently; and the probes that let requests
+//! needing a backend that does not answer fail at once (503 naming it) instead of each waiting
+//! for its own timeout.
 
 use super::Ctx;
 use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 pub struct Check {
     pub ok: bool,
@@ -29,15 +34,121 @@ pub fn libvirt(ctx: &Ctx) -> Check {
     check(ctx.hv.check().map_err(|e| e.to_string()))
 }
 
+/// The monitors and the OSDs of both pools, with the probe's short timeouts.
 pub fn ceph(ctx: &Ctx) -> Check {
-    let pools = [
-        ctx.cfg.ceph.images_pool.as_str(),
-        ctx.cfg.ceph.volumes_pool.as_str(),
-    ];
+    let pools = ceph_pools(ctx);
     check(
         ctx.ceph
-            .check(&pools)
-            .map(|_| format!("reachable, pools {} present", pools.join(" and ")))
+            .probe(&pools)
+            .map(|_| format!("reachable, pools {} answer", pools.join(" and ")))
             .map_err(|e| e.to_string()),
     )
+}
+
+fn ceph_pools(ctx: &Ctx) -> [&str; 2] {
+    [
+        ctx.cfg.ceph.images_pool.as_str(),
+        ctx.cfg.ceph.volumes_pool.as_str(),
+    ]
+}
+
+/// How often each backend is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A probe still unanswered after this counts as a failure (its backend hangs).
+pub const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
+/// One backend's probe: a thread that checks it every `PROBE_EVERY`, and a watcher that calls
+/// a check hanging past `PROBE_WAIT` a failure.
+struct Probe {
+    name: &'static str,
+    /// When the running check started; `None` between checks.
+    running_since: Mutex<Option<Instant>>,
+    /// What the last verdict was, to log changes only.
+    down: Mutex<bool>,
+}
+
+/// Starts the probes of MySQL and Ceph (libvirt needs none: a refused connection fails at
+/// once, and keepalives close a hung one). They end when `ctx` is dropped.
+pub fn start_probes(ctx: &Arc<Ctx>) {
+    let mut mysql: Option<MysqlConnection> = None;
+    spawn_probe(
+        ctx,
+        "mysql",
+        move |ctx| probe_mysql(ctx, &mut mysql),
+        |ctx, why| *ctx.db_down.lock().unwrap_or_else(|p| p.into_inner()) = why,
+    );
+    spawn_probe(
+        ctx,
+        "ceph",
+        |ctx| ctx.ceph.probe(&ceph_pools(ctx)).map_err(|e| e.to_string()),
+        |ctx, why| ctx.ceph.set_down(why),
+    );
+}
+
+/// `SELECT 1` over a connection of the probe's own, so a busy pool does not look like an outage.
+fn probe_mysql(ctx: &Ctx, conn: &mut Option<MysqlConnection>) -> Result<(), String> {
+    if conn.is_none() {
+        *conn = Some(MysqlConnection::establish(&ctx.cfg.database.url).map_err(|e| e.to_string())?);
+    }
+    let r = conn
+        .as_mut()
+        .map_or(Ok(()), |c| c.batch_execute("SELECT 1"))
+        .map_err(|e| e.to_string());
+    if r.is_err() {
+        *conn = None;
+    }
+    r
+}
+
+fn spawn_probe(
+    ctx: &Arc<Ctx>,
+    name: &'static str,
+    mut check: impl FnMut(&Ctx) -> Result<(), String> + Send + 'static,
+    apply: fn(&Ctx, Option<String>),
+) {
+    let probe = Arc::new(Probe {
+        name,
+        running_since: Mutex::new(None),
+        down: Mutex::new(false),
+    });
+    let (weak, p) = (Arc::downgrade(ctx), probe.clone());
+    let _ = crate::context::spawn_named(format!("probe-{name}"), move || loop {
+        let Some(ctx) = weak.upgrade() else {
+            return;
+        };
+        *p.running_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let r = check(&ctx);
+        *p.running_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        p.verdict(&ctx, r.err(), apply);
+        drop(ctx);
+        std::thread::sleep(PROBE_EVERY);
+    });
+    let weak: Weak<Ctx> = Arc::downgrade(ctx);
+    let _ = crate::context::spawn_named(format!("probe-{name}-watch"), move || loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(ctx) = weak.upgrade() else {
+            return;
+        };
+        let since = *probe
+            .running_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if since.is_some_and(|t| t.elapsed() > PROBE_WAIT) {
+            let why = format!("no answer within {} ms", PROBE_WAIT.as_millis());
+            probe.verdict(&ctx, Some(why), apply);
+        }
+    });
+}
+
+impl Probe {
+    fn verdict(&self, ctx: &Ctx, why: Option<String>, apply: fn(&Ctx, Option<String>)) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match (&why, *down) {
+            (Some(w), false) => log::error!("{} is not answering: {w}", self.name),
+            (None, true) => log::warn!("{} answers again", self.name),
+            _ => {}
+        }
+        *down = why.is_some();
+        apply(ctx, why);
+    }
 }

@@ -52,12 +52,13 @@ pub fn refused(e: VirtError) -> ApiError {
     }
 }
 
-pub fn detach(
+/// Unplugs a device and waits (bounded) for the guest to release it.
+fn detach(
     ctx: &Ctx,
     instance_id: &InstanceId,
     device_xml: &str,
     key: &DeviceKey,
-) -> ApiResult<Attachment> {
+) -> Result<Attachment, Failure> {
     let timeout = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
     match ctx.hv.unplug(instance_id.as_str(), device_xml, key, timeout) {
         Ok(Unplug::Gone) => Ok(Attachment::Gone),
@@ -67,8 +68,46 @@ pub fn detach(
         ))),
         // No domain, no device.
         Err(e) if e.is_no_domain() => Ok(Attachment::Gone),
-        Err(e @ VirtError::Connect { .. }) => Err(e.into()),
-        Err(e) => Err(ApiError::unavailable(Backend::Libvirt, e.to_string())),
+        Err(e) if e.outcome_unknown() => Err(Failure::unknown(&e, "detach")),
+        Err(e) => Err(ApiError::unavailable(Backend::Libvirt, e.to_string()).into()),
+    }
+}
+
+/// Why an attach or detach failed: with a known outcome (it did not happen, or was undone),
+/// or with libvirt gone in the middle, so that only the domain's XML can tell later.
+enum Failure {
+    Known(ApiError),
+    Unknown(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Known(e)
+    }
+}
+
+impl Failure {
+    fn unknown(e: &VirtError, what: &str) -> Failure {
+        Failure::Unknown(ApiError::unavailable(
+            Backend::Libvirt,
+            format!(
+                "libvirt stopped answering during the {what} ({}); the device's row follows the domain's XML as soon as libvirt answers again",
+                e.message()
+            ),
+        ))
+    }
+}
+
+/// Ends `op` with the outcome of its flow; an unknown one is handed to the takeover, which
+/// settles the row from the domain's XML once libvirt answers (`recover`).
+fn conclude<P>(ctx: &Ctx, op: Op, r: Result<P, Failure>) -> ApiResult<P> {
+    match r {
+        Err(Failure::Unknown(e)) => {
+            op.abandon(ctx, &e.to_string());
+            Err(e)
+        }
+        Err(Failure::Known(e)) => op.conclude(ctx, Err(e)),
+        Ok(p) => op.conclude(ctx, Ok(p)),
     }
 }
 
@@ -130,10 +169,15 @@ pub fn complete_attach<P: Pluggable>(
 ) -> ApiResult<P> {
     let op = operations::start(ctx, &mut ctx.conn()?, P::KIND_ATTACH, &id.to_string(), &())?;
     let r = plug::<P>(ctx, &op, id, instance_id);
-    op.conclude(ctx, r)
+    conclude(ctx, op, r)
 }
 
-fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) -> ApiResult<P> {
+fn plug<P: Pluggable>(
+    ctx: &Ctx,
+    op: &Op,
+    id: &P::Id,
+    instance_id: &InstanceId,
+) -> Result<P, Failure> {
     let p = load::<P>(&mut ctx.conn()?, id)?;
     let (xml, key) = p.device(ctx)?;
     op.save(ctx, "plugging", &())?;
@@ -149,9 +193,12 @@ fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) 
         }
     };
     if let Err(e) = ctx.hv.plug(instance_id.as_str(), &xml, &key) {
+        if e.outcome_unknown() {
+            return Err(Failure::unknown(&e, "attach"));
+        }
         let e = p.explain(ctx, &e).unwrap_or_else(|| refused(e));
         give_back(&e.to_string());
-        return Err(e);
+        return Err(e.into());
     }
     let marked = record(ctx, "recording an attach", |c| {
         c.transaction(|c| {
@@ -163,7 +210,7 @@ fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) 
         })
     });
     let why = match marked {
-        Ok(true) => return load::<P>(&mut ctx.conn()?, id),
+        Ok(true) => return Ok(load::<P>(&mut ctx.conn()?, id)?),
         Ok(false) => "the row changed under us".to_string(),
         Err(e) => e.to_string(),
     };
@@ -176,7 +223,8 @@ fn plug<P: Pluggable>(ctx: &Ctx, op: &Op, id: &P::Id, instance_id: &InstanceId) 
             "the {} was attached but recording it failed ({why}); detaching it again: {undone:?}",
             label::<P>()
         ),
-    ))
+    )
+    .into())
 }
 
 /// Unplugs a resource from the instance it is recorded on: `ATTACHED -> DETACHING`, unplug
@@ -222,26 +270,26 @@ pub fn detach_resource<P: Pluggable>(ctx: &Ctx, p: P, instance_id: &InstanceId) 
         claim,
     )?;
     let r = unplug::<P>(ctx, &op, &p, instance_id);
-    op.conclude(ctx, r)
+    conclude(ctx, op, r)
 }
 
-fn unplug<P: Pluggable>(ctx: &Ctx, op: &Op, p: &P, instance_id: &InstanceId) -> ApiResult<P> {
+fn unplug<P: Pluggable>(ctx: &Ctx, op: &Op, p: &P, instance_id: &InstanceId) -> Result<P, Failure> {
     let id = p.id();
     let (xml, key) = p.device(ctx)?;
     op.save(ctx, "unplugging", &())?;
     match detach(ctx, instance_id, &xml, &key)? {
-        Attachment::Gone => record(ctx, "recording a detach", |c| {
+        Attachment::Gone => Ok(record(ctx, "recording a detach", |c| {
             c.transaction(|c| {
                 P::release(c, id, P::DETACHING, None)?;
                 P::after_change(c, instance_id)
             })?;
             load::<P>(c, id)
-        }),
+        })?),
         Attachment::Pending(msg) => {
             record(ctx, "recording a pending detach", |c| {
                 transition::<P>(c, id, P::DETACHING, P::DETACHING, Some(&msg))
             })?;
-            Err(ApiError::conflict(ErrorCode::DetachPending, msg))
+            Err(ApiError::conflict(ErrorCode::DetachPending, msg).into())
         }
     }
 }

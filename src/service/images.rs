@@ -125,6 +125,7 @@ pub fn register(ctx: &Ctx, req: Registration) -> ApiResult<Image> {
             "image_id: 1 to 128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit",
         ));
     }
+    ctx.ceph.ensure_up()?;
     let pool = &ctx.cfg.ceph.images_pool;
     let id = ImageId::new(req.image_id);
     let mut conn = ctx.conn()?;
@@ -210,6 +211,7 @@ pub fn update(ctx: &Ctx, id: &ImageId, ch: Changes) -> ApiResult<Image> {
 /// Unregisters an image: `available | error -> deleting`, refused (and put back) while clones or
 /// instances depend on it, then the RBD image if `del_file`, then the row.
 pub fn delete(ctx: &Ctx, id: &ImageId, del_file: bool) -> ApiResult<FileOutcome> {
+    ctx.ceph.ensure_up()?;
     let mut conn = ctx.conn()?;
     let row = load::<Image>(&mut conn, id)?;
     let from = row.status;

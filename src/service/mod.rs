@@ -32,6 +32,8 @@ pub struct Ctx {
     pub templates: Templates,
     /// This process as the owner of long operations.
     pub ops: operations::Runner,
+    /// Why the health probe last found MySQL not answering; `None` while it answers.
+    pub db_down: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -49,6 +51,7 @@ impl Ctx {
         let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
             ops,
+            db_down: std::sync::Mutex::new(None),
             cfg,
             db,
             ceph,
@@ -57,7 +60,20 @@ impl Ctx {
         })
     }
 
+    /// A pooled connection; at once 503 `database_unavailable` while the health probe finds
+    /// MySQL not answering, else within `database.connect_timeout_secs`.
     pub fn conn(&self) -> ApiResult<DbConn> {
+        if let Some(why) = self
+            .db_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(ApiError::unavailable(
+                crate::error::Backend::Database,
+                format!("MySQL is not answering ({why}); retry when /healthz says mysql ok"),
+            ));
+        }
         Ok(self.db.get()?)
     }
 }

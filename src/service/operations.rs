@@ -205,6 +205,23 @@ impl Op {
         r
     }
 
+    /// Hands the operation to the takeover (its lease ends now) when its outcome cannot be
+    /// known here: a backend stopped answering in the middle of a step. The takeover retries
+    /// every `takeover_interval_secs` until it can settle the operation from what the backends
+    /// hold.
+    pub fn abandon(self, ctx: &Ctx, why: &str) {
+        log::warn!("operation {}: handed to the takeover: {why}", self.id);
+        let r = record(ctx, "releasing an operation", |c| {
+            Ok(q::release(c, &self.id, &ctx.ops.owner)?)
+        });
+        if let Err(e) = r {
+            log::error!(
+                "operation {}: cannot release it ({e}); its lease runs out",
+                self.id
+            );
+        }
+    }
+
     /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo).
     pub fn finish(self, ctx: &Ctx, outcome: Result<(), &str>) {
         let (to, msg) = match outcome {
@@ -238,12 +255,14 @@ pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
     })
 }
 
-/// Starts the background loops of this process: libvirt's events (`watch`), lease renewal (a
+/// Starts the background loops of this process: libvirt's events (`watch`), the backend probes
+/// (`health`), lease renewal (a
 /// third of the lease), takeover of expired operations (`operations.takeover_interval_secs`)
 /// and the comparison of settled instances with libvirt (`operations.reconcile_interval_secs`).
 /// They end when `ctx` is dropped.
 pub fn start_background(ctx: &Arc<Ctx>) {
     super::watch::start(ctx);
+    super::health::start_probes(ctx);
     let renew_every = ctx.ops.lease / 3;
     let weak = Arc::downgrade(ctx);
     let _ = crate::context::spawn_named("operation-leases".into(), move || {

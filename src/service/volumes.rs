@@ -204,6 +204,8 @@ impl Pluggable for Volume {
 }
 
 pub fn mount(ctx: &Ctx, volume_id: &VolumeId, instance_id: &InstanceId) -> ApiResult<Volume> {
+    // QEMU opens the RBD image as the disk is plugged: with the OSDs gone it would hang there.
+    ctx.ceph.ensure_up()?;
     let mut conn = ctx.conn()?;
     let v = load::<Volume>(&mut conn, volume_id)?;
     let inst = hotplug::instance_for_attach(&mut conn, instance_id)?;
@@ -227,6 +229,7 @@ pub fn unmount(ctx: &Ctx, volume_id: &VolumeId, instance_id: &InstanceId) -> Api
 }
 
 pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal> {
+    ctx.ceph.ensure_up()?;
     let mut conn = ctx.conn()?;
     let v = load::<Volume>(&mut conn, volume_id)?;
     if v.is_root {

@@ -27,6 +27,9 @@ pub enum Fault {
     Monitor,
     /// The request does not fit the domain's state (`VIR_ERR_OPERATION_INVALID`).
     Invalid,
+    /// The connection broke during the call (libvirtd stopped, keepalive timeout): whether
+    /// libvirt did it is unknown; read the domain again when it answers.
+    Lost,
     /// Anything else; the message says what.
     Other,
     /// Our own check after libvirt answered (a device not in the XML, XML we cannot parse).
@@ -35,7 +38,14 @@ pub enum Fault {
 
 impl Fault {
     fn of(e: &virt::error::Error) -> Fault {
+        use virt::error::ErrorDomain;
+        if e.domain().known() == Some(ErrorDomain::Rpc) {
+            return Fault::Lost;
+        }
         match e.code().known() {
+            Some(ErrorNumber::Rpc | ErrorNumber::NoConnect | ErrorNumber::InvalidConn) => {
+                Fault::Lost
+            }
             Some(ErrorNumber::NoDomain) => Fault::NoDomain,
             Some(ErrorNumber::NoInterface) => Fault::NoInterface,
             Some(ErrorNumber::SystemError) => Fault::System,
@@ -79,6 +89,12 @@ impl VirtError {
             VirtError::Connect { .. } => None,
             VirtError::Op { fault, .. } => Some(*fault),
         }
+    }
+    /// Whether libvirt may or may not have done what was asked: the connection failed (before
+    /// or during the call: a call made on a connection that died after an earlier call of the
+    /// same flow cannot be told apart).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.fault(), None | Some(Fault::Lost))
     }
     /// The domain does not exist.
     pub fn is_no_domain(&self) -> bool {

@@ -7,6 +7,7 @@ mod instances;
 mod nics;
 mod openapi;
 mod operations;
+mod outages;
 mod provision;
 mod schema;
 mod server;

@@ -19,13 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The api-web binary as a child process on a free loopback port, killed when dropped.
-struct ApiWeb {
+pub struct ApiWeb {
     child: Child,
     addr: String,
 }
 
 impl ApiWeb {
-    fn start(t: &TestApp, failpoints: &str) -> ApiWeb {
+    pub fn start(t: &TestApp, failpoints: &str) -> ApiWeb {
         if !cfg!(feature = "failpoints") {
             panic!("these tests need the failpoints feature: run them through scripts/test.sh");
         }
@@ -59,7 +59,7 @@ impl ApiWeb {
         me
     }
 
-    fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
+    pub fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
         http(&self.addr, method, path, body)
     }
 

@@ -10,7 +10,7 @@ use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-async fn new_volume(app: &impl App, name: &str, gib: u64) -> String {
+pub async fn new_volume(app: &impl App, name: &str, gib: u64) -> String {
     let r = post(
         app,
         "/api/v1/volume/create",
@@ -23,7 +23,7 @@ async fn new_volume(app: &impl App, name: &str, gib: u64) -> String {
 }
 
 /// Disk serials in a domain's persistent and live XML.
-fn serials(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+pub fn serials(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let (p, l) = domain_xmls(instance);
     let of = |d: api_web::xml::domain::ParsedDomain| {
         d.devices
@@ -38,7 +38,7 @@ fn serials(instance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 /// What MySQL says is attached to each instance equals what libvirt holds: `in-use` volumes are
 /// in the persistent and the live XML; a `detaching` one may still be in the live XML only (the
 /// guest has not released it); nothing else is anywhere.
-fn assert_consistent(t: &TestApp) {
+pub fn assert_consistent(t: &TestApp) {
     use diesel::prelude::*;
     use diesel::sql_types::Text;
     #[derive(QueryableByName)]

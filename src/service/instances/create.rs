@@ -42,8 +42,9 @@ pub const DATA_TARGETS: [&str; 25] = [
 
 pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     validate(&req)?;
-    // libvirtd down: refused now, rather than accepted and failed in the background.
+    // libvirtd or Ceph down: refused now, rather than accepted and failed in the background.
     ctx.hv.ping()?;
+    ctx.ceph.ensure_up()?;
     let mut conn = ctx.conn()?;
     check_devices(&mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;

@@ -31,6 +31,7 @@ struct DestroyState {
 }
 
 pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<Destroyed> {
+    ctx.ceph.ensure_up()?;
     let state = DestroyState { delete_attached };
     let op = operations::claim_and_start(
         ctx,
