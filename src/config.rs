@@ -295,6 +295,14 @@ impl Config {
         if let Some(v) = get("LIBVIRT_URI") {
             self.libvirt.uri = v;
         }
+        if let Some(v) = get("API_WEB_LIBVIRT_EVENTS") {
+            self.libvirt.events = v.parse().map_err(|_| {
+                invalid(
+                    "API_WEB_LIBVIRT_EVENTS",
+                    format!("not true or false: {v:?}"),
+                )
+            })?;
+        }
         if let Some(v) = get("API_WEB_DOMAIN_TYPE") {
             self.libvirt.domain_type = v;
         }
@@ -695,9 +703,11 @@ mod tests {
             "DATABASE_URL" => Some("mysql://u:p@db:3306/x".into()),
             "CEPH_MON_HOSTS" => Some("10.0.0.1:6789, 10.0.0.2:6789".into()),
             "API_WEB_BRIDGE" => Some("br1".into()),
+            "API_WEB_LIBVIRT_EVENTS" => Some("false".into()),
             _ => None,
         })
         .unwrap();
+        assert!(!c.libvirt.events);
         assert_eq!(c.database.url, "mysql://u:p@db:3306/x");
         assert_eq!(c.ceph.mon_hosts, vec!["10.0.0.1:6789", "10.0.0.2:6789"]);
         assert_eq!(c.network.default_bridge, "br1");
@@ -706,6 +716,10 @@ mod tests {
             .apply_env(|k| (k == "API_WEB_DB_POOL_SIZE").then(|| "lots".into()))
             .unwrap_err();
         assert!(err.to_string().contains("API_WEB_DB_POOL_SIZE"));
+        let err = c
+            .apply_env(|k| (k == "API_WEB_LIBVIRT_EVENTS").then(|| "yes".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("API_WEB_LIBVIRT_EVENTS"));
     }
 
     #[test]
