@@ -173,7 +173,8 @@ cephc() { ceph --conf "$CONF" --connect-timeout 10 "$@"; }
 
 ceph_conf() {
   mkdir -p "$CEPH/run" "$CEPH/log"
-  cat >"$CONF" <<EOF
+  # Written aside and renamed: a running api-web or QEMU may read it at any moment.
+  cat >"$CONF.new" <<EOF
 [global]
 fsid = $(cat "$CEPH/fsid")
 mon initial members = a
@@ -223,6 +224,7 @@ bluestore cache size = 134217728
 osd max object name len = 256
 osd max object namespace len = 64
 EOF
+  mv -f "$CONF.new" "$CONF"
 }
 
 ceph_init() {
@@ -277,13 +279,16 @@ ceph_up() {
     fi
   done
   # QEMU's user: read-write on volumes (root disks, data volumes), read-only on images (clone parents).
+  # Keyrings are written aside and renamed: a running api-web may read them at any moment.
   cephc auth get-or-create client.libvirt mon 'profile rbd' \
     osd "profile rbd pool=$VOLUMES_POOL, profile rbd-read-only pool=$IMAGES_POOL" \
-    -o "$CEPH/ceph.client.libvirt.keyring" >/dev/null
+    -o "$CEPH/ceph.client.libvirt.keyring.new" >/dev/null
+  mv -f "$CEPH/ceph.client.libvirt.keyring.new" "$CEPH/ceph.client.libvirt.keyring"
   # The control plane's user: rbd on both pools, nothing else.
   cephc auth get-or-create client.api-web mon 'profile rbd' \
     osd "profile rbd pool=$IMAGES_POOL, profile rbd pool=$VOLUMES_POOL" \
-    -o "$CEPH/ceph.client.api-web.keyring" >/dev/null
+    -o "$CEPH/ceph.client.api-web.keyring.new" >/dev/null
+  mv -f "$CEPH/ceph.client.api-web.keyring.new" "$CEPH/ceph.client.api-web.keyring"
   chmod 0644 "$CONF"
 }
 
