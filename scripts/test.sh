@@ -2,8 +2,8 @@
 # Every test of api-web on the real stack: brings the dev stack up (installing what is missing),
 # then runs the unit tests and the integration tests (tests/it) against it.
 #   scripts/test.sh [extra cargo test args]
-# Without arguments it then runs the outage tests (tests/it/outages.rs: libvirtd, MariaDB and the
-# Ceph OSD killed mid-operation), alone and one at a time, since they stop shared daemons.
+# The outage tests (tests/it/outages.rs: libvirtd, MariaDB and the Ceph OSD killed mid-operation)
+# run among the others, each with the stack to itself (tests/it/common.rs: stack_alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/dev-stack.sh up
@@ -14,6 +14,3 @@ export API_WEB_TEST_IMAGE
 # Shell scripts at least parse.
 for s in scripts/*.sh; do bash -n "$s"; done
 cargo test --locked --features failpoints "$@"
-if [ $# -eq 0 ]; then
-  cargo test --locked --features failpoints --test it outages:: -- --ignored --test-threads=1
-fi

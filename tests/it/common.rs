@@ -22,15 +22,99 @@ pub fn env(k: &str) -> String {
     })
 }
 
+/// Who uses the dev stack now. Every test that uses it holds a shared claim (its `TestDb` holds
+/// one); an outage test (tests/it/outages.rs), which kills the stack's daemons, holds it alone.
+/// A test already holding a claim gets another at once, so a test that makes two `TestDb`s
+/// cannot deadlock behind a waiting outage test; new tests wait while one waits or runs.
+struct Gate {
+    shared: usize,
+    alone: bool,
+    waiting_alone: usize,
+}
+
+static GATE: std::sync::Mutex<Gate> = std::sync::Mutex::new(Gate {
+    shared: 0,
+    alone: false,
+    waiting_alone: 0,
+});
+static GATE_TURN: std::sync::Condvar = std::sync::Condvar::new();
+
+thread_local! {
+    /// Claims this test thread holds: shared ones, and whether it holds the stack alone.
+    static HELD: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+/// A claim on the dev stack, given back when dropped.
+pub struct StackClaim {
+    alone: bool,
+}
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A shared claim on the dev stack; `None` for a thread that holds it alone already.
+pub fn stack_shared() -> Option<StackClaim> {
+    let (shared, alone) = HELD.get();
+    if alone {
+        return None;
+    }
+    let mut g = gate();
+    if shared == 0 {
+        while g.alone || g.waiting_alone > 0 {
+            g = GATE_TURN.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    g.shared += 1;
+    HELD.set((shared + 1, false));
+    Some(StackClaim { alone: false })
+}
+
+/// The dev stack for this test alone: waits until every running test has given its claim back.
+pub fn stack_alone() -> StackClaim {
+    assert_eq!(
+        HELD.get(),
+        (0, false),
+        "take the stack alone before any other claim"
+    );
+    let mut g = gate();
+    g.waiting_alone += 1;
+    while g.alone || g.shared > 0 {
+        g = GATE_TURN.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    g.waiting_alone -= 1;
+    g.alone = true;
+    HELD.set((0, true));
+    StackClaim { alone: true }
+}
+
+impl Drop for StackClaim {
+    fn drop(&mut self) {
+        let mut g = gate();
+        let (shared, _) = HELD.get();
+        if self.alone {
+            g.alone = false;
+            HELD.set((0, false));
+        } else {
+            g.shared -= 1;
+            HELD.set((shared - 1, false));
+        }
+        GATE_TURN.notify_all();
+    }
+}
+
 /// A database of its own, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
     pub url: String,
     server_url: String,
+    /// Dropped after the database (fields drop after `Drop::drop`).
+    _claim: Option<StackClaim>,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
+        let claim = stack_shared();
         let server_url = env("API_WEB_TEST_DATABASE_URL");
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut c = MysqlConnection::establish(&server_url).expect("connect to the test MariaDB");
@@ -42,6 +126,7 @@ impl TestDb {
             url: format!("{server_url}/{name}"),
             name,
             server_url,
+            _claim: claim,
         }
     }
 
@@ -114,6 +199,7 @@ impl TestApp {
                 url: other.db.url.clone(),
                 // Only the first owner drops the database.
                 server_url: String::new(),
+                _claim: stack_shared(),
             },
         }
     }

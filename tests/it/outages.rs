@@ -3,8 +3,9 @@
 //! checks what users see meanwhile (503 naming the backend within 2 s, unrelated requests still
 //! answered) and that afterwards MySQL, libvirt and Ceph agree with no row left transitional.
 //!
-//! They stop daemons every other test uses, so they are `#[ignore]`d in the parallel run and
-//! `scripts/test.sh` runs them afterwards, one at a time (`-- --ignored --test-threads=1`).
+//! They stop daemons every other test uses, so each first takes the stack alone
+//! (`common::stack_alone`): it waits until the tests running now end, and no other test starts
+//! until it is done.
 
 use crate::common::*;
 use crate::instances::{
@@ -81,8 +82,8 @@ fn status_of(t: &TestApp, table: &str, key: &str, id: &str) -> String {
 /// - api-web reconnects by itself and libvirt's events flow again: a `virsh destroy` reaches
 ///   the row within 2 s with the periodic pass switched off.
 #[actix_web::test]
-#[ignore = "stops the shared dev stack's daemons: scripts/test.sh runs it alone"]
 async fn libvirtd_killed_mid_attach_and_restarted() {
+    let _alone = stack_alone();
     let t = TestApp::with_config(|c| c.operations.reconcile_interval_secs = 600);
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
@@ -164,8 +165,8 @@ async fn libvirtd_killed_mid_attach_and_restarted() {
 /// 3 s later: meanwhile requests that need MySQL answer 503 `database_unavailable` within 2 s;
 /// the destroy carries on (each write retried) and ends with nothing left anywhere.
 #[actix_web::test]
-#[ignore = "stops the shared dev stack's daemons: scripts/test.sh runs it alone"]
 async fn mariadb_killed_mid_destroy() {
+    let _alone = stack_alone();
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
@@ -221,8 +222,8 @@ async fn mariadb_killed_mid_destroy() {
 /// while lists answer; the create ends `running` or `error` with a message, never stuck; and
 /// destroy then leaves no RBD image behind.
 #[actix_web::test]
-#[ignore = "stops the shared dev stack's daemons: scripts/test.sh runs it alone"]
 async fn ceph_osd_killed_mid_create() {
+    let _alone = stack_alone();
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;

@@ -110,6 +110,7 @@ fn help_explains_each_step() {
 
 #[test]
 fn provisions_pools_users_keyrings_and_secret() {
+    let _stack = stack_shared();
     let s = unique("pv");
     let (img, vol, api, qemu) = (
         format!("{s}-img"),
