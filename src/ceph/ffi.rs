@@ -31,21 +31,12 @@ pub struct rbd_linked_image_spec_t {
     pub trash: bool,
 }
 
-#[repr(C)]
-pub struct rados_cluster_stat_t {
-    pub kb: u64,
-    pub kb_used: u64,
-    pub kb_avail: u64,
-    pub num_objects: u64,
-}
-
 extern "C" {
     pub fn rados_create(cluster: *mut rados_t, id: *const c_char) -> c_int;
     pub fn rados_conf_read_file(cluster: rados_t, path: *const c_char) -> c_int;
     pub fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
     pub fn rados_connect(cluster: rados_t) -> c_int;
     pub fn rados_shutdown(cluster: rados_t);
-    pub fn rados_cluster_stat(cluster: rados_t, result: *mut rados_cluster_stat_t) -> c_int;
     pub fn rados_ioctx_create(
         cluster: rados_t,
         pool_name: *const c_char,

@@ -298,29 +298,6 @@ impl Ceph {
         Ok(())
     }
 
-    /// Reachability: cluster statistics from the monitors, and both pools present.
-    pub fn check(&self, pools: &[&str]) -> Result<()> {
-        let cluster = self.connect()?;
-        let mut st = ffi::rados_cluster_stat_t {
-            kb: 0,
-            kb_used: 0,
-            kb_avail: 0,
-            num_objects: 0,
-        };
-        let r = unsafe { ffi::rados_cluster_stat(cluster.0, &mut st) };
-        if r < 0 {
-            let e = CephError::op("cluster stat", "", r);
-            if e.connection_lost() {
-                *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            }
-            return Err(e);
-        }
-        for pool in pools {
-            self.with_pool(pool, |_| Ok(()))?;
-        }
-        Ok(())
-    }
-
     /// A new RBD image (format 2, the cluster's default features). EEXIST if the name is taken.
     pub fn create_image(&self, pool: &str, name: &str, size: u64) -> Result<()> {
         let n = cstr(name)?;

@@ -29,12 +29,13 @@ pub fn start(ctx: &Arc<Ctx>) {
         // Events flow only on an open connection: open it now, not at the first request.
         reconnect(&weak);
         for ev in rx {
+            let closed = ev == Event::Disconnected;
             let Some(ctx) = weak.upgrade() else {
                 return;
             };
             handle(&ctx, ev);
             drop(ctx);
-            if !matches!(weak.upgrade(), Some(c) if c.hv.is_connected()) {
+            if closed {
                 reconnect(&weak);
             }
         }

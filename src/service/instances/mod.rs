@@ -192,6 +192,17 @@ fn vanished_message(id: &InstanceId) -> String {
     )
 }
 
+/// Where a settled row (`running` or `stopped`) goes when libvirt reports `power` (`None`: no
+/// such domain), with its message; `None` when it already agrees.
+fn follow(id: &InstanceId, from: St, power: Option<Power>) -> Option<(St, Option<String>)> {
+    match (from, power) {
+        (St::Running, Some(Power::Stopped)) => Some((St::Stopped, None)),
+        (St::Stopped, Some(Power::Running)) => Some((St::Running, None)),
+        (_, None) => Some((St::Error, Some(vanished_message(id)))),
+        _ => None,
+    }
+}
+
 /// One reconciliation pass over settled instances (`running`, `stopped`) that no operation
 /// holds and that nobody touched in the last 2 s: the row takes the power state libvirt
 /// reports (a guest that powered itself off, a `virsh start` or `virsh destroy` made outside
@@ -211,11 +222,8 @@ pub fn observe(ctx: &Ctx) -> ApiResult<usize> {
             if busy.contains(id.as_str()) {
                 continue;
             }
-            let (to, msg) = match (from, states.get(id.as_str())) {
-                (St::Running, Some(Power::Stopped)) => (St::Stopped, None),
-                (St::Stopped, Some(Power::Running)) => (St::Running, None),
-                (_, None) => (St::Error, Some(vanished_message(id))),
-                _ => continue,
+            let Some((to, msg)) = follow(id, from, states.get(id.as_str()).copied()) else {
+                continue;
             };
             if set_status(&mut conn, id, from, to, msg.as_deref())? {
                 log::warn!("reconcile: instance {id} {from} -> {to}: libvirt says so");
@@ -242,11 +250,8 @@ pub fn observe_one(ctx: &Ctx, id: &InstanceId) -> ApiResult<bool> {
         return Ok(false);
     }
     drop(conn);
-    let (to, msg) = match (from, ctx.hv.power(id.as_str())?) {
-        (St::Running, Some(Power::Stopped)) => (St::Stopped, None),
-        (St::Stopped, Some(Power::Running)) => (St::Running, None),
-        (_, None) => (St::Error, Some(vanished_message(id))),
-        _ => return Ok(false),
+    let Some((to, msg)) = follow(id, from, ctx.hv.power(id.as_str())?) else {
+        return Ok(false);
     };
     let changed = crate::service::record(ctx, "recording a power change", |c| {
         set_status(c, id, from, to, msg.as_deref())
