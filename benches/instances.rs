@@ -134,6 +134,7 @@ fn main() {
                 title: "manual",
                 description: "",
                 instance_id: &name,
+                deployment: "bench-manual",
                 memory_mib: 256,
                 vcpu: 1,
                 machine: &cfg.libvirt.machine,

@@ -116,6 +116,17 @@ CREATE TABLE `operation` (
   KEY `idx_operation_create_time` (`create_time`, `operation_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+-- Who this database is: one row with a random id that api-web writes into the domains and RBD
+-- images it makes, so that reconciliation tells its own orphans (marked with this id, no row)
+-- from what another deployment sharing the hypervisor or the Ceph pools made.
+CREATE TABLE `deployment` (
+  `id` TINYINT UNSIGNED NOT NULL DEFAULT 1,
+  `deployment_id` CHAR(36) NOT NULL,
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+INSERT INTO `deployment` (`id`, `deployment_id`, `create_time`) VALUES (1, UUID(), UNIX_TIMESTAMP());
+
 -- The migrations this script embodies, as diesel records them.
 CREATE TABLE `__diesel_schema_migrations` (
   `version` VARCHAR(50) PRIMARY KEY NOT NULL,
@@ -124,4 +135,5 @@ CREATE TABLE `__diesel_schema_migrations` (
 INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261123000001'),
   ('20261124000001'),
-  ('20261125000001');
+  ('20261125000001'),
+  ('20261126000001');

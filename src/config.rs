@@ -52,8 +52,12 @@ pub struct OperationsConfig {
     pub takeover_interval_secs: u64,
     /// On SIGTERM/SIGINT, how long to wait for this process's operations to finish.
     pub shutdown_grace_secs: u64,
-    /// How often settled instances are compared with libvirt's power states.
+    /// How often a reconciliation pass compares the rows with libvirt and Ceph.
     pub reconcile_interval_secs: u64,
+    /// How long an orphan (a domain marked with this deployment, or an id-named RBD image,
+    /// that no row names) must stay one before reconciliation removes it; 0 (the default)
+    /// only reports orphans.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for OperationsConfig {
@@ -63,6 +67,7 @@ impl Default for OperationsConfig {
             takeover_interval_secs: 2,
             shutdown_grace_secs: 60,
             reconcile_interval_secs: 5,
+            orphan_grace_secs: 0,
         }
     }
 }
@@ -87,6 +92,12 @@ impl OperationsConfig {
             1,
             3600,
             "operations.reconcile_interval_secs",
+        )?;
+        within(
+            self.orphan_grace_secs,
+            0,
+            30 * 86_400,
+            "operations.orphan_grace_secs",
         )
     }
 }

@@ -70,6 +70,13 @@ extern "C" {
         snap_name: *const c_char,
     ) -> c_int;
     pub fn rbd_close(image: rbd_image_t) -> c_int;
+    pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
+    pub fn rbd_metadata_get(
+        image: rbd_image_t,
+        key: *const c_char,
+        value: *mut c_char,
+        val_len: *mut size_t,
+    ) -> c_int;
     pub fn rbd_get_size(image: rbd_image_t, size: *mut u64) -> c_int;
     pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
     pub fn rbd_snap_list(

@@ -137,6 +137,9 @@ pub struct Ceph {
 /// failed probe within this, where the service's own connection waits `op_timeout_secs`.
 const PROBE_TIMEOUT_SECS: u64 = 1;
 
+/// The image metadata key that names the deployment that made an image.
+pub const OWNER_KEY: &str = "api-web.deployment";
+
 /// The object the probe asks the OSDs about; it never exists, and "no such object" is the
 /// answer of a healthy cluster.
 const PROBE_OBJECT: &str = "api-web-health-probe";
@@ -298,8 +301,9 @@ impl Ceph {
         Ok(())
     }
 
-    /// A new RBD image (format 2, the cluster's default features). EEXIST if the name is taken.
-    pub fn create_image(&self, pool: &str, name: &str, size: u64) -> Result<()> {
+    /// A new RBD image (format 2, the cluster's default features), marked as made by `owner`
+    /// (see `mark`). EEXIST if the name is taken.
+    pub fn create_image(&self, pool: &str, name: &str, size: u64, owner: &str) -> Result<()> {
         let n = cstr(name)?;
         self.with_pool(pool, |io| {
             let mut order: c_int = 0;
@@ -307,7 +311,54 @@ impl Ceph {
             if r < 0 {
                 return Err(CephError::op("create image", &format!("{pool}/{name}"), r));
             }
+            Self::mark(io, pool, name, owner);
             Ok(())
+        })
+    }
+
+    /// Records in the image's metadata (`OWNER_KEY`) which deployment made it, so that
+    /// reconciliation removes only its own orphans. A failure only logs: an unmarked image is
+    /// reported as an orphan but never removed.
+    fn mark(io: &IoCtx, pool: &str, name: &str, owner: &str) {
+        let r = Self::open(io, pool, name).and_then(|img| {
+            let (k, v) = (cstr(OWNER_KEY)?, cstr(owner)?);
+            let r = unsafe { ffi::rbd_metadata_set(img.0, k.as_ptr(), v.as_ptr()) };
+            if r < 0 {
+                return Err(CephError::op("set metadata", &format!("{pool}/{name}"), r));
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            log::warn!("RBD image {pool}/{name} is not marked with its deployment: {e}");
+        }
+    }
+
+    /// The deployment that made an image (`mark`); `None` for an image without the mark.
+    pub fn owner(&self, pool: &str, name: &str) -> Result<Option<String>> {
+        let k = cstr(OWNER_KEY)?;
+        self.with_pool(pool, |io| {
+            let img = Self::open(io, pool, name)?;
+            let mut buf = vec![0u8; 64];
+            loop {
+                let mut len: libc::size_t = buf.len();
+                let r = unsafe {
+                    ffi::rbd_metadata_get(img.0, k.as_ptr(), buf.as_mut_ptr().cast(), &mut len)
+                };
+                if r == -libc::ENOENT {
+                    return Ok(None);
+                }
+                if r == -libc::ERANGE && len > buf.len() {
+                    buf.resize(len, 0);
+                    continue;
+                }
+                if r < 0 {
+                    return Err(CephError::op("get metadata", &format!("{pool}/{name}"), r));
+                }
+                let s = CStr::from_bytes_until_nul(&buf)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Ok(Some(s));
+            }
         })
     }
 
@@ -506,6 +557,7 @@ impl Ceph {
     }
 
     /// Copy-on-write clone of `parent_pool/parent@snap` as `child_pool/child` (no data copied).
+    /// The child is marked as made by `owner` (see `mark`).
     pub fn clone_image(
         &self,
         parent_pool: &str,
@@ -513,6 +565,7 @@ impl Ceph {
         snap: &str,
         child_pool: &str,
         child: &str,
+        owner: &str,
     ) -> Result<()> {
         // layering, exclusive-lock, object-map, fast-diff, deep-flatten: the pacific default.
         const FEATURES: u64 = 1 | 4 | 8 | 16 | 32;
@@ -535,6 +588,7 @@ impl Ceph {
                 if r < 0 {
                     return Err(CephError::op("clone image", &target, r));
                 }
+                Self::mark(cio, child_pool, child, owner);
                 Ok(())
             })
         })

@@ -127,6 +127,12 @@ macro_rules! table_queries {
             Ok(n == 1)
         }
 
+        /// Every row: a reconciliation pass reads the table once.
+        pub fn all(conn: &mut diesel::MysqlConnection) -> diesel::QueryResult<Vec<$row>> {
+            use diesel::prelude::*;
+            $table::table.select(<$row>::as_select()).load(conn)
+        }
+
         /// Rows in `status` untouched since before `older_than` (work a crash interrupted).
         pub fn stale_in_status(
             conn: &mut diesel::MysqlConnection,
@@ -290,6 +296,33 @@ fn adopt_script_schema(conn: &mut MysqlConnection) -> QueryResult<()> {
         .bind::<Text, _>(FIRST_MIGRATION)
         .execute(conn)?;
     Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Deployment {
+    #[diesel(sql_type = Text)]
+    deployment_id: String,
+}
+
+/// This database's deployment id: the one row of `deployment` (made again, with a new random
+/// id, if someone deleted it).
+pub fn deployment_id(conn: &mut MysqlConnection) -> QueryResult<String> {
+    let read = |c: &mut MysqlConnection| {
+        diesel::sql_query("SELECT deployment_id FROM deployment WHERE id = 1")
+            .get_result::<Deployment>(c)
+            .optional()
+    };
+    if let Some(d) = read(conn)? {
+        return Ok(d.deployment_id);
+    }
+    diesel::sql_query(
+        "INSERT IGNORE INTO deployment (id, deployment_id, create_time) \
+         VALUES (1, UUID(), UNIX_TIMESTAMP())",
+    )
+    .execute(conn)?;
+    read(conn)?
+        .map(|d| d.deployment_id)
+        .ok_or(diesel::result::Error::NotFound)
 }
 
 /// Unix seconds now.

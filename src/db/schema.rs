@@ -86,10 +86,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    deployment (id) {
+        id -> Unsigned<Tinyint>,
+        deployment_id -> Char,
+        create_time -> Unsigned<Bigint>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     image,
     instance,
     volume,
     network_interface,
-    operation
+    operation,
+    deployment
 );

@@ -44,6 +44,14 @@ macro_rules! id_type {
                 &self.0
             }
 
+            /// Whether `s` has the shape of a generated id: the prefix and 8 lowercase hex
+            /// digits (what reconciliation counts as api-web's own in libvirt and Ceph).
+            pub fn is_generated(s: &str) -> bool {
+                s.strip_prefix($prefix).is_some_and(|h| {
+                    h.len() == 8 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
+            }
+
             fn parse(s: &str) -> Option<Self> {
                 Some($name(s.to_string()))
             }

@@ -93,7 +93,8 @@ fn make_rbd_image<R: RbdBacked>(
     bytes: u64,
 ) -> ApiResult<bool> {
     let pool = R::pool(ctx);
-    let Err(e) = ctx.ceph.create_image(pool, &id.to_string(), bytes) else {
+    let owner = ctx.deployment()?;
+    let Err(e) = ctx.ceph.create_image(pool, &id.to_string(), bytes, &owner) else {
         return Ok(true);
     };
     let undo = R::delete_in_status(conn, id, R::CREATING);

@@ -9,6 +9,7 @@ pub mod images;
 pub mod instances;
 pub mod nics;
 pub mod operations;
+pub mod reconcile;
 pub mod volumes;
 pub mod watch;
 
@@ -34,6 +35,10 @@ pub struct Ctx {
     pub ops: operations::Runner,
     /// Why the health probe last found MySQL not answering; `None` while it answers.
     pub db_down: std::sync::Mutex<Option<String>>,
+    /// This database's deployment id, read once (`deployment`).
+    deployment: std::sync::OnceLock<String>,
+    /// The continuous reconciliation's counters and the orphans it watches.
+    pub reconciler: reconcile::Reconciler,
 }
 
 impl Ctx {
@@ -52,6 +57,8 @@ impl Ctx {
         Ok(Ctx {
             ops,
             db_down: std::sync::Mutex::new(None),
+            deployment: std::sync::OnceLock::new(),
+            reconciler: reconcile::Reconciler::default(),
             cfg,
             db,
             ceph,
@@ -75,6 +82,17 @@ impl Ctx {
             ));
         }
         Ok(self.db.get()?)
+    }
+
+    /// The database's deployment id (`db::deployment_id`), which marks the domains and RBD
+    /// images this deployment makes; read from MySQL once.
+    pub fn deployment(&self) -> ApiResult<String> {
+        if let Some(d) = self.deployment.get() {
+            return Ok(d.clone());
+        }
+        let mut conn = self.conn()?;
+        let d = db::deployment_id(&mut conn)?;
+        Ok(self.deployment.get_or_init(|| d).clone())
     }
 }
 

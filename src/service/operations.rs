@@ -258,7 +258,7 @@ pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
 /// Starts the background loops of this process: libvirt's events (`watch`), the backend probes
 /// (`health`), lease renewal (a
 /// third of the lease), takeover of expired operations (`operations.takeover_interval_secs`)
-/// and the comparison of settled instances with libvirt (`operations.reconcile_interval_secs`).
+/// and the reconciliation pass (`reconcile`, every `operations.reconcile_interval_secs`).
 /// They end when `ctx` is dropped.
 pub fn start_background(ctx: &Arc<Ctx>) {
     super::watch::start(ctx);
@@ -282,10 +282,12 @@ pub fn start_background(ctx: &Arc<Ctx>) {
     let observe_every = Duration::from_secs(ctx.cfg.operations.reconcile_interval_secs);
     let weak = Arc::downgrade(ctx);
     let _ = crate::context::spawn_named("reconcile".into(), move || {
+        // One pass at start-up (what a crash or a stop left behind), then periodically.
+        if let Some(ctx) = weak.upgrade() {
+            super::reconcile::run(&ctx, "start-up");
+        }
         every(&weak, observe_every, |ctx| {
-            if let Err(e) = super::instances::observe(ctx) {
-                log::warn!("reconciliation with libvirt skipped: {e}");
-            }
+            super::reconcile::run(ctx, "periodic");
         })
     });
     let interval = Duration::from_secs(ctx.cfg.operations.takeover_interval_secs);

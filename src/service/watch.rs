@@ -4,7 +4,7 @@
 //! crash) makes its instance's row follow libvirt within a second (`instances::observe_one`).
 //! When the connection closes (libvirtd stopped or restarted), this reconnects by itself and,
 //! once connected, runs a whole reconciliation pass for whatever happened unseen. The periodic
-//! pass (`instances::observe`) stays the sure path: an event can be missed.
+//! pass (`reconcile::pass`) stays the sure path: an event can be missed.
 
 use super::{instances, Ctx};
 use crate::model::InstanceId;
@@ -65,10 +65,14 @@ fn handle(ctx: &Ctx, ev: Event) {
         Event::DeviceAdded { domain, alias } => {
             log::debug!("instance {domain}: device {alias} added")
         }
-        Event::Connected => match instances::observe(ctx) {
-            Ok(n) => log::info!("connected to libvirt; resynchronised ({n} rows changed)"),
-            Err(e) => log::warn!("connected to libvirt; resynchronisation skipped: {e}"),
-        },
+        Event::Connected => {
+            if let Some(r) = super::reconcile::run(ctx, "connected to libvirt") {
+                log::info!(
+                    "connected to libvirt; resynchronised ({} rows repaired)",
+                    r.repaired.len()
+                );
+            }
+        }
         Event::Disconnected => {
             log::warn!("the connection to libvirt closed; reconnecting every {RECONNECT_EVERY:?}")
         }

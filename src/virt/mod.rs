@@ -403,6 +403,158 @@ impl Hypervisor {
     }
 }
 
+/// The devices of one domain XML that reconciliation compares with the rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// `(serial, target dev)` of every disk with a serial (api-web's disks carry their volume id).
+    pub disks: Vec<(String, String)>,
+    /// MACs of the interfaces, lower case.
+    pub macs: Vec<String>,
+}
+
+impl Devices {
+    fn of(
+        xml: &str,
+    ) -> Result<(Devices, Option<crate::xml::domain::ParsedInstanceMeta>), VirtError> {
+        let d = crate::xml::domain::parse(xml)
+            .map_err(|e| VirtError::unconfirmed("parse domain XML", e.to_string()))?;
+        let devices = Devices {
+            disks: d
+                .devices
+                .disk
+                .into_iter()
+                .filter_map(|k| Some((k.serial?, k.target.map(|t| t.dev).unwrap_or_default())))
+                .collect(),
+            macs: d
+                .devices
+                .interface
+                .into_iter()
+                .filter_map(|i| Some(i.mac?.address.to_ascii_lowercase()))
+                .collect(),
+        };
+        Ok((devices, d.metadata.and_then(|m| m.instance)))
+    }
+
+    /// The target dev of the disk with this serial.
+    pub fn disk(&self, serial: &str) -> Option<&str> {
+        self.disks
+            .iter()
+            .find(|(s, _)| s == serial)
+            .map(|(_, t)| t.as_str())
+    }
+
+    pub fn has_mac(&self, mac: &str) -> bool {
+        self.macs.iter().any(|m| m.eq_ignore_ascii_case(mac))
+    }
+}
+
+/// One domain as a reconciliation pass sees it.
+#[derive(Debug, Clone)]
+pub struct DomainView {
+    pub name: String,
+    pub power: Power,
+    /// The persistent definition's devices; `None` for a transient domain.
+    pub persistent: Option<Devices>,
+    /// The running guest's devices; `None` when it does not run.
+    pub live: Option<Devices>,
+    /// The deployment id in api-web's metadata; `None` for a domain without it (made by hand,
+    /// by another tool, or by api-web before deployments were marked).
+    pub deployment: Option<String>,
+}
+
+impl Hypervisor {
+    /// Every domain with its power state and the devices of its persistent and live XML, read
+    /// by `threads` threads over the one connection (libvirt answers concurrent calls on a
+    /// connection). A domain that vanishes while it is read is left out.
+    pub fn inventory(&self, threads: usize) -> Result<Vec<DomainView>, VirtError> {
+        let domains = self.with_conn(|c| {
+            c.list_all_domains(0)
+                .map_err(|e| VirtError::op("list domains", e))
+        })?;
+        let threads = threads.clamp(1, 32).min(domains.len().max(1));
+        let chunk = domains.len().div_ceil(threads).max(1);
+        let read = |d: &Domain| -> Result<Option<DomainView>, VirtError> {
+            let gone = |e: &virt::error::Error| Fault::of(e) == Fault::NoDomain;
+            let name = match d.name() {
+                Ok(n) => n,
+                Err(e) if gone(&e) => return Ok(None),
+                Err(e) => return Err(VirtError::op("domain name", e)),
+            };
+            fn step<T>(
+                r: Result<T, virt::error::Error>,
+                what: &'static str,
+            ) -> Result<Option<T>, VirtError> {
+                match r {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) if Fault::of(&e) == Fault::NoDomain => Ok(None),
+                    Err(e) => Err(VirtError::op(what, e)),
+                }
+            }
+            let Some(active) = step(d.is_active(), "domain state")? else {
+                return Ok(None);
+            };
+            let Some(persistent) = step(d.is_persistent(), "domain persistence")? else {
+                return Ok(None);
+            };
+            let mut meta = None;
+            let mut view = DomainView {
+                name,
+                power: if active {
+                    Power::Running
+                } else {
+                    Power::Stopped
+                },
+                persistent: None,
+                live: None,
+                deployment: None,
+            };
+            if persistent {
+                let flags = virt::sys::VIR_DOMAIN_XML_INACTIVE;
+                let Some(x) = step(d.xml_desc(flags), "read domain XML")? else {
+                    return Ok(None);
+                };
+                let (devs, m) = Devices::of(&x)?;
+                view.persistent = Some(devs);
+                meta = m;
+            }
+            if active {
+                let Some(x) = step(d.xml_desc(0), "read domain XML")? else {
+                    return Ok(None);
+                };
+                let (devs, m) = Devices::of(&x)?;
+                view.live = Some(devs);
+                meta = meta.or(m);
+            }
+            view.deployment = meta.and_then(|m| m.deployment);
+            Ok(Some(view))
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = domains
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut out = Vec::with_capacity(part.len());
+                        for d in part {
+                            if let Some(v) = read(d)? {
+                                out.push(v);
+                            }
+                        }
+                        Ok::<_, VirtError>(out)
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(domains.len());
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| VirtError::unconfirmed("read domains", "a reader panicked"))??;
+                all.extend(part);
+            }
+            Ok(all)
+        })
+    }
+}
+
 /// How a device is recognised in a domain's XML: disks by `<serial>`, NICs by MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceKey {

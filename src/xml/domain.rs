@@ -48,6 +48,9 @@ pub struct DomainSpec<'a> {
     pub title: &'a str,
     pub description: &'a str,
     pub instance_id: &'a str,
+    /// The database's deployment id (`db::deployment_id`): marks the domain as this
+    /// deployment's, so that reconciliation may remove it when no row names it.
+    pub deployment: &'a str,
     pub memory_mib: u64,
     pub vcpu: u32,
     pub machine: &'a str,
@@ -99,6 +102,7 @@ fn write_header(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
             .with_attribute(("xmlns:apiweb", METADATA_NS))
             .write_inner_content(|w| {
                 text_element(w, "apiweb:id", &[], s.instance_id)?;
+                text_element(w, "apiweb:deployment", &[], s.deployment)?;
                 Ok(())
             })?;
         Ok(())
@@ -310,6 +314,7 @@ pub fn check_template(template: &str) -> Result<(), TemplateError> {
         title: "check",
         description: "",
         instance_id: "i-00000000",
+        deployment: "00000000-0000-4000-8000-000000000000",
         memory_mib: 256,
         vcpu: 1,
         machine: "pc",
@@ -348,6 +353,9 @@ pub struct ParsedMetadata {
 #[derive(Debug, Deserialize)]
 pub struct ParsedInstanceMeta {
     pub id: String,
+    /// Absent in domains made before deployments were marked.
+    #[serde(default)]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +409,7 @@ mod tests {
             title,
             description: "described <&>",
             instance_id: "i-1a2b3c4d",
+            deployment: "0f0e0d0c-0b0a-0908-0706-050403020100",
             memory_mib: 256,
             vcpu: 2,
             machine: "pc",
@@ -430,7 +439,7 @@ mod tests {
             "<!-- operator's comment -->\n<domain type=\"qemu\">\
 <name>i-1a2b3c4d</name><uuid>7d3e1c53-0d7e-4c1e-9b7a-0f2b8b0c1a11</uuid>\
 <title>web &lt;1&gt;</title><description>described &lt;&amp;&gt;</description>\
-<metadata><apiweb:instance xmlns:apiweb=\"{METADATA_NS}\"><apiweb:id>i-1a2b3c4d</apiweb:id></apiweb:instance></metadata>\
+<metadata><apiweb:instance xmlns:apiweb=\"{METADATA_NS}\"><apiweb:id>i-1a2b3c4d</apiweb:id><apiweb:deployment>0f0e0d0c-0b0a-0908-0706-050403020100</apiweb:deployment></apiweb:instance></metadata>\
 <memory unit=\"MiB\">256</memory><vcpu placement=\"static\">2</vcpu>\
 <os><type arch=\"x86_64\" machine=\"pc\">hvm</type><boot dev=\"hd\"/></os>\n  \
 <features><acpi/></features>\n  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\n    \

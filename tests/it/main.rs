@@ -9,6 +9,7 @@ mod openapi;
 mod operations;
 mod outages;
 mod provision;
+mod reconcile;
 mod schema;
 mod server;
 mod volumes;

@@ -85,6 +85,12 @@ fn write<T>(
     record(ctx, what, f).map_err(|e| format!("{what}: {e}"))
 }
 
+/// The deployment id that marks what the build makes.
+fn owner(ctx: &Ctx) -> Step<String> {
+    ctx.deployment()
+        .map_err(|e| format!("reading the deployment id: {e}"))
+}
+
 /// Runs the build. Never panics into the void: every outcome lands in the row and ends the
 /// operation.
 pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, state: CreateState, op: Op) {
@@ -277,6 +283,7 @@ fn clone_root(b: &mut Build, inst: &Instance, image: &Image) -> Step<VolumeId> {
             BASE_SNAPSHOT,
             &c.volumes_pool,
             vid.as_str(),
+            &owner(ctx)?,
         )
         .map_err(|e| format!("could not clone the root disk: {e}"))?;
     let root_bytes = root.volume_size * GIB;
@@ -313,6 +320,7 @@ fn make_data_volumes(b: &mut Build, id: &InstanceId) -> Step<Vec<Volume>> {
                 &ctx.cfg.ceph.volumes_pool,
                 v.volume_id.as_str(),
                 v.volume_size * GIB,
+                &owner(ctx)?,
             )
             .map_err(|e| format!("could not create the data volume: {e}"))?;
         let (from, to) = (VolumeStatus::Creating, VolumeStatus::Attaching);
@@ -348,6 +356,7 @@ fn define(
     }
     let uuid = uuid::Uuid::new_v4().to_string();
     let console = console_path(ctx, &inst.instance_id);
+    let deployment = owner(ctx)?;
     let spec = DomainSpec {
         domain_type: &c.libvirt.domain_type,
         name: inst.instance_id.as_str(),
@@ -355,6 +364,7 @@ fn define(
         title: &inst.instance_name,
         description: &inst.describe,
         instance_id: inst.instance_id.as_str(),
+        deployment: &deployment,
         memory_mib: inst.memory,
         vcpu: inst.cpu,
         machine: &c.libvirt.machine,

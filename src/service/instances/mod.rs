@@ -194,7 +194,11 @@ fn vanished_message(id: &InstanceId) -> String {
 
 /// Where a settled row (`running` or `stopped`) goes when libvirt reports `power` (`None`: no
 /// such domain), with its message; `None` when it already agrees.
-fn follow(id: &InstanceId, from: St, power: Option<Power>) -> Option<(St, Option<String>)> {
+pub(crate) fn follow(
+    id: &InstanceId,
+    from: St,
+    power: Option<Power>,
+) -> Option<(St, Option<String>)> {
     match (from, power) {
         (St::Running, Some(Power::Stopped)) => Some((St::Stopped, None)),
         (St::Stopped, Some(Power::Running)) => Some((St::Running, None)),
@@ -203,38 +207,7 @@ fn follow(id: &InstanceId, from: St, power: Option<Power>) -> Option<(St, Option
     }
 }
 
-/// One reconciliation pass over settled instances (`running`, `stopped`) that no operation
-/// holds and that nobody touched in the last 2 s: the row takes the power state libvirt
-/// reports (a guest that powered itself off, a `virsh start` or `virsh destroy` made outside
-/// api-web), and a row whose domain is gone goes `error` saying so. Returns how many rows
-/// changed.
-pub fn observe(ctx: &Ctx) -> ApiResult<usize> {
-    let states = ctx.hv.power_states()?;
-    let mut conn = ctx.conn()?;
-    let busy: std::collections::HashSet<String> = crate::db::operations::busy_resources(&mut conn)?
-        .into_iter()
-        .collect();
-    let settled_before = db::now().saturating_sub(2);
-    let mut changed = 0;
-    for from in [St::Running, St::Stopped] {
-        for row in db::instances::stale_in_status(&mut conn, from, settled_before)? {
-            let id = &row.instance_id;
-            if busy.contains(id.as_str()) {
-                continue;
-            }
-            let Some((to, msg)) = follow(id, from, states.get(id.as_str()).copied()) else {
-                continue;
-            };
-            if set_status(&mut conn, id, from, to, msg.as_deref())? {
-                log::warn!("reconcile: instance {id} {from} -> {to}: libvirt says so");
-                changed += 1;
-            }
-        }
-    }
-    Ok(changed)
-}
-
-/// The fast path of `observe`, for one instance that a libvirt event named: a settled row that
+/// The fast path of reconciliation's power comparison (`reconcile::pass`), for one instance that a libvirt event named: a settled row that
 /// no operation holds takes the power state libvirt reports now (read after the row, so a
 /// concurrent turnon/turnoff makes the compare-and-set fail rather than be undone). Returns
 /// whether the row changed; an id with no row (another database's domain) changes nothing.
