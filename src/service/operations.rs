@@ -109,6 +109,60 @@ impl Drop for InFlight {
 
 /// An operation this process holds. Dropped without `finish` (a panic), it stays `running` in
 /// MySQL until its lease runs out and a takeover settles it: what a crash does too.
+/// Every step an operation saves, by kind. With `finishing` (every side effect made and the
+/// outcome recorded, the operation not yet ended) these are the failpoints `<kind>:<step>` (spaces
+/// as `_`) where the kill sweep (`tests/it/sweep.rs`) kills the process. In builds with
+/// failpoints, `Op::save` refuses a step missing here, so the sweep cannot miss a new one.
+pub const STEPS: &[(&str, &[&str])] = &[
+    (
+        super::instances::CREATE,
+        &[
+            "recording the root volume",
+            "cloning the root disk",
+            "creating the data volume",
+            "defining the domain",
+            "starting",
+        ],
+    ),
+    (
+        super::instances::DESTROY,
+        &[
+            "stopping the domain",
+            "undefining the domain",
+            "removing disks",
+            "releasing volumes and NICs",
+        ],
+    ),
+    (super::instances::TURNON, &["starting the domain"]),
+    (super::instances::TURNOFF, &["shutting down the domain"]),
+    (Volume::KIND_ATTACH, &["plugging"]),
+    (Volume::KIND_DETACH, &["unplugging"]),
+    (Nic::KIND_ATTACH, &["plugging"]),
+    (Nic::KIND_DETACH, &["unplugging"]),
+    (Image::KIND_CREATE, &["creating the RBD image"]),
+    (
+        <Volume as RbdBacked>::KIND_CREATE,
+        &["creating the RBD image"],
+    ),
+    (Image::KIND_DELETE, &["removing the RBD image"]),
+    (
+        <Volume as RbdBacked>::KIND_DELETE,
+        &["removing the RBD image"],
+    ),
+];
+
+/// The failpoint step of `Op::finish`.
+pub const FINISHING: &str = "finishing";
+
+/// The failpoint `<kind>:<step>`: logged (target `failpoint`, level info) when reached, so that
+/// a test knows where the process it is about to kill stands.
+#[cfg(feature = "failpoints")]
+fn failpoint(kind: &str, step: &str) {
+    let at = format!("{kind}:{}", step.replace(' ', "_"));
+    log::info!(target: "failpoint", "reached {at}");
+    fail::fail_point!(&at);
+}
+
 pub struct Op {
     pub id: OperationId,
     pub kind: String,
@@ -171,7 +225,14 @@ impl Op {
         // A failpoint after every saved step, named `<kind>:<step>` (e.g.
         // FAILPOINTS='instance.create:starting=sleep(60000)'), for the kill tests.
         #[cfg(feature = "failpoints")]
-        let at = format!("{}:{}", self.kind, self.step_name(step));
+        assert!(
+            STEPS
+                .iter()
+                .any(|(k, steps)| *k == self.kind && steps.contains(&step)),
+            "operation step {:?} of {} is missing from operations::STEPS",
+            step,
+            self.kind
+        );
         let json = to_json(state)?;
         let held = record(ctx, "saving an operation's progress", |c| {
             Ok(q::save(
@@ -187,13 +248,8 @@ impl Op {
             return Err(lost(&self.id));
         }
         #[cfg(feature = "failpoints")]
-        fail::fail_point!(&at);
+        failpoint(&self.kind, step);
         Ok(())
-    }
-
-    #[cfg(feature = "failpoints")]
-    fn step_name(&self, step: &str) -> String {
-        step.replace(' ', "_")
     }
 
     /// Ends the operation with a request's outcome and passes the outcome on.
@@ -224,6 +280,8 @@ impl Op {
 
     /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo).
     pub fn finish(self, ctx: &Ctx, outcome: Result<(), &str>) {
+        #[cfg(feature = "failpoints")]
+        failpoint(&self.kind, FINISHING);
         let (to, msg) = match outcome {
             Ok(()) => (OperationStatus::Done, None),
             Err(m) => (OperationStatus::Failed, Some(m)),
@@ -281,14 +339,23 @@ pub fn start_background(ctx: &Arc<Ctx>) {
     });
     let observe_every = Duration::from_secs(ctx.cfg.operations.reconcile_interval_secs);
     let weak = Arc::downgrade(ctx);
+    let wake = ctx.reconciler.waker();
     let _ = crate::context::spawn_named("reconcile".into(), move || {
-        // One pass at start-up (what a crash or a stop left behind), then periodically.
-        if let Some(ctx) = weak.upgrade() {
-            super::reconcile::run(&ctx, "start-up");
+        // One pass at start-up (what a crash or a stop left behind), then one per interval,
+        // and one at once whenever the event thread rings (a reconnect to libvirtd).
+        let mut why = "start-up";
+        loop {
+            let Some(ctx) = weak.upgrade() else {
+                return;
+            };
+            super::reconcile::run(&ctx, why);
+            drop(ctx);
+            why = if wake.wait(observe_every) {
+                "connected to libvirt"
+            } else {
+                "periodic"
+            };
         }
-        every(&weak, observe_every, |ctx| {
-            super::reconcile::run(ctx, "periodic");
-        })
     });
     let interval = Duration::from_secs(ctx.cfg.operations.takeover_interval_secs);
     let weak = Arc::downgrade(ctx);

@@ -28,6 +28,7 @@ use crate::db::nics::{Nic, NicUpdate};
 use crate::db::volumes::{Volume, VolumeUpdate};
 use crate::db::{self, DbConn};
 use crate::error::ApiResult;
+use crate::model::NicId;
 use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus, Lifecycle, NicStatus, VolumeId, VolumeStatus,
 };
@@ -35,16 +36,23 @@ use crate::virt::{DomainView, Power};
 use diesel::Connection;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How many threads read domain XML in a pass.
-const READERS: usize = 8;
+/// How many threads read domain XML in a pass. libvirtd serves at most 5 calls of one client
+/// at a time (`max_client_requests`): one stays free for requests and events.
+const READERS: usize = 4;
+
+/// The domains a pass reads: those named like an instance id (rows name only such, and
+/// only such can be our orphans). Other domains on the host are not read at all.
+fn ours(name: &str) -> bool {
+    InstanceId::is_generated(name)
+}
 
 /// Something a pass found, named by resource and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
-    /// "instance", "volume", "network interface", "image".
+    /// "instance", "volume", "network interface", "image", "domain" (a domain no row names).
     pub resource: &'static str,
     pub id: String,
     pub what: String,
@@ -99,6 +107,52 @@ pub struct Reconciler {
     seen: Mutex<HashMap<Orphan, Instant>>,
     /// Findings of the last pass: a finding is logged when it appears, not on every pass.
     known: Mutex<HashSet<Finding>>,
+    /// Rung to run a pass before the interval is up.
+    wake: Arc<Wake>,
+}
+
+impl Reconciler {
+    /// Asks the reconciliation loop for a pass now (after a reconnect to libvirtd), without
+    /// waiting for it: the caller (the event thread) must stay free.
+    pub fn wake(&self) {
+        self.wake.ring();
+    }
+
+    /// What the reconciliation loop waits on.
+    pub fn waker(&self) -> Arc<Wake> {
+        self.wake.clone()
+    }
+}
+
+impl Drop for Reconciler {
+    /// The loop waiting on `wake` notices that its context is gone at once.
+    fn drop(&mut self) {
+        self.wake.ring();
+    }
+}
+
+/// A doorbell: `wait` returns when rung or when its period is up.
+#[derive(Default)]
+pub struct Wake {
+    rung: Mutex<bool>,
+    bell: Condvar,
+}
+
+impl Wake {
+    pub fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.bell.notify_all();
+    }
+
+    /// Waits up to `period`; returns whether it was rung (and forgets the ring).
+    pub fn wait(&self, period: Duration) -> bool {
+        let rung = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut rung, _) = self
+            .bell
+            .wait_timeout_while(rung, period, |r| !*r)
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *rung)
+    }
 }
 
 /// Everything a pass compares, read in one go.
@@ -126,7 +180,7 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
     let t0 = Instant::now();
     let started = db::now();
     let deployment = ctx.deployment()?;
-    let domains = ctx.hv.inventory(READERS)?;
+    let domains = ctx.hv.inventory(READERS, &ours)?;
     let pools = [
         ctx.cfg.ceph.images_pool.clone(),
         ctx.cfg.ceph.volumes_pool.clone(),
@@ -157,20 +211,28 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
     // A row changed in the second the inventory began or later may describe a change the
     // inventory did not see yet: the next pass takes it.
     let settled = |update_time: u64| update_time < started;
-    let by_name: HashMap<&str, &DomainView> =
-        domains.iter().map(|d| (d.name.as_str(), d)).collect();
-
-    power(ctx, &rows, &by_name, &settled, &mut r);
-    devices(ctx, &rows, &by_name, &settled, &mut r);
+    let mut domains = domains;
+    let mut plans = plan(&rows, &domains, &settled);
+    // The inventory may have answered from its cache: every domain a repair or a report
+    // would rest on is read again first, and the plan made again on what it holds now.
+    if !plans.is_empty() && ctx.hv.caches() {
+        let names: HashSet<String> = plans.iter().map(|p| p.domain.clone()).collect();
+        ctx.hv.forget(names);
+        domains = ctx.hv.inventory(READERS, &ours)?;
+        plans = plan(&rows, &domains, &settled);
+    }
+    for p in plans {
+        apply(ctx, p, &mut r);
+    }
+    let instance_ids: HashSet<&str> = rows
+        .instances
+        .iter()
+        .map(|i| i.instance_id.as_str())
+        .collect();
     let mut orphans: Vec<Orphan> = domains
         .iter()
         .filter(|d| d.deployment.as_deref() == Some(deployment.as_str()))
-        .filter(|d| {
-            !rows
-                .instances
-                .iter()
-                .any(|i| i.instance_id.as_str() == d.name)
-        })
+        .filter(|d| !instance_ids.contains(d.name.as_str()))
         .map(|d| Orphan::Domain(d.name.clone()))
         .collect();
     match rbd {
@@ -249,31 +311,94 @@ fn finding(resource: &'static str, id: impl ToString, what: impl Into<String>) -
     }
 }
 
-/// Writes a repair; a compare-and-set that another request won is no repair, an error is
-/// reported.
-fn repair(
-    ctx: &Ctx,
-    r: &mut Report,
-    f: Finding,
-    write: impl FnOnce(&mut DbConn) -> ApiResult<bool>,
-) {
-    match ctx.conn().and_then(|mut c| write(&mut c)) {
-        Ok(true) => r.repaired.push(f),
+/// A repair a pass can prove.
+enum Fix {
+    Power {
+        id: InstanceId,
+        from: InstanceStatus,
+        to: InstanceStatus,
+        msg: Option<String>,
+    },
+    ReleaseVolume {
+        id: VolumeId,
+        inst: InstanceId,
+    },
+    AdoptVolume {
+        id: VolumeId,
+        inst: InstanceId,
+        target: String,
+    },
+    ReleaseNic {
+        id: NicId,
+        inst: InstanceId,
+    },
+    AdoptNic {
+        id: NicId,
+        inst: InstanceId,
+    },
+}
+
+/// A finding about the domain `domain`, with its repair (`None`: reported only).
+struct Plan {
+    domain: String,
+    finding: Finding,
+    fix: Option<Fix>,
+}
+
+/// What to repair and report, from the rows and the domains as the inventory gave them.
+fn plan(rows: &Rows, domains: &[DomainView], settled: &dyn Fn(u64) -> bool) -> Vec<Plan> {
+    let by_name: HashMap<&str, &DomainView> =
+        domains.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut plans = vec![];
+    for d in domains {
+        if let Some(why) = &d.unreadable {
+            plans.push(Plan {
+                domain: d.name.clone(),
+                finding: finding("domain", &d.name, format!("its XML cannot be read: {why}")),
+                fix: None,
+            });
+        }
+    }
+    power(rows, &by_name, settled, &mut plans);
+    devices(rows, &by_name, settled, &mut plans);
+    plans
+}
+
+/// Writes a repair (a compare-and-set that another request won is no repair) or records the
+/// report; a failed write is reported.
+fn apply(ctx: &Ctx, p: Plan, r: &mut Report) {
+    let Some(fix) = p.fix else {
+        r.unrepaired.push(p.finding);
+        return;
+    };
+    let done = ctx.conn().and_then(|mut c| {
+        let c = &mut c;
+        match &fix {
+            Fix::Power { id, from, to, msg } => {
+                transition::<Instance>(c, id, *from, *to, msg.as_deref())
+            }
+            Fix::ReleaseVolume { id, inst } => release_volume(c, id, inst),
+            Fix::AdoptVolume { id, inst, target } => adopt_volume(c, id, inst, target),
+            Fix::ReleaseNic { id, inst } => release_nic(c, id, inst),
+            Fix::AdoptNic { id, inst } => adopt_nic(c, id, inst),
+        }
+    });
+    match done {
+        Ok(true) => r.repaired.push(p.finding),
         Ok(false) => {}
         Err(e) => r.unrepaired.push(Finding {
-            what: format!("{} (the repair failed: {e})", f.what),
-            ..f
+            what: format!("{} (the repair failed: {e})", p.finding.what),
+            ..p.finding
         }),
     }
 }
 
 /// Settled instances take the power state libvirt reports.
 fn power(
-    ctx: &Ctx,
     rows: &Rows,
     by_name: &HashMap<&str, &DomainView>,
     settled: &dyn Fn(u64) -> bool,
-    r: &mut Report,
+    plans: &mut Vec<Plan>,
 ) {
     for i in &rows.instances {
         let id = &i.instance_id;
@@ -288,13 +413,19 @@ fn power(
         let Some((to, msg)) = instances::follow(id, from, power) else {
             continue;
         };
-        let f = finding(
-            "instance",
-            id,
-            format!("{from} -> {to}: libvirt says {}", said(power)),
-        );
-        repair(ctx, r, f, |c| {
-            transition::<Instance>(c, id, from, to, msg.as_deref())
+        plans.push(Plan {
+            domain: id.to_string(),
+            finding: finding(
+                "instance",
+                id,
+                format!("{from} -> {to}: libvirt says {}", said(power)),
+            ),
+            fix: Some(Fix::Power {
+                id: id.clone(),
+                from,
+                to,
+                msg,
+            }),
         });
     }
 }
@@ -322,12 +453,25 @@ impl Held {
 
 /// Volumes and NICs against the devices of the domains.
 fn devices(
-    ctx: &Ctx,
     rows: &Rows,
     by_name: &HashMap<&str, &DomainView>,
     settled: &dyn Fn(u64) -> bool,
-    r: &mut Report,
+    plans: &mut Vec<Plan>,
 ) {
+    let report = |plans: &mut Vec<Plan>, inst: &InstanceId, f: Finding| {
+        plans.push(Plan {
+            domain: inst.to_string(),
+            finding: f,
+            fix: None,
+        })
+    };
+    let fix = |plans: &mut Vec<Plan>, inst: &InstanceId, f: Finding, fix: Fix| {
+        plans.push(Plan {
+            domain: inst.to_string(),
+            finding: f,
+            fix: Some(fix),
+        })
+    };
     // The instances whose domains can be compared: settled, free, with a persistent domain.
     let comparable: HashMap<&InstanceId, &DomainView> = rows
         .instances
@@ -357,7 +501,7 @@ fn devices(
         let id = &v.volume_id;
         if !held.anywhere() {
             if v.is_root {
-                r.unrepaired.push(finding(
+                report(plans, inst, finding(
                     "volume",
                     id,
                     format!("the root disk of instance {inst} is in neither its persistent nor its live XML"),
@@ -371,9 +515,13 @@ fn devices(
                     "in-use on instance {inst}, whose domain holds it in neither XML: released"
                 ),
             );
-            repair(ctx, r, f, |c| release_volume(c, id, inst));
-        } else {
-            one_sided(r, "volume", id.as_str(), inst, &held);
+            let f2 = Fix::ReleaseVolume {
+                id: id.clone(),
+                inst: inst.clone(),
+            };
+            fix(plans, inst, f, f2);
+        } else if let Some(f) = one_sided("volume", id.as_str(), inst, &held) {
+            report(plans, inst, f);
         }
     }
     for n in &rows.nics {
@@ -394,9 +542,13 @@ fn devices(
                 id,
                 format!("attached to instance {inst}, whose domain holds its MAC {} in neither XML: released", n.mac),
             );
-            repair(ctx, r, f, |c| release_nic(c, id, inst));
-        } else {
-            one_sided(r, "network interface", id.as_str(), inst, &held);
+            let f2 = Fix::ReleaseNic {
+                id: id.clone(),
+                inst: inst.clone(),
+            };
+            fix(plans, inst, f, f2);
+        } else if let Some(f) = one_sided("network interface", id.as_str(), inst, &held) {
+            report(plans, inst, f);
         }
     }
 
@@ -428,11 +580,15 @@ fn devices(
         }
         for (serial, target) in disks {
             match volumes.get(serial) {
-                None if VolumeId::is_generated(serial) => r.unrepaired.push(finding(
-                    "instance",
+                None if VolumeId::is_generated(serial) => report(
+                    plans,
                     inst,
-                    format!("its domain holds disk {serial}, which no volume row names"),
-                )),
+                    finding(
+                        "instance",
+                        inst,
+                        format!("its domain holds disk {serial}, which no volume row names"),
+                    ),
+                ),
                 None => {}
                 Some(v) if v.instance_id.as_ref() == Some(*inst) => {}
                 Some(v) if v.status == VolumeStatus::Available && v.instance_id.is_none() => {
@@ -444,13 +600,18 @@ fn devices(
                         serial,
                         format!("available, but the domain of instance {inst} holds it as {target}: recorded in-use there"),
                     );
-                    repair(ctx, r, f, |c| adopt_volume(c, &v.volume_id, inst, target));
+                    let f2 = Fix::AdoptVolume {
+                        id: v.volume_id.clone(),
+                        inst: (*inst).clone(),
+                        target: target.to_string(),
+                    };
+                    fix(plans, inst, f, f2);
                 }
                 Some(v) => {
                     if !free(serial, v.update_time) {
                         continue;
                     }
-                    r.unrepaired.push(finding(
+                    let f = finding(
                         "volume",
                         serial,
                         format!(
@@ -458,7 +619,8 @@ fn devices(
                             v.status,
                             v.instance_id.as_ref().map_or("none", |i| i.as_str())
                         ),
-                    ))
+                    );
+                    report(plans, inst, f)
                 }
             }
         }
@@ -478,9 +640,13 @@ fn devices(
                     id,
                     format!("available, but the domain of instance {inst} holds its MAC {mac}: recorded attached there"),
                 );
-                repair(ctx, r, f, |c| adopt_nic(c, id, inst));
+                let f2 = Fix::AdoptNic {
+                    id: id.clone(),
+                    inst: (*inst).clone(),
+                };
+                fix(plans, inst, f, f2);
             } else {
-                r.unrepaired.push(finding(
+                report(plans, inst, finding(
                     "network interface",
                     id,
                     format!(
@@ -503,7 +669,7 @@ fn held(d: &DomainView, has: impl Fn(&crate::virt::Devices) -> bool) -> Held {
 
 /// A device in only one of the two XMLs of a running domain: reported, not repaired (plugging
 /// or unplugging a guest's device is the user's call).
-fn one_sided(r: &mut Report, resource: &'static str, id: &str, inst: &InstanceId, h: &Held) {
+fn one_sided(resource: &'static str, id: &str, inst: &InstanceId, h: &Held) -> Option<Finding> {
     let what = match (h.persistent, h.live) {
         (true, Some(false)) => format!(
             "attached to instance {inst} in its persistent definition only: the running guest does not have it until it restarts"
@@ -511,9 +677,9 @@ fn one_sided(r: &mut Report, resource: &'static str, id: &str, inst: &InstanceId
         (false, Some(true)) => format!(
             "attached to the running guest of instance {inst} only: it leaves at the guest's next stop"
         ),
-        _ => return,
+        _ => return None,
     };
-    r.unrepaired.push(finding(resource, id, what));
+    Some(finding(resource, id, what))
 }
 
 fn release_volume(c: &mut DbConn, id: &VolumeId, inst: &InstanceId) -> ApiResult<bool> {
@@ -534,7 +700,7 @@ fn release_volume(c: &mut DbConn, id: &VolumeId, inst: &InstanceId) -> ApiResult
     })
 }
 
-fn release_nic(c: &mut DbConn, id: &crate::model::NicId, inst: &InstanceId) -> ApiResult<bool> {
+fn release_nic(c: &mut DbConn, id: &NicId, inst: &InstanceId) -> ApiResult<bool> {
     let msg =
         format!("released by reconciliation: the domain of instance {inst} no longer held it");
     c.transaction(|c| {
@@ -568,7 +734,7 @@ fn adopt_volume(c: &mut DbConn, id: &VolumeId, inst: &InstanceId, target: &str) 
     })
 }
 
-fn adopt_nic(c: &mut DbConn, id: &crate::model::NicId, inst: &InstanceId) -> ApiResult<bool> {
+fn adopt_nic(c: &mut DbConn, id: &NicId, inst: &InstanceId) -> ApiResult<bool> {
     c.transaction(|c| {
         NicStatus::Available.check(NicStatus::Attaching)?;
         let now = db::now();

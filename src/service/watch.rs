@@ -3,7 +3,8 @@
 //! A lifecycle event (a guest that powered itself off, `virsh destroy`, `virsh undefine`, a QEMU
 //! crash) makes its instance's row follow libvirt within a second (`instances::observe_one`).
 //! When the connection closes (libvirtd stopped or restarted), this reconnects by itself and,
-//! once connected, runs a whole reconciliation pass for whatever happened unseen. The periodic
+//! once connected, has the reconciliation thread run a whole pass for whatever happened unseen
+//! (never on this thread: a pass takes long next to an event). The periodic
 //! pass (`reconcile::pass`) stays the sure path: an event can be missed.
 
 use super::{instances, Ctx};
@@ -65,13 +66,10 @@ fn handle(ctx: &Ctx, ev: Event) {
         Event::DeviceAdded { domain, alias } => {
             log::debug!("instance {domain}: device {alias} added")
         }
+        // The pass runs on the reconciliation thread: events keep flowing meanwhile.
         Event::Connected => {
-            if let Some(r) = super::reconcile::run(ctx, "connected to libvirt") {
-                log::info!(
-                    "connected to libvirt; resynchronised ({} rows repaired)",
-                    r.repaired.len()
-                );
-            }
+            log::info!("connected to libvirt; a reconciliation pass follows");
+            ctx.reconciler.wake();
         }
         Event::Disconnected => {
             log::warn!("the connection to libvirt closed; reconnecting every {RECONNECT_EVERY:?}")

@@ -82,6 +82,31 @@ pub(super) struct Hub {
     tx: Mutex<Option<Sender<Event>>>,
     removals: Mutex<u64>,
     removed: Condvar,
+    /// Domains an event named since the inventory last asked (`take_stale`).
+    stale: Mutex<Stale>,
+}
+
+/// What the inventory's cache of domain XML can no longer trust.
+#[derive(Default)]
+struct Stale {
+    /// False until the first `take_stale`, and again after a connection opened or closed
+    /// (events may have been missed): then nothing cached can be trusted.
+    valid: bool,
+    domains: std::collections::HashSet<String>,
+}
+
+impl Event {
+    /// The domain an event is about.
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Event::Lifecycle { domain, .. }
+            | Event::DeviceRemoved { domain, .. }
+            | Event::DeviceAdded { domain, .. }
+            | Event::Reboot { domain }
+            | Event::IoError { domain, .. } => Some(domain),
+            Event::Connected | Event::Disconnected => None,
+        }
+    }
 }
 
 impl Hub {
@@ -90,6 +115,15 @@ impl Hub {
     }
 
     pub(super) fn send(&self, ev: Event) {
+        {
+            let mut st = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+            match ev.domain() {
+                Some(d) => {
+                    st.domains.insert(d.to_string());
+                }
+                None => st.valid = false,
+            }
+        }
         if let Event::DeviceRemoved { .. } = ev {
             *self.removals.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             self.removed.notify_all();
@@ -98,6 +132,24 @@ impl Hub {
             // A subscriber that went away simply misses events.
             let _ = tx.send(ev);
         }
+    }
+
+    /// The domains events named since the last call (and forgets them); `None` when nothing
+    /// cached can be trusted (the first call, or a connection opened or closed since).
+    pub(super) fn take_stale(&self) -> Option<std::collections::HashSet<String>> {
+        let mut st = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        let domains = std::mem::take(&mut st.domains);
+        if !st.valid {
+            st.valid = true;
+            return None;
+        }
+        Some(domains)
+    }
+
+    /// Marks domains as changed, as an event would.
+    pub(super) fn mark_stale(&self, names: impl IntoIterator<Item = String>) {
+        let mut st = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        st.domains.extend(names);
     }
 
     /// How many device removals were seen so far.

@@ -152,6 +152,8 @@ pub struct Hypervisor {
     conn: Mutex<Option<Arc<Session>>>,
     /// Where domain events go; `None` when api-web polls only.
     hub: Option<Arc<events::Hub>>,
+    /// The last inventory's domains with when each was read (kept only with events on).
+    inventory: Mutex<std::collections::HashMap<String, (DomainView, Instant)>>,
 }
 
 /// An open connection with its event subscription, undone before the connection closes.
@@ -181,6 +183,7 @@ impl Hypervisor {
             uri: uri.to_string(),
             conn: Mutex::new(None),
             hub,
+            inventory: Mutex::default(),
         }
     }
 
@@ -460,74 +463,183 @@ pub struct DomainView {
     /// The deployment id in api-web's metadata; `None` for a domain without it (made by hand,
     /// by another tool, or by api-web before deployments were marked).
     pub deployment: Option<String>,
+    /// Why its XML could not be read or parsed (then `persistent`, `live` and `deployment`
+    /// are `None` and say nothing): one such domain does not stop the others being compared.
+    pub unreadable: Option<String>,
 }
 
+/// With events on, every domain is read again at least once in this many inventories, even
+/// without an event naming it: edits of a stopped domain's definition (`virsh attach-device
+/// --config`, `virsh edit`) raise no event.
+pub const REFRESH_INVENTORIES: usize = 12;
+
 impl Hypervisor {
-    /// Every domain with its power state and the devices of its persistent and live XML, read
-    /// by `threads` threads over the one connection (libvirt answers concurrent calls on a
-    /// connection). A domain that vanishes while it is read is left out.
-    pub fn inventory(&self, threads: usize) -> Result<Vec<DomainView>, VirtError> {
-        let domains = self.with_conn(|c| {
-            c.list_all_domains(0)
-                .map_err(|e| VirtError::op("list domains", e))
+    /// Every domain with its power state and the devices of its persistent and live XML.
+    ///
+    /// Power and persistence come from three list calls. The XML of a domain (one call for a
+    /// stopped domain, two for a running one) is the expensive part; with events on it is read
+    /// again only for domains that are new, changed power, were named by an event since the
+    /// last inventory, or are among the 1/`REFRESH_INVENTORIES` read longest ago. With events
+    /// off, or after a reconnect, every XML is read. Reads run on `threads` threads over the
+    /// one connection. Only domains whose name `wanted` accepts are read. A domain that
+    /// vanishes while it is read is left out; one whose XML libvirt refuses or we cannot parse
+    /// is listed `unreadable`. Fails only when the listing fails or the connection breaks.
+    pub fn inventory(
+        &self,
+        threads: usize,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<DomainView>, VirtError> {
+        // Taken before the lists: an event during the reads marks its domain for the next time.
+        let stale = self.hub.as_ref().and_then(|h| h.take_stale());
+        let (domains, active, transient) = self.with_conn(|c| {
+            let list = |flags| {
+                c.list_all_domains(flags)
+                    .map_err(|e| VirtError::op("list domains", e))
+            };
+            let names = |flags| -> Result<std::collections::HashSet<String>, VirtError> {
+                Ok(list(flags)?.iter().filter_map(|d| d.name().ok()).collect())
+            };
+            Ok((
+                list(0)?,
+                names(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?,
+                names(virt::sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?,
+            ))
         })?;
-        let threads = threads.clamp(1, 32).min(domains.len().max(1));
-        let chunk = domains.len().div_ceil(threads).max(1);
-        let read = |d: &Domain| -> Result<Option<DomainView>, VirtError> {
-            let gone = |e: &virt::error::Error| Fault::of(e) == Fault::NoDomain;
-            let name = match d.name() {
-                Ok(n) => n,
-                Err(e) if gone(&e) => return Ok(None),
-                Err(e) => return Err(VirtError::op("domain name", e)),
-            };
-            fn step<T>(
-                r: Result<T, virt::error::Error>,
-                what: &'static str,
-            ) -> Result<Option<T>, VirtError> {
-                match r {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) if Fault::of(&e) == Fault::NoDomain => Ok(None),
-                    Err(e) => Err(VirtError::op(what, e)),
-                }
+        let mut listed = Vec::with_capacity(domains.len());
+        for d in domains {
+            let Ok(name) = d.name() else { continue };
+            if !wanted(&name) {
+                continue;
             }
-            let Some(active) = step(d.is_active(), "domain state")? else {
-                return Ok(None);
+            let power = if active.contains(&name) {
+                Power::Running
+            } else {
+                Power::Stopped
             };
-            let Some(persistent) = step(d.is_persistent(), "domain persistence")? else {
-                return Ok(None);
-            };
-            let mut meta = None;
-            let mut view = DomainView {
-                name,
-                power: if active {
-                    Power::Running
-                } else {
-                    Power::Stopped
+            let persistent = !transient.contains(&name);
+            listed.push((d, name, power, persistent));
+        }
+        let cache = self.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refresh: std::collections::HashSet<String> = Default::default();
+        if let Some(stale) = &stale {
+            // The slice read longest ago.
+            let mut by_age: Vec<(&String, &Instant)> =
+                cache.iter().map(|(n, (_, t))| (n, t)).collect();
+            by_age.sort_by_key(|(_, t)| **t);
+            let slice = cache.len().div_ceil(REFRESH_INVENTORIES);
+            refresh.extend(by_age.into_iter().take(slice).map(|(n, _)| n.clone()));
+            refresh.extend(stale.iter().cloned());
+        }
+        let (mut keep, mut read) = (vec![], vec![]);
+        for (d, name, power, persistent) in listed {
+            let cached = stale.is_some().then(|| cache.get(&name)).flatten();
+            match cached {
+                Some((v, _))
+                    if !refresh.contains(&name)
+                        && v.unreadable.is_none()
+                        && v.power == power
+                        && v.persistent.is_some() == persistent =>
+                {
+                    keep.push(v.clone())
+                }
+                _ => read.push((d, name, power, persistent)),
+            }
+        }
+        drop(cache);
+        let fresh = Self::read_domains(&read, threads)?;
+        let now = Instant::now();
+        let mut cache = self.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        if self.hub.is_some() {
+            let listed: std::collections::HashSet<&str> = keep
+                .iter()
+                .chain(fresh.iter())
+                .map(|v| v.name.as_str())
+                .collect();
+            cache.retain(|n, _| listed.contains(n.as_str()));
+            for v in &fresh {
+                cache.insert(v.name.clone(), (v.clone(), now));
+            }
+        }
+        keep.extend(fresh);
+        Ok(keep)
+    }
+
+    /// Whether `inventory` may answer from its cache (events on).
+    pub fn caches(&self) -> bool {
+        self.hub.is_some()
+    }
+
+    /// Makes the next `inventory` read these domains' XML again.
+    pub fn forget(&self, names: impl IntoIterator<Item = String>) {
+        if let Some(h) = &self.hub {
+            h.mark_stale(names);
+        }
+    }
+
+    /// Reads the XML of `domains` on up to `threads` threads.
+    fn read_domains(
+        domains: &[(Domain, String, Power, bool)],
+        threads: usize,
+    ) -> Result<Vec<DomainView>, VirtError> {
+        /// One XML of a domain: `Ok(None)` when the domain is gone, `Err(Ok(why))` when it
+        /// cannot be read or parsed, `Err(Err(_))` when the connection broke.
+        type Read<T> = Result<Option<T>, Result<String, VirtError>>;
+        fn xml(
+            d: &Domain,
+            flags: u32,
+        ) -> Read<(Devices, Option<crate::xml::domain::ParsedInstanceMeta>)> {
+            match d.xml_desc(flags) {
+                Ok(x) => Devices::of(&x).map(Some).map_err(|e| Ok(e.to_string())),
+                Err(e) => match Fault::of(&e) {
+                    Fault::NoDomain => Ok(None),
+                    Fault::Lost => Err(Err(VirtError::op("read domain XML", e))),
+                    _ => Err(Ok(VirtError::op("read domain XML", e).to_string())),
                 },
+            }
+        }
+        let read = |(d, name, power, persistent): &(Domain, String, Power, bool)| -> Result<Option<DomainView>, VirtError> {
+            let mut view = DomainView {
+                name: name.clone(),
+                power: *power,
                 persistent: None,
                 live: None,
                 deployment: None,
+                unreadable: None,
             };
-            if persistent {
-                let flags = virt::sys::VIR_DOMAIN_XML_INACTIVE;
-                let Some(x) = step(d.xml_desc(flags), "read domain XML")? else {
-                    return Ok(None);
-                };
-                let (devs, m) = Devices::of(&x)?;
-                view.persistent = Some(devs);
-                meta = m;
+            let both = || -> Read<DomainView> {
+                let mut v = view.clone();
+                let mut meta = None;
+                if *persistent {
+                    let Some((devs, m)) = xml(d, virt::sys::VIR_DOMAIN_XML_INACTIVE)? else {
+                        return Ok(None);
+                    };
+                    v.persistent = Some(devs);
+                    meta = m;
+                }
+                if *power == Power::Running {
+                    let Some((devs, m)) = xml(d, 0)? else {
+                        return Ok(None);
+                    };
+                    v.live = Some(devs);
+                    meta = meta.or(m);
+                }
+                v.deployment = meta.and_then(|m| m.deployment);
+                Ok(Some(v))
+            };
+            match both() {
+                Ok(v) => Ok(v),
+                Err(Ok(why)) => {
+                    view.unreadable = Some(why);
+                    Ok(Some(view))
+                }
+                Err(Err(e)) => Err(e),
             }
-            if active {
-                let Some(x) = step(d.xml_desc(0), "read domain XML")? else {
-                    return Ok(None);
-                };
-                let (devs, m) = Devices::of(&x)?;
-                view.live = Some(devs);
-                meta = meta.or(m);
-            }
-            view.deployment = meta.and_then(|m| m.deployment);
-            Ok(Some(view))
         };
+        if domains.is_empty() {
+            return Ok(vec![]);
+        }
+        let threads = threads.clamp(1, 32).min(domains.len());
+        let chunk = domains.len().div_ceil(threads);
         std::thread::scope(|s| {
             let handles: Vec<_> = domains
                 .chunks(chunk)

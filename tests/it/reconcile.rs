@@ -19,6 +19,20 @@ fn settled_pass(t: &TestApp) -> Report {
     reconcile::pass(&t.ctx).unwrap()
 }
 
+/// Passes until one finds something. An edit of a stopped domain's definition raises no
+/// libvirt event, so the inventory's cache sees it when it reads that domain again: within
+/// `REFRESH_INVENTORIES` passes.
+fn pass_until_found(t: &TestApp) -> (Report, usize) {
+    std::thread::sleep(Duration::from_millis(1100));
+    for n in 1..=2 * api_web::virt::REFRESH_INVENTORIES + 2 {
+        let r = reconcile::pass(&t.ctx).unwrap();
+        if !r.repaired.is_empty() || !r.unrepaired.is_empty() {
+            return (r, n);
+        }
+    }
+    panic!("no pass found the drift");
+}
+
 fn repaired(r: &Report, id: &str) -> String {
     r.repaired
         .iter()
@@ -88,7 +102,7 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     assert!(r.unrepaired.is_empty(), "{r:#?}");
 
     // Behind the API's back: a mounted disk and an attached NIC taken out of the domain, an
-    // available volume and NIC put in, a volume's RBD image removed.
+    // available volume and NIC put in.
     let (ok, text) = virsh(&["detach-disk", &id, "vdb", "--config"]);
     assert!(ok, "{text}");
     let (ok, text) = virsh(&[
@@ -104,13 +118,8 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     attach_by_hand(&id, &to_xml(&disk).unwrap());
     let nic = Interface::bridge(&spare.bridge, &spare.mac);
     attach_by_hand(&id, &to_xml(&nic).unwrap());
-    rbd_ok(&[
-        "rm",
-        "--no-progress",
-        &format!("{}/{imageless}", t.volumes_pool()),
-    ]);
-
-    let r = settled_pass(&t);
+    let (r, n) = pass_until_found(&t);
+    println!("drift found by pass {n}");
     assert!(repaired(&r, &mounted).contains("released"), "{r:#?}");
     assert!(repaired(&r, &loose).contains("recorded in-use"), "{r:#?}");
     assert!(
@@ -122,9 +131,7 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
         "{r:#?}"
     );
     assert_eq!(r.repaired.len(), 4, "{r:#?}");
-    assert_eq!(r.unrepaired.len(), 1, "{r:#?}");
-    assert_eq!(r.unrepaired[0].id, imageless);
-    assert!(r.unrepaired[0].what.contains("is missing"), "{r:#?}");
+    assert!(r.unrepaired.is_empty(), "{r:#?}");
     assert!(status_is(&t, "volume", "volume_id", &mounted, "available"));
     assert_eq!(
         count(
@@ -159,7 +166,18 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
             >= 4
     );
 
-    // What was repaired stays so; what could not be stays reported.
+    // A volume whose RBD image vanished cannot be repaired: it is reported. What was repaired
+    // stays so; what could not be stays reported.
+    rbd_ok(&[
+        "rm",
+        "--no-progress",
+        &format!("{}/{imageless}", t.volumes_pool()),
+    ]);
+    let r = settled_pass(&t);
+    assert!(r.repaired.is_empty(), "{r:#?}");
+    assert_eq!(r.unrepaired.len(), 1, "{r:#?}");
+    assert_eq!(r.unrepaired[0].id, imageless);
+    assert!(r.unrepaired[0].what.contains("is missing"), "{r:#?}");
     let r = settled_pass(&t);
     assert!(r.repaired.is_empty(), "{r:#?}");
     assert_eq!(r.unrepaired.len(), 1, "{r:#?}");
@@ -215,8 +233,11 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     );
     assert!(!crate::instances::domain_exists(&id));
     assert!(!rbd(&["info", &format!("{vpool}/{root}")]).0);
+    // (The pools and libvirt are shared with concurrent tests, whose images are orphans here.)
     let r = settled_pass(&t);
-    assert_eq!(r.orphans, vec![img(&foreign)], "{r:#?}");
+    assert!(r.orphans.contains(&img(&foreign)), "{r:#?}");
+    assert!(!r.orphans.contains(&img(&root)), "{r:#?}");
+    assert!(!r.orphans.contains(&Orphan::Domain(id.clone())), "{r:#?}");
 
     rbd_ok(&["rm", "--no-progress", &format!("{vpool}/{foreign}")]);
     for v in [&mounted, &loose, &imageless] {
