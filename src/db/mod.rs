@@ -133,16 +133,23 @@ macro_rules! table_queries {
             $table::table.select(<$row>::as_select()).load(conn)
         }
 
-        /// Rows in `status` untouched since before `older_than` (work a crash interrupted).
+        /// Rows in `status` untouched since before `older_than` and held by no running
+        /// operation (work a crash interrupted; an operation's own takeover settles the rest).
         pub fn stale_in_status(
             conn: &mut diesel::MysqlConnection,
             status: $status,
             older_than: u64,
         ) -> diesel::QueryResult<Vec<$row>> {
             use diesel::prelude::*;
+            let unowned = format!(
+                "{} NOT IN (SELECT resource_id FROM operation WHERE status = '{}')",
+                $id_col,
+                crate::model::OperationStatus::Running
+            );
             $table::table
                 .filter($table::status.eq(status))
                 .filter($table::update_time.lt(older_than))
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&unowned))
                 .select(<$row>::as_select())
                 .load(conn)
         }
