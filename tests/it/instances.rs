@@ -448,7 +448,7 @@ async fn truth_wins_over_stale_state() {
 async fn out_of_band_changes_reach_the_row() {
     // The periodic pass is pushed out of the way: only libvirt's events can make it in time.
     let t = TestApp::with_config(|c| c.operations.reconcile_interval_secs = 600);
-    out_of_band_scenario(&t, 2).await;
+    out_of_band_scenario(&t, 2, true).await;
 }
 
 /// With `libvirt.events` off, the periodic pass alone makes rows follow libvirt.
@@ -458,16 +458,35 @@ async fn out_of_band_changes_reach_the_row_without_events() {
         c.libvirt.events = false;
         c.operations.reconcile_interval_secs = 1;
     });
-    out_of_band_scenario(&t, 15).await;
+    out_of_band_scenario(&t, 15, false).await;
 }
 
 /// `virsh destroy`, `virsh start` and `virsh undefine` behind the API's back each reach the
-/// row within `secs`; the vanished instance says so and destroy still cleans it up.
-async fn out_of_band_scenario(t: &TestApp, secs: u64) {
+/// row within `secs`; the vanished instance says so and destroy still cleans it up. With
+/// `guest_poweroff`, first the booted guest powers itself off (its init answers the ACPI button
+/// that `virsh shutdown` presses behind the API's back).
+async fn out_of_band_scenario(t: &TestApp, secs: u64, guest_poweroff: bool) {
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, t).await;
     let id = create(&app, &image, "watched").await;
     assert_eq!(wait_created(&app, &id).await["status"], "running");
+    if guest_poweroff {
+        wait_console(&app, &id, "API-WEB-GUEST-BOOTED").await;
+        let (ok, text) = virsh(&["shutdown", &id]);
+        assert!(ok, "{text}");
+        // The guest takes its time to power off; the row follows once it has.
+        let end = Instant::now() + Duration::from_secs(60);
+        while domstate(&id) != "shut off" {
+            assert!(Instant::now() < end, "the guest did not power off");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t0 = Instant::now();
+        wait_for(&app, &id, secs, |d| d["status"] == "stopped").await;
+        println!("guest poweroff -> row stopped after {:?}", t0.elapsed());
+        let (ok, text) = virsh(&["start", &id]);
+        assert!(ok, "{text}");
+        wait_for(&app, &id, secs, |d| d["status"] == "running").await;
+    }
     let (ok, text) = virsh(&["destroy", &id]);
     assert!(ok, "{text}");
     let t0 = Instant::now();

@@ -12,4 +12,5 @@ mod provision;
 mod reconcile;
 mod schema;
 mod server;
+mod sweep;
 mod volumes;

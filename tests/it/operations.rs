@@ -22,10 +22,17 @@ use std::time::{Duration, Instant};
 pub struct ApiWeb {
     child: Child,
     addr: String,
+    /// Its stderr (the log, with `failpoint` at info: where it stands).
+    log: std::path::PathBuf,
 }
 
 impl ApiWeb {
     pub fn start(t: &TestApp, failpoints: &str) -> ApiWeb {
+        Self::start_with(t, failpoints, &[])
+    }
+
+    /// With more environment (`API_WEB_CONFIG`, ...).
+    pub fn start_with(t: &TestApp, failpoints: &str, env: &[(&str, &str)]) -> ApiWeb {
         if !cfg!(feature = "failpoints") {
             panic!("these tests need the failpoints feature: run them through scripts/test.sh");
         }
@@ -35,18 +42,20 @@ impl ApiWeb {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("{}.log", unique("api-web-child")));
         let child = Command::new(env!("CARGO_BIN_EXE_api-web"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("serve")
             .env("DATABASE_URL", &t.db.url)
             .env("API_WEB_LISTEN", &addr)
             .env("FAILPOINTS", failpoints)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,failpoint=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start the api-web binary");
-        let mut me = ApiWeb { child, addr };
+        let mut me = ApiWeb { child, addr, log };
         let end = Instant::now() + Duration::from_secs(30);
         while me.call("GET", "/healthz", "").is_none() {
             assert!(Instant::now() < end, "api-web did not start listening");
@@ -61,6 +70,23 @@ impl ApiWeb {
 
     pub fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
         http(&self.addr, method, path, body)
+    }
+
+    /// Waits until the process logged that it reached failpoint `at` (`<kind>:<step>`).
+    pub fn wait_failpoint(&self, at: &str, secs: u64) {
+        let want = format!("reached {at}");
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "api-web never reached failpoint {at}; its log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn signal(&self, sig: i32) {
@@ -91,6 +117,7 @@ impl Drop for ApiWeb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -162,7 +189,7 @@ fn operation_status(t: &TestApp, resource: &str) -> String {
 }
 
 /// Sends a request that will not be answered (the process is held, then killed).
-fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
+pub fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
     let addr = child.addr.clone();
     std::thread::spawn(move || http(&addr, method, path, &body));
 }
