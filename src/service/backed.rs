@@ -34,10 +34,10 @@ pub trait RbdBacked: Resource {
 }
 
 /// Makes a row from `form()` and its RBD image of `bytes`. A fresh id is drawn when the id is
-/// taken by a row or by an RBD image nobody registered.
+/// taken by a row or by an RBD image nobody registered. Each MySQL step checks a connection
+/// out for itself: none is held while Ceph works.
 pub fn create<R: RbdBacked>(
     ctx: &Ctx,
-    conn: &mut DbConn,
     mut form: impl FnMut() -> R::Form,
     bytes: u64,
 ) -> ApiResult<R>
@@ -51,21 +51,25 @@ where
         || {
             let form = form();
             let id = R::id_of(&form).clone();
-            match R::insert(conn, &form) {
-                Ok(()) => {}
-                Err(e) if db::is_unique_violation(&e) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-            let op = match operations::start(ctx, conn, R::KIND_CREATE, &id.to_string(), &()) {
-                Ok(op) => op,
-                Err(e) => {
-                    let _ = R::delete_in_status(conn, &id, R::CREATING);
-                    return Err(e);
+            let op = {
+                // Back to the pool before Ceph is called.
+                let conn = &mut ctx.conn()?;
+                match R::insert(conn, &form) {
+                    Ok(()) => {}
+                    Err(e) if db::is_unique_violation(&e) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+                match operations::start(ctx, conn, R::KIND_CREATE, &id.to_string(), &()) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        let _ = R::delete_in_status(conn, &id, R::CREATING);
+                        return Err(e);
+                    }
                 }
             };
             let made = op
                 .save(ctx, "creating the RBD image", &())
-                .and_then(|_| make_rbd_image::<R>(ctx, conn, &id, bytes));
+                .and_then(|_| make_rbd_image::<R>(ctx, &id, bytes));
             match made {
                 Ok(true) => Ok(Some((id, op))),
                 // The name was taken in Ceph: the row is gone again, a fresh id is tried.
@@ -80,24 +84,21 @@ where
             }
         },
     )?;
-    let r = record_created::<R>(ctx, conn, &id);
+    let r = record_created::<R>(ctx, &id);
     op.conclude(ctx, r)
 }
 
 /// Creates the RBD image of a row just recorded `creating`. `Ok(false)`: an RBD image already
 /// had that name; the row is gone again and a fresh id should be tried.
-fn make_rbd_image<R: RbdBacked>(
-    ctx: &Ctx,
-    conn: &mut DbConn,
-    id: &R::Id,
-    bytes: u64,
-) -> ApiResult<bool> {
+fn make_rbd_image<R: RbdBacked>(ctx: &Ctx, id: &R::Id, bytes: u64) -> ApiResult<bool> {
     let pool = R::pool(ctx);
     let owner = ctx.deployment()?;
     let Err(e) = ctx.ceph.create_image(pool, &id.to_string(), bytes, &owner) else {
         return Ok(true);
     };
-    let undo = R::delete_in_status(conn, id, R::CREATING);
+    let undo = ctx
+        .conn()
+        .and_then(|mut c| Ok(R::delete_in_status(&mut c, id, R::CREATING)?));
     if e.already_exists() && matches!(undo, Ok(true)) {
         return Ok(false);
     }
@@ -114,10 +115,17 @@ fn make_rbd_image<R: RbdBacked>(
 
 /// `creating -> available` once the RBD image exists; if that cannot be recorded, the RBD image
 /// and the row go again.
-fn record_created<R: RbdBacked>(ctx: &Ctx, conn: &mut DbConn, id: &R::Id) -> ApiResult<R> {
-    let why = match transition::<R>(conn, id, R::CREATING, R::AVAILABLE, None) {
-        Ok(true) => return load(conn, id),
-        Ok(false) => "the row changed under us".to_string(),
+fn record_created<R: RbdBacked>(ctx: &Ctx, id: &R::Id) -> ApiResult<R> {
+    let done = ctx.conn().and_then(|mut c| {
+        if transition::<R>(&mut c, id, R::CREATING, R::AVAILABLE, None)? {
+            load(&mut c, id).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let why = match done {
+        Ok(Some(r)) => return Ok(r),
+        Ok(None) => "the row changed under us".to_string(),
         Err(e) => e.to_string(),
     };
     let pool = R::pool(ctx);
@@ -126,7 +134,10 @@ fn record_created<R: RbdBacked>(ctx: &Ctx, conn: &mut DbConn, id: &R::Id) -> Api
         .remove_image(pool, &id.to_string())
         .map(|_| ())
         .map_err(ApiError::from)
-        .and_then(|_| Ok(R::delete_in_status(conn, id, R::CREATING).map(|_| ())?));
+        .and_then(|_| {
+            let mut c = ctx.conn()?;
+            Ok(R::delete_in_status(&mut c, id, R::CREATING).map(|_| ())?)
+        });
     Err(undo_failed(
         Backend::Database,
         format!("the RBD image {pool}/{id} was created but recording it failed ({why})"),

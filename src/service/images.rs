@@ -82,7 +82,6 @@ pub fn create(ctx: &Ctx, req: NewImage) -> ApiResult<Image> {
             "image_size: must be between 1 and {MAX_IMAGE_SIZE} bytes"
         )));
     }
-    let mut conn = ctx.conn()?;
     let form = || ImageForm {
         image_id: ImageId::generate(),
         image_name: req.image_name.clone(),
@@ -92,7 +91,7 @@ pub fn create(ctx: &Ctx, req: NewImage) -> ApiResult<Image> {
         status: St::Creating,
         create_time: db::now(),
     };
-    backed::create(ctx, &mut conn, form, req.image_size)
+    backed::create(ctx, form, req.image_size)
 }
 
 impl RbdBacked for Image {

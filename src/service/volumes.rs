@@ -57,7 +57,6 @@ pub fn create(ctx: &Ctx, name: &str, size_gib: u64, describe: &str) -> ApiResult
             "volume_size: must be between 1 and {MAX_VOLUME_GIB} GiB"
         )));
     }
-    let mut conn = ctx.conn()?;
     let form = || VolumeForm {
         volume_id: VolumeId::generate(),
         volume_name: name.to_string(),
@@ -70,7 +69,7 @@ pub fn create(ctx: &Ctx, name: &str, size_gib: u64, describe: &str) -> ApiResult
         attach_time: None,
         create_time: db::now(),
     };
-    backed::create(ctx, &mut conn, form, size_gib * GIB)
+    backed::create(ctx, form, size_gib * GIB)
 }
 
 impl RbdBacked for Volume {
