@@ -191,11 +191,17 @@ fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
         })
     };
     let mut failures = vec![];
+    // Root clones that could not be removed (QEMU still holds one when libvirt failed to stop
+    // the domain): their rows stay, so that the instance's destroy still finds and removes them.
+    let mut kept = std::collections::HashSet::new();
     for m in made.into_iter().rev() {
         let r: Step = match &m {
             Made::Running(n) => ctx.hv.force_off(n.as_str()).map_err(|e| e.to_string()),
             Made::Domain(n) => ctx.hv.undefine(n.as_str()).map_err(|e| e.to_string()),
-            Made::RootClone(v) => rm_image(v),
+            Made::RootClone(v) => rm_image(v).inspect_err(|_| {
+                kept.insert(v.clone());
+            }),
+            Made::RootVolumeRow(v) if kept.contains(v) => Ok(()),
             Made::RootVolumeRow(v) => rm_row(v),
             Made::DataVolume(v) => rm_image(v).and_then(|_| rm_row(v)),
         };
