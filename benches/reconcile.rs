@@ -7,7 +7,7 @@
 //! latency with no pass running and with passes back to back.
 //! Everything it made is removed at the end (domains, RBD images, the database), also when it
 //! fails; a run that was killed is cleaned up by the next one (its deployment id is kept in
-//! `target/bench-reconcile.deployment` while it runs).
+//! `target/bench-reconcile.deployment`, with its database, while it runs).
 
 mod support;
 
@@ -55,9 +55,15 @@ fn main() {
     let marker =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-reconcile.deployment");
     if let Ok(old) = std::fs::read_to_string(&marker) {
-        remove_leftovers(&ctx, old.trim());
+        let mut lines = old.lines();
+        if let Some(d) = lines.next() {
+            remove_leftovers(&ctx, d.trim());
+        }
+        if let Some(db) = lines.next() {
+            let _ = std::panic::catch_unwind(|| drop_db(db.trim()));
+        }
     }
-    std::fs::write(&marker, &deployment).unwrap();
+    std::fs::write(&marker, format!("{deployment}\n{dbname}\n")).unwrap();
     // Ids have 32 random bits: at 10,000 a repeat is likely, and the service would retry it.
     let mut seen = std::collections::HashSet::new();
     let mut fresh = |make: &dyn Fn() -> String| loop {
