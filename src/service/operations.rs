@@ -107,8 +107,6 @@ impl Drop for InFlight {
     }
 }
 
-/// An operation this process holds. Dropped without `finish` (a panic), it stays `running` in
-/// MySQL until its lease runs out and a takeover settles it: what a crash does too.
 /// Every step an operation saves, by kind. With `finishing` (every side effect made and the
 /// outcome recorded, the operation not yet ended) these are the failpoints `<kind>:<step>` (spaces
 /// as `_`) where the kill sweep (`tests/it/sweep.rs`) kills the process. In builds with
@@ -163,6 +161,8 @@ fn failpoint(kind: &str, step: &str) {
     fail::fail_point!(&at);
 }
 
+/// An operation this process holds. Dropped without `finish` (a panic), it stays `running` in
+/// MySQL until its lease runs out and a takeover settles it: what a crash does too.
 pub struct Op {
     pub id: OperationId,
     pub kind: String,
