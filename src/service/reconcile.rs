@@ -28,9 +28,9 @@ use crate::db::nics::{Nic, NicUpdate};
 use crate::db::volumes::{Volume, VolumeUpdate};
 use crate::db::{self, DbConn};
 use crate::error::ApiResult;
-use crate::model::NicId;
 use crate::model::{
-    ImageId, ImageStatus, InstanceId, InstanceStatus, Lifecycle, NicStatus, VolumeId, VolumeStatus,
+    ImageId, ImageStatus, InstanceId, InstanceStatus, Lifecycle, NicId, NicStatus, VolumeId,
+    VolumeStatus,
 };
 use crate::virt::{DomainView, Power};
 use diesel::Connection;
@@ -345,6 +345,16 @@ struct Plan {
     fix: Option<Fix>,
 }
 
+impl Plan {
+    fn new(domain: impl ToString, finding: Finding, fix: Option<Fix>) -> Plan {
+        Plan {
+            domain: domain.to_string(),
+            finding,
+            fix,
+        }
+    }
+}
+
 /// What to repair and report, from the rows and the domains as the inventory gave them.
 fn plan(rows: &Rows, domains: &[DomainView], settled: &dyn Fn(u64) -> bool) -> Vec<Plan> {
     let by_name: HashMap<&str, &DomainView> =
@@ -352,11 +362,8 @@ fn plan(rows: &Rows, domains: &[DomainView], settled: &dyn Fn(u64) -> bool) -> V
     let mut plans = vec![];
     for d in domains {
         if let Some(why) = &d.unreadable {
-            plans.push(Plan {
-                domain: d.name.clone(),
-                finding: finding("domain", &d.name, format!("its XML cannot be read: {why}")),
-                fix: None,
-            });
+            let f = finding("domain", &d.name, format!("its XML cannot be read: {why}"));
+            plans.push(Plan::new(&d.name, f, None));
         }
     }
     power(rows, &by_name, settled, &mut plans);
@@ -413,20 +420,18 @@ fn power(
         let Some((to, msg)) = instances::follow(id, from, power) else {
             continue;
         };
-        plans.push(Plan {
-            domain: id.to_string(),
-            finding: finding(
-                "instance",
-                id,
-                format!("{from} -> {to}: libvirt says {}", said(power)),
-            ),
-            fix: Some(Fix::Power {
-                id: id.clone(),
-                from,
-                to,
-                msg,
-            }),
-        });
+        let f = finding(
+            "instance",
+            id,
+            format!("{from} -> {to}: libvirt says {}", said(power)),
+        );
+        let fix = Fix::Power {
+            id: id.clone(),
+            from,
+            to,
+            msg,
+        };
+        plans.push(Plan::new(id, f, Some(fix)));
     }
 }
 
@@ -458,20 +463,6 @@ fn devices(
     settled: &dyn Fn(u64) -> bool,
     plans: &mut Vec<Plan>,
 ) {
-    let report = |plans: &mut Vec<Plan>, inst: &InstanceId, f: Finding| {
-        plans.push(Plan {
-            domain: inst.to_string(),
-            finding: f,
-            fix: None,
-        })
-    };
-    let fix = |plans: &mut Vec<Plan>, inst: &InstanceId, f: Finding, fix: Fix| {
-        plans.push(Plan {
-            domain: inst.to_string(),
-            finding: f,
-            fix: Some(fix),
-        })
-    };
     // The instances whose domains can be compared: settled, free, with a persistent domain.
     let comparable: HashMap<&InstanceId, &DomainView> = rows
         .instances
@@ -501,11 +492,12 @@ fn devices(
         let id = &v.volume_id;
         if !held.anywhere() {
             if v.is_root {
-                report(plans, inst, finding(
+                let f = finding(
                     "volume",
                     id,
                     format!("the root disk of instance {inst} is in neither its persistent nor its live XML"),
-                ));
+                );
+                plans.push(Plan::new(inst, f, None));
                 continue;
             }
             let f = finding(
@@ -519,9 +511,9 @@ fn devices(
                 id: id.clone(),
                 inst: inst.clone(),
             };
-            fix(plans, inst, f, f2);
+            plans.push(Plan::new(inst, f, Some(f2)));
         } else if let Some(f) = one_sided("volume", id.as_str(), inst, &held) {
-            report(plans, inst, f);
+            plans.push(Plan::new(inst, f, None));
         }
     }
     for n in &rows.nics {
@@ -546,9 +538,9 @@ fn devices(
                 id: id.clone(),
                 inst: inst.clone(),
             };
-            fix(plans, inst, f, f2);
+            plans.push(Plan::new(inst, f, Some(f2)));
         } else if let Some(f) = one_sided("network interface", id.as_str(), inst, &held) {
-            report(plans, inst, f);
+            plans.push(Plan::new(inst, f, None));
         }
     }
 
@@ -580,15 +572,10 @@ fn devices(
         }
         for (serial, target) in disks {
             match volumes.get(serial) {
-                None if VolumeId::is_generated(serial) => report(
-                    plans,
-                    inst,
-                    finding(
-                        "instance",
-                        inst,
-                        format!("its domain holds disk {serial}, which no volume row names"),
-                    ),
-                ),
+                None if VolumeId::is_generated(serial) => {
+                    let what = format!("its domain holds disk {serial}, which no volume row names");
+                    plans.push(Plan::new(inst, finding("instance", inst, what), None));
+                }
                 None => {}
                 Some(v) if v.instance_id.as_ref() == Some(*inst) => {}
                 Some(v) if v.status == VolumeStatus::Available && v.instance_id.is_none() => {
@@ -605,7 +592,7 @@ fn devices(
                         inst: (*inst).clone(),
                         target: target.to_string(),
                     };
-                    fix(plans, inst, f, f2);
+                    plans.push(Plan::new(inst, f, Some(f2)));
                 }
                 Some(v) => {
                     if !free(serial, v.update_time) {
@@ -620,7 +607,7 @@ fn devices(
                             v.instance_id.as_ref().map_or("none", |i| i.as_str())
                         ),
                     );
-                    report(plans, inst, f)
+                    plans.push(Plan::new(inst, f, None))
                 }
             }
         }
@@ -644,9 +631,9 @@ fn devices(
                     id: id.clone(),
                     inst: (*inst).clone(),
                 };
-                fix(plans, inst, f, f2);
+                plans.push(Plan::new(inst, f, Some(f2)));
             } else {
-                report(plans, inst, finding(
+                let f = finding(
                     "network interface",
                     id,
                     format!(
@@ -654,7 +641,8 @@ fn devices(
                         n.status,
                         n.instance_id.as_ref().map_or("none", |i| i.as_str())
                     ),
-                ));
+                );
+                plans.push(Plan::new(inst, f, None));
             }
         }
     }
