@@ -295,6 +295,10 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// A transaction MySQL rolled back to break a deadlock (it says: try restarting it).
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, ApiError::Unavailable { backend: Backend::Database, message } if message.starts_with(DEADLOCK))
+    }
     pub fn unavailable(backend: Backend, message: impl Into<String>) -> Self {
         ApiError::Unavailable {
             backend,
@@ -394,6 +398,9 @@ impl ResponseError for ApiError {
     }
 }
 
+/// How a deadlocked transaction's error begins.
+const DEADLOCK: &str = "MySQL: deadlock, the transaction was rolled back";
+
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
@@ -406,7 +413,12 @@ impl From<diesel::result::Error> for ApiError {
                 | K::NotNullViolation,
                 ref info,
             ) => ApiError::Internal(format!("database constraint: {}", info.message())),
-            // Lost connections, deadlocks, lock wait timeouts, read-only server...: transient.
+            // InnoDB chose this transaction as a deadlock victim: running it again is the cure
+            // (`is_deadlock`).
+            E::DatabaseError(K::SerializationFailure, info) => {
+                ApiError::unavailable(Backend::Database, format!("{DEADLOCK}: {}", info.message()))
+            }
+            // Lost connections, lock wait timeouts, read-only server...: transient.
             E::DatabaseError(_, info) => {
                 ApiError::unavailable(Backend::Database, format!("MySQL: {}", info.message()))
             }

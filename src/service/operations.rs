@@ -177,13 +177,28 @@ pub fn claim_and_start(
     kind: &str,
     resource_id: &str,
     state: &impl Serialize,
-    claim: impl FnOnce(&mut DbConn) -> ApiResult<()>,
+    mut claim: impl FnMut(&mut DbConn) -> ApiResult<()>,
 ) -> ApiResult<Op> {
-    conn.transaction(|c| {
-        claim(c)?;
-        start(ctx, c, kind, resource_id, state)
-    })
+    // Concurrent claims of one row can deadlock in InnoDB; the victim's transaction is rolled
+    // back whole and runs again (found by 20 concurrent destroys of one instance).
+    let mut tries = 0;
+    loop {
+        let r = conn.transaction(|c| {
+            claim(c)?;
+            start(ctx, c, kind, resource_id, state)
+        });
+        match r {
+            Err(e) if e.is_deadlock() && tries < DEADLOCK_RETRIES => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5 * tries));
+            }
+            r => return r,
+        }
+    }
 }
+
+/// How many times a claim that lost a deadlock runs again.
+const DEADLOCK_RETRIES: u64 = 5;
 
 /// Starts an operation on `resource_id`, owned and leased by this process.
 pub fn start(

@@ -533,3 +533,51 @@ async fn an_expired_operation_is_taken_over_once() {
     assert!(op.error_message.unwrap().contains("no takeover is known"));
     assert_eq!(op.owner, None);
 }
+
+/// A transaction MariaDB rolls back to break a deadlock is told apart from an outage
+/// (`ApiError::is_deadlock`), so that a claim that lost one runs again instead of answering 503.
+#[actix_web::test]
+async fn a_real_deadlock_is_recognised() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let db = TestDb::migrated();
+    db.conn()
+        .batch_execute(
+            "CREATE TABLE crossed (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+             INSERT INTO crossed VALUES (1, 0), (2, 0)",
+        )
+        .unwrap();
+    let gate = std::sync::Barrier::new(2);
+    // Each locks one row, then wants the other's. (Prepared statements, as diesel's query
+    // builder sends them: only those carry MySQL's error number.)
+    let run = |first: i32, second: i32| {
+        use diesel::RunQueryDsl;
+        let mut c = db.conn();
+        let bump = |c: &mut diesel::MysqlConnection, id: i32| {
+            diesel::sql_query("UPDATE crossed SET v = v + 1 WHERE id = ?")
+                .bind::<diesel::sql_types::Integer, _>(id)
+                .execute(c)
+        };
+        c.transaction::<(), api_web::error::ApiError, _>(|c| {
+            bump(c, first)?;
+            gate.wait();
+            bump(c, second)?;
+            Ok(())
+        })
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(1, 2));
+        let b = s.spawn(|| run(2, 1));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let victim = match (a, b) {
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
+        other => panic!("expected one deadlock victim: {other:?}"),
+    };
+    assert!(victim.is_deadlock(), "{victim}");
+    assert!(!api_web::error::ApiError::unavailable(
+        api_web::error::Backend::Database,
+        "MySQL: Lost connection"
+    )
+    .is_deadlock());
+}
