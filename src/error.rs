@@ -228,6 +228,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// As users and operators name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Database => "MySQL",
+            Backend::Ceph => "Ceph",
+            Backend::Libvirt => "libvirt",
+        }
+    }
+
     fn code(self) -> ErrorCode {
         match self {
             Backend::Database => ErrorCode::DatabaseUnavailable,

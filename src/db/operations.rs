@@ -105,31 +105,57 @@ pub fn claim(
     Ok(n == 1)
 }
 
-/// Gives up `owner`'s lease on a running operation at once: the next takeover pass claims it
-/// and settles it from what the backends hold.
-pub fn release(conn: &mut MysqlConnection, id: &OperationId, owner: &str) -> QueryResult<bool> {
+/// Gives up `owner`'s lease on a running operation at once, noting `why` in its
+/// `error_message`: the next takeover pass claims it and settles it from what the backends hold.
+pub fn release(
+    conn: &mut MysqlConnection,
+    id: &OperationId,
+    owner: &str,
+    why: &str,
+) -> QueryResult<bool> {
     let n = diesel::update(operation::table.find(id).filter(held_by(owner)))
-        .set(operation::lease_until_ms.eq(0u64))
+        .set((
+            operation::lease_until_ms.eq(0u64),
+            operation::error_message.eq(super::fit_message(why)),
+        ))
         .execute(conn)?;
     Ok(n == 1)
 }
 
-/// Records progress: the step and the state, if `owner` still holds the operation.
+/// What a step saves.
+pub struct Progress<'a> {
+    pub step: &'a str,
+    pub state: &'a str,
+    /// Unix seconds, for `update_time`.
+    pub now: u64,
+    /// Unix milliseconds: the lease must not have run out before this.
+    pub now_ms: u64,
+    /// The renewed lease.
+    pub until_ms: u64,
+}
+
+/// Records progress (the step and the state) and renews the lease, if `owner` still holds the
+/// operation and its lease has not run out (an expired lease may be claimed by another process
+/// at any moment: its owner must not take another step).
 pub fn save(
     conn: &mut MysqlConnection,
     id: &OperationId,
     owner: &str,
-    step: &str,
-    state: &str,
-    now: u64,
+    p: Progress,
 ) -> QueryResult<bool> {
-    let n = diesel::update(operation::table.find(id).filter(held_by(owner)))
-        .set((
-            operation::step.eq(step),
-            operation::state.eq(state),
-            operation::update_time.eq(now),
-        ))
-        .execute(conn)?;
+    let n = diesel::update(
+        operation::table
+            .find(id)
+            .filter(held_by(owner))
+            .filter(operation::lease_until_ms.ge(p.now_ms)),
+    )
+    .set((
+        operation::step.eq(p.step),
+        operation::state.eq(p.state),
+        operation::update_time.eq(p.now),
+        operation::lease_until_ms.eq(p.until_ms),
+    ))
+    .execute(conn)?;
     Ok(n == 1)
 }
 

@@ -152,3 +152,18 @@ impl Probe {
         apply(ctx, why);
     }
 }
+
+/// The backend an operation's undo or remaining steps need that is out now (libvirt not
+/// reachable, or Ceph's probe failing); `None` when both answer. A step that failed
+/// during such an outage is handed to the takeover (`Op::abandon`) rather than recorded as a
+/// failure: its outcome is unknown until the backend answers, and the takeover settles it then.
+pub fn outage(ctx: &Ctx) -> Option<crate::error::Backend> {
+    use crate::error::Backend;
+    if ctx.hv.ping().is_err() {
+        return Some(Backend::Libvirt);
+    }
+    if ctx.ceph.ensure_up().is_err() {
+        return Some(Backend::Ceph);
+    }
+    None
+}

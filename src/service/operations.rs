@@ -21,6 +21,7 @@ use diesel::Connection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -166,6 +167,11 @@ fn failpoint(kind: &str, step: &str) {
 pub struct Op {
     pub id: OperationId,
     pub kind: String,
+    /// Set when a save failed: this process may no longer hold the operation (its lease ran
+    /// out, or MySQL stopped answering), so it takes no further step, undoes nothing and
+    /// records nothing. Whoever holds the operation next settles it from the last saved state,
+    /// which names everything made so far (a step is saved before its side effect).
+    halted: AtomicBool,
     _counted: InFlight,
 }
 
@@ -220,11 +226,7 @@ pub fn start(
         create_time: db::now(),
     };
     q::insert(conn, &form)?;
-    Ok(Op {
-        _counted: ctx.ops.guard(&form.operation_id),
-        id: form.operation_id,
-        kind: form.kind,
-    })
+    Ok(Op::held(ctx, form.operation_id, form.kind))
 }
 
 fn to_json(state: &impl Serialize) -> ApiResult<String> {
@@ -232,10 +234,21 @@ fn to_json(state: &impl Serialize) -> ApiResult<String> {
 }
 
 impl Op {
+    fn held(ctx: &Ctx, id: OperationId, kind: String) -> Op {
+        Op {
+            _counted: ctx.ops.guard(&id),
+            id,
+            kind,
+            halted: AtomicBool::new(false),
+        }
+    }
+
     /// Saves the step about to be taken and the state that lets a takeover undo it (save
-    /// before the side effect: an undo tolerates what was never made). Fails when this
-    /// process no longer holds the operation (its lease ran out and another took it over):
-    /// the caller must stop at once.
+    /// before the side effect: an undo tolerates what was never made), and renews the lease, so
+    /// that the side effect starts with a whole lease ahead of it. Fails when this process no
+    /// longer holds a live lease on the operation (it ran out, whether or not another process
+    /// took the operation over yet) or MySQL does not answer: the operation is then halted
+    /// (`is_halted`) and its caller must stop at once, undoing nothing.
     pub fn save(&self, ctx: &Ctx, step: &str, state: &impl Serialize) -> ApiResult<()> {
         // A failpoint after every saved step, named `<kind>:<step>` (e.g.
         // FAILPOINTS='instance.create:starting=sleep(60000)'), for the kill tests.
@@ -254,17 +267,34 @@ impl Op {
                 c,
                 &self.id,
                 &ctx.ops.owner,
-                step,
-                &json,
-                db::now(),
+                q::Progress {
+                    step,
+                    state: &json,
+                    now: db::now(),
+                    now_ms: now_ms(),
+                    until_ms: ctx.ops.until_ms(),
+                },
             )?)
-        })?;
-        if !held {
-            return Err(lost(&self.id));
+        });
+        match held {
+            Ok(true) => {}
+            Ok(false) => {
+                self.halted.store(true, Ordering::SeqCst);
+                return Err(lost(&self.id));
+            }
+            Err(e) => {
+                self.halted.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         }
         #[cfg(feature = "failpoints")]
         failpoint(&self.kind, step);
         Ok(())
+    }
+
+    /// A save failed: the caller stops where it is and leaves the operation to the takeover.
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
     }
 
     /// Ends the operation with a request's outcome and passes the outcome on.
@@ -279,11 +309,11 @@ impl Op {
     /// Hands the operation to the takeover (its lease ends now) when its outcome cannot be
     /// known here: a backend stopped answering in the middle of a step. The takeover retries
     /// every `takeover_interval_secs` until it can settle the operation from what the backends
-    /// hold.
+    /// hold. `why` stays on the operation (`error_message`) for the takeover to pass on.
     pub fn abandon(self, ctx: &Ctx, why: &str) {
         log::warn!("operation {}: handed to the takeover: {why}", self.id);
         let r = record(ctx, "releasing an operation", |c| {
-            Ok(q::release(c, &self.id, &ctx.ops.owner)?)
+            Ok(q::release(c, &self.id, &ctx.ops.owner, why)?)
         });
         if let Err(e) = r {
             log::error!(
@@ -293,8 +323,13 @@ impl Op {
         }
     }
 
-    /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo).
+    /// Ends the operation: `Ok` is `done`, `Err(message)` is `failed` (after its undo). A halted
+    /// operation is not ended here: it is released to the takeover (if it is still ours).
     pub fn finish(self, ctx: &Ctx, outcome: Result<(), &str>) {
+        if self.is_halted() {
+            let why = outcome.err().unwrap_or("halted");
+            return self.abandon(ctx, &format!("halted after a failed save: {why}"));
+        }
         #[cfg(feature = "failpoints")]
         failpoint(&self.kind, FINISHING);
         let (to, msg) = match outcome {
@@ -431,11 +466,7 @@ fn claim_expired(ctx: &Ctx) -> ApiResult<Vec<(Op, Operation)>> {
             op.step,
             op.owner.as_deref().unwrap_or("?")
         );
-        let held = Op {
-            _counted: ctx.ops.guard(&op.operation_id),
-            id: op.operation_id.clone(),
-            kind: op.kind.clone(),
-        };
+        let held = Op::held(ctx, op.operation_id.clone(), op.kind.clone());
         claimed.push((held, op));
     }
     if ctx.ops.purge_due() {

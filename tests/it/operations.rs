@@ -121,6 +121,34 @@ impl Drop for ApiWeb {
     }
 }
 
+/// The volume ids recorded on an instance (its root volume first among them).
+pub fn volumes_of(t: &TestApp, instance: &str) -> Vec<String> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct V {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        volume_id: String,
+    }
+    diesel::sql_query(format!(
+        "SELECT volume_id FROM volume WHERE instance_id = '{instance}' ORDER BY is_root DESC"
+    ))
+    .load::<V>(&mut t.db.conn())
+    .unwrap()
+    .into_iter()
+    .map(|v| v.volume_id)
+    .collect()
+}
+
+/// Whether the running operation on `resource` was handed to the takeover (`Op::abandon`):
+/// it carries the reason.
+pub fn released(t: &TestApp, resource: &str) -> bool {
+    operations(t).into_iter().any(|o| {
+        o.resource_id == resource
+            && o.status == OperationStatus::Running
+            && o.error_message.is_some()
+    })
+}
+
 /// An instance made by the in-process app, `running` (its guest need not have booted).
 async fn running_instance(app: &impl App, image: &str, name: &str) -> String {
     let r = post(
@@ -532,6 +560,60 @@ async fn an_expired_operation_is_taken_over_once() {
     assert_eq!(op.status, OperationStatus::Failed);
     assert!(op.error_message.unwrap().contains("no takeover is known"));
     assert_eq!(op.owner, None);
+}
+
+/// An owner whose lease ran out (renewals lost: a MySQL partition, a stalled process) takes no
+/// further step, even before another process claims the operation: its save fails, the
+/// operation is halted, and its end hands it to the takeover instead of recording an outcome.
+/// A save with a live lease renews it.
+#[actix_web::test]
+async fn an_owner_whose_lease_ran_out_takes_no_further_step() {
+    let t = TestApp::with_config(|c| {
+        c.operations.lease_secs = 3600;
+        c.operations.takeover_interval_secs = 3600;
+    });
+    let ctx = &t.ctx;
+    let kind = api_web::service::instances::TURNON;
+    let op =
+        api_web::service::operations::start(ctx, &mut ctx.conn().unwrap(), kind, "nothing", &())
+            .unwrap();
+    let lease = |t: &TestApp| {
+        q::get(&mut t.db.conn(), &op.id)
+            .unwrap()
+            .unwrap()
+            .lease_until_ms
+            .unwrap()
+    };
+    // A live lease: the save goes through and pushes the lease on.
+    set_lease(&t, &op.id, now_ms() + 1_000);
+    op.save(ctx, "starting the domain", &()).unwrap();
+    assert!(
+        lease(&t) > now_ms() + 3_000_000,
+        "the save renews the lease"
+    );
+    assert!(!op.is_halted());
+    // The lease ran out, nobody has claimed it yet: the owner still may not go on.
+    set_lease(&t, &op.id, now_ms() - 1);
+    let e = op.save(ctx, "starting the domain", &()).unwrap_err();
+    assert!(e.to_string().contains("lost its lease"), "{e}");
+    assert!(op.is_halted());
+    let id = op.id.clone();
+    op.finish(ctx, Err("the domain could not start"));
+    let row = q::get(&mut t.db.conn(), &id).unwrap().unwrap();
+    assert_eq!(row.status, OperationStatus::Running, "left to the takeover");
+    assert_eq!(row.lease_until_ms, Some(0), "released at once");
+    let why = row.error_message.unwrap_or_default();
+    assert!(why.contains("halted after a failed save"), "{why}");
+    assert_eq!(row.step, "starting the domain");
+}
+
+fn set_lease(t: &TestApp, id: &OperationId, until_ms: u64) {
+    use api_web::db::schema::operation::dsl as o;
+    use diesel::prelude::*;
+    diesel::update(o::operation.find(id))
+        .set(o::lease_until_ms.eq(until_ms))
+        .execute(&mut t.db.conn())
+        .unwrap();
 }
 
 /// A transaction MariaDB rolls back to break a deadlock is told apart from an outage

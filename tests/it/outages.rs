@@ -161,6 +161,118 @@ async fn libvirtd_killed_mid_attach_and_restarted() {
     drop_image(&app, &image).await;
 }
 
+/// libvirtd killed while a create waits before defining its domain and a destroy waits before
+/// undefining its domain; started again 3 s later. Neither is recorded as failed while libvirt
+/// is out (the create stays `creating`, the destroy answers 503 `libvirt_unavailable` and stays
+/// `destroying`): their outcome needs libvirt, so both go to the takeover, which settles them
+/// once libvirtd answers: the create undone to `error` with the reason, the destroy finished.
+#[actix_web::test]
+async fn libvirtd_killed_mid_create_and_mid_destroy() {
+    let _alone = stack_alone();
+    let t = TestApp::with_config(|c| c.operations.reconcile_interval_secs = 600);
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = test_image(&app, &t).await;
+    let doomed = create(&app, &image, "doomed").await;
+    assert_eq!(wait_created(&app, &doomed).await["status"], "running");
+    let roots = |id: &str| -> Vec<String> {
+        let d = crate::operations::volumes_of(&t, id);
+        assert!(!d.is_empty(), "instance {id} has a root volume row");
+        d
+    };
+    let doomed_root = roots(&doomed);
+    let child = ApiWeb::start(
+        &t,
+        "instance.create:defining_the_domain=sleep(6000);instance.destroy:undefining_the_domain=sleep(3000)",
+    );
+    let _restore = Restore;
+    let r = child
+        .call(
+            "POST",
+            "/api/v1/instance/create",
+            &json!({"instance_name": "cut", "image_id": image, "cpu": 1, "memory": 128})
+                .to_string(),
+        )
+        .expect("create answers");
+    let cut = r["data"]["instance_id"]
+        .as_str()
+        .expect("accepted")
+        .to_string();
+    child.wait_failpoint("instance.create:defining_the_domain", 30);
+    let cut_root = roots(&cut);
+    let destroyed = std::thread::scope(|s| {
+        let d = s.spawn(|| {
+            child.call(
+                "POST",
+                "/api/v1/instance/destroy",
+                &json!({"instance_id": doomed}).to_string(),
+            )
+        });
+        child.wait_failpoint("instance.destroy:undefining_the_domain", 30);
+        stack(&["kill", "libvirtd"]);
+        d.join().unwrap()
+    });
+    let destroyed = destroyed.expect("the destroy answers");
+    assert_eq!(destroyed["error"], "libvirt_unavailable", "{destroyed}");
+    assert!(
+        destroyed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("goes on by itself"),
+        "{destroyed}"
+    );
+    // The create's define fails too (its sleep ends); wait until it has been handed over,
+    // then a few takeover passes more: neither moves while libvirt is out.
+    until(10, "the create handed to the takeover", || {
+        crate::operations::released(&t, &cut)
+    })
+    .await;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status_of(&t, "instance", "instance_id", &cut), "creating");
+    assert_eq!(
+        status_of(&t, "instance", "instance_id", &doomed),
+        "destroying"
+    );
+
+    let t0 = Instant::now();
+    stack(&["up"]);
+    until(30, "the destroy finished", || {
+        status_of(&t, "instance", "instance_id", &doomed) == "gone"
+    })
+    .await;
+    let d = wait_for(&app, &cut, 30, |d| d["status"] != "creating").await;
+    println!(
+        "libvirtd back -> both settled in {:?}; the create: {}",
+        t0.elapsed(),
+        d["error_message"]
+    );
+    assert_eq!(d["status"], "error", "{d}");
+    let msg = d["error_message"].as_str().unwrap();
+    assert!(msg.contains("libvirt") && msg.contains("removed"), "{msg}");
+    for id in [&cut, &doomed] {
+        assert!(!domain_exists(id), "{id}");
+    }
+    for v in doomed_root.iter().chain(&cut_root) {
+        assert_eq!(rbd_size(&format!("{}/{v}", t.volumes_pool())), None, "{v}");
+    }
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
+        ),
+        0
+    );
+    drop(child);
+    post(
+        &app,
+        "/api/v1/instance/destroy",
+        json!({"instance_id": cut}),
+    )
+    .await
+    .ok();
+    drop_image(&app, &image).await;
+}
+
 /// MariaDB killed while a destroy waits between its libvirt and Ceph steps, and started again
 /// 3 s later: meanwhile requests that need MySQL answer 503 `database_unavailable` within 2 s;
 /// the destroy carries on (each write retried) and ends with nothing left anywhere.
@@ -224,7 +336,8 @@ async fn mariadb_killed_mid_destroy() {
 #[actix_web::test]
 async fn ceph_osd_killed_mid_create() {
     let _alone = stack_alone();
-    let t = TestApp::new();
+    // Short librados timeouts in this process: a call caught by the outage must give up.
+    let t = TestApp::with_config(|c| c.ceph.op_timeout_secs = 2);
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
     let _restore = Restore;
@@ -267,11 +380,17 @@ async fn ceph_osd_killed_mid_create() {
     .assert_error(503, "ceph_unavailable");
     assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
     assert_eq!(timed(&app, "/api/v1/instance/list").await.0, 200);
-    std::thread::sleep(Duration::from_secs(3));
+    // A call that needs the OSD (librbd opens the image: its header, its watch) gives up
+    // within the op timeout instead of waiting for the OSD.
+    let t2 = Instant::now();
+    let images = t.ctx.cfg.ceph.images_pool.clone();
+    let read = t.ctx.ceph.image_size(&images, &image);
+    println!("image read during the outage: {read:?} after {:?}", t2.elapsed());
+    assert!(read.is_err(), "{read:?}");
+    assert!(t2.elapsed() < Duration::from_secs(4), "{:?}", t2.elapsed());
     stack(&["up"]);
     // A restarted OSD serves I/O only once the crashed interval's read lease ran out (about
     // 16 s): wait for a real read of the image, not only for the OSD to be up.
-    let images = t.ctx.cfg.ceph.images_pool.clone();
     until(60, "ceph serves reads again", || {
         t.ctx.ceph.ensure_up().is_ok() && t.ctx.ceph.image_size(&images, &image).is_ok()
     })

@@ -5,7 +5,9 @@
 //!
 //! It runs as an operation (service::operations): before each side effect it saves what it is
 //! about to make, so that when this process dies a takeover (`recover`) undoes exactly that and
-//! gives back exactly what the create reserved (its NICs, its new data volume).
+//! gives back exactly what the create reserved (its NICs, its new data volume). A step that
+//! fails while libvirt or Ceph is out is not undone here (the undo needs them too): the instance
+//! stays `creating` and the takeover undoes it once they answer.
 
 use super::create::{release_nics, release_reserved};
 use super::{console_path, set_status, BASE_SNAPSHOT};
@@ -15,6 +17,7 @@ use crate::db::operations::Operation;
 use crate::db::volumes::{Volume, VolumeForm};
 use crate::db::{self, DbConn};
 use crate::model::{InstanceId, InstanceStatus as St, NicId, VolumeId, VolumeStatus};
+use crate::service::health::outage;
 use crate::service::operations::{state_of, Op};
 use crate::service::volumes::{self, GIB};
 use crate::service::{load, nics, record, transition, Ctx, Pluggable};
@@ -104,6 +107,16 @@ pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, state: CreateState, op: Op
             log::info!("instance {id} is running");
             op.finish(ctx, Ok(()));
         }
+        // A failed save: undo nothing, the takeover does it from the saved state.
+        Err(e) if op.is_halted() => op.finish(ctx, Err(&e)),
+        // The undo needs a backend that is out: the takeover undoes it once it answers.
+        Err(e) if let Some(b) = outage(ctx) => {
+            log::warn!(
+                "instance {id}: creation stopped ({e}) while {} is out; undone once it answers",
+                b.name()
+            );
+            op.abandon(ctx, &e);
+        }
         Err(e) => {
             let st = b.st;
             let msg = fail(ctx, id, &st.nics, st.made, e);
@@ -124,7 +137,14 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     let status = record(ctx, "reading the instance", |c| {
         Ok(db::instances::get(c, &id)?.map(|i| i.status))
     });
+    let why = op.error_message.clone().unwrap_or_else(|| {
+        format!(
+            "api-web stopped while creating this instance (at step \"{}\")",
+            op.step
+        )
+    });
     match status {
+        Ok(Some(St::Creating)) if outage(ctx).is_some() => return held.abandon(ctx, &why),
         Ok(Some(St::Creating)) => {}
         Ok(_) => return held.finish(ctx, Ok(())),
         Err(e) => {
@@ -136,10 +156,7 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
             return;
         }
     }
-    let why = format!(
-        "api-web stopped while creating this instance (at step \"{}\"); what the create had made was removed",
-        op.step
-    );
+    let why = format!("{why}; what the create had made was removed");
     let msg = fail(ctx, &id, &st.nics, st.made, why);
     held.finish(ctx, Err(&msg));
 }
@@ -233,7 +250,7 @@ fn steps(b: &mut Build, id: &InstanceId, image: &Image) -> Step {
     b.about_to("starting", Made::Running(id.clone()))?;
     ctx.hv
         .start(id.as_str())
-        .map_err(|e| format!("the instance could not start: {}", e.message()))?;
+        .map_err(|e| refused(&e, "the instance could not start", "starting the domain"))?;
     record_running(ctx, id, &data, &b.st.nics)
 }
 
@@ -381,9 +398,22 @@ fn define(
     };
     let xml = domain::build(ctx.templates.for_os(&image.os_type), &spec)
         .map_err(|e| format!("could not build the domain XML: {e}"))?;
-    ctx.hv
-        .define(&xml)
-        .map_err(|e| format!("the hypervisor refused the domain: {}", e.message()))
+    ctx.hv.define(&xml).map_err(|e| {
+        refused(
+            &e,
+            "the hypervisor refused the domain",
+            "defining the domain",
+        )
+    })
+}
+
+/// A libvirt failure in the user's words: a refusal, or libvirt not answering while `doing`.
+fn refused(e: &crate::virt::VirtError, refusal: &str, doing: &str) -> String {
+    if e.outcome_unknown() {
+        format!("libvirt did not answer while {doing}: {}", e.message())
+    } else {
+        format!("{refusal}: {}", e.message())
+    }
 }
 
 /// The domain runs: its volumes and NICs are attached, the instance `running` (one

@@ -1,6 +1,8 @@
 //! Destroy: `running | stopped | error -> destroying`, then power off, undefine, remove the root
 //! disk (and the attached volumes and NICs with `delete_attached`, else give them back), drop the
-//! row. A failed step leaves the instance `error` saying where it stopped; a retry goes on.
+//! row. A failed step leaves the instance `error` saying where it stopped; a retry goes on. A
+//! step that failed while libvirt or Ceph is out leaves it `destroying` instead: the takeover
+//! carries on once the backend answers.
 //!
 //! It runs as an operation: every step is safe to take again, so when this process dies a
 //! takeover (`recover`) simply takes the remaining steps.
@@ -11,6 +13,7 @@ use crate::db::operations::Operation;
 use crate::db::{self, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{InstanceId, InstanceStatus as St};
+use crate::service::health::outage;
 use crate::service::operations::{self, state_of, Op};
 use crate::service::{load, record, Ctx};
 use diesel::Connection;
@@ -51,6 +54,21 @@ fn conclude(ctx: &Ctx, id: &InstanceId, op: Op, state: &DestroyState) -> ApiResu
             op.finish(ctx, Ok(()));
             Ok(d)
         }
+        // A failed save: the row stays `destroying` and the takeover carries on.
+        Err((_, e)) if op.is_halted() => {
+            op.finish(ctx, Err(&e.to_string()));
+            Err(e)
+        }
+        // A backend is out: the row stays `destroying` and the takeover carries on once it
+        // answers (every step is safe to take again).
+        Err((step, e)) if let Some(b) = outage(ctx) => {
+            let msg = format!(
+                "destroy paused while {step}: {e}; it goes on by itself once {} answers again",
+                b.name()
+            );
+            op.abandon(ctx, &msg);
+            Err(ApiError::unavailable(b, msg))
+        }
         Err((step, e)) => {
             let msg = format!("destroy stopped while {step}: {e}; retry the destroy");
             let recorded = record(ctx, "recording a failed destroy", |c| {
@@ -78,6 +96,10 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     match record(ctx, "reading the instance", |c| {
         Ok(db::instances::get(c, &id)?.map(|i| i.status))
     }) {
+        Ok(Some(St::Destroying)) if outage(ctx).is_some() => {
+            let why = op.error_message.as_deref().unwrap_or("a backend is out");
+            held.abandon(ctx, why);
+        }
         Ok(Some(St::Destroying)) => {
             let _ = conclude(ctx, &id, held, &state);
         }
