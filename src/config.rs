@@ -39,6 +39,60 @@ pub struct Config {
     pub ceph: CephConfig,
     pub network: NetworkConfig,
     pub operations: OperationsConfig,
+    pub auth: AuthConfig,
+}
+
+/// Logins (service::auth): the signing of the tokens `POST /api/v1/auth/token` hands out.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 signing key of login tokens (at least 32 characters). Empty: a random key per
+    /// process, so tokens die with it and one replica's are refused by another.
+    pub token_secret: String,
+    /// How long a login token is valid.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_secret: String::new(),
+            token_lifetime_secs: 3600,
+        }
+    }
+}
+
+// Printed by `check-config`: never the secret.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "token_secret",
+                &if self.token_secret.is_empty() {
+                    "(none: random per process)"
+                } else {
+                    "(set, not shown)"
+                },
+            )
+            .field("token_lifetime_secs", &self.token_lifetime_secs)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.token_secret.is_empty() || self.token_secret.len() >= 32,
+            "auth.token_secret",
+            "must be empty or at least 32 characters",
+        )?;
+        within(
+            self.token_lifetime_secs,
+            60,
+            86_400,
+            "auth.token_lifetime_secs",
+        )
+    }
 }
 
 /// Operations that survive their process (service::operations).
@@ -108,9 +162,12 @@ pub struct ServerConfig {
     pub listen: String,
     pub workers: usize,
     pub body_limit: usize,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API from a browser (CORS);
+    /// none by default. Environment: `API_WEB_CORS_ORIGINS`, comma-separated.
+    pub cors_origins: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -187,6 +244,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:18080".into(),
             workers: 0,
             body_limit: 65536,
+            cors_origins: vec![],
         }
     }
 }
@@ -295,6 +353,17 @@ impl Config {
         if let Some(v) = get("API_WEB_LISTEN") {
             self.server.listen = v;
         }
+        if let Some(v) = get("API_WEB_CORS_ORIGINS") {
+            self.server.cors_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = get("API_WEB_TOKEN_SECRET") {
+            self.auth.token_secret = v;
+        }
         if let Some(v) = get("DATABASE_URL") {
             self.database.url = v;
         }
@@ -354,6 +423,7 @@ impl Config {
         self.libvirt.validate()?;
         self.ceph.validate()?;
         self.network.validate()?;
+        self.auth.validate()?;
         self.operations.validate()
     }
 }
@@ -394,11 +464,50 @@ impl ServerConfig {
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("server.listen", format!("{:?}: {e}", self.listen)))?;
+        for o in &self.cors_origins {
+            // An origin is a scheme and a host (and a port), nothing after: what browsers send.
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && o.split_once("://").is_some_and(|(_, rest)| {
+                    !rest.is_empty() && !rest.contains('/') && !rest.contains('*')
+                });
+            ensure(
+                ok,
+                "server.cors_origins",
+                format!("{o:?} is not an origin like https://portal.example.com[:port]"),
+            )?;
+        }
         ensure(
             self.body_limit >= 1024,
             "server.body_limit",
             "must be at least 1024 bytes",
         )
+    }
+}
+
+/// `mysql://user:password@host/db` with the password left out (what logs and `check-config`
+/// may show).
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+// Printed by `check-config`: never the password.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
     }
 }
 
@@ -731,6 +840,53 @@ mod tests {
             .apply_env(|k| (k == "API_WEB_LIBVIRT_EVENTS").then(|| "yes".into()))
             .unwrap_err();
         assert!(err.to_string().contains("API_WEB_LIBVIRT_EVENTS"));
+    }
+
+    #[test]
+    fn cors_origins_from_the_environment_and_checked() {
+        let mut c = Config::default();
+        assert!(
+            c.server.cors_origins.is_empty(),
+            "nothing allowed by default"
+        );
+        c.apply_env(|k| {
+            (k == "API_WEB_CORS_ORIGINS")
+                .then(|| "https://portal.example.com, http://localhost:3000,".into())
+        })
+        .unwrap();
+        assert_eq!(
+            c.server.cors_origins,
+            vec!["https://portal.example.com", "http://localhost:3000"]
+        );
+        c.validate().unwrap();
+        for bad in [
+            "*",
+            "portal.example.com",
+            "https://p.example.com/",
+            "https://*.example.com",
+        ] {
+            c.server.cors_origins = vec![bad.into()];
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with("setting server.cors_origins:"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_the_printed_config() {
+        let mut c = Config::default();
+        c.database.url = "mysql://api:s3cr3t-pw@db:3306/api_web".into();
+        c.auth.token_secret = "t0ken-secret-t0ken-secret-t0ken-secret".into();
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("s3cr3t-pw"), "{printed}");
+        assert!(!printed.contains("t0ken-secret"), "{printed}");
+        assert!(
+            printed.contains("mysql://api:***@db:3306/api_web"),
+            "{printed}"
+        );
+        assert_eq!(redacted_url("mysql://u@h/x"), "mysql://u:***@h/x");
     }
 
     #[test]

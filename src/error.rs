@@ -104,6 +104,10 @@ pub enum ErrorCode {
     AttachFailed,
     /// The guest has not released the device yet.
     DetachPending,
+    /// No credentials, or credentials that are unknown, revoked or expired (401).
+    Unauthorized,
+    /// Valid credentials whose role may not do this (403).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -157,6 +161,8 @@ impl ErrorCode {
         ErrorCode::BridgeMissing,
         ErrorCode::AttachFailed,
         ErrorCode::DetachPending,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,6 +179,8 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::HttpError => "http_error",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::CephUnavailable => "ceph_unavailable",
             ErrorCode::LibvirtUnavailable => "libvirt_unavailable",
@@ -274,6 +282,12 @@ pub enum ApiError {
     /// A bug: something that should not happen.
     #[error("{0}")]
     Internal(String),
+    /// No usable credentials (401, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Credentials whose role is too weak (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Any other HTTP error actix produced (415, 408...), re-wrapped as JSON.
     #[error("{message}")]
     Http {
@@ -328,6 +342,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Http { status, .. } => *status,
         }
     }
@@ -345,6 +361,8 @@ impl ApiError {
             | ApiError::Http { code, .. } => *code,
             ApiError::Unavailable { backend, .. } => backend.code(),
             ApiError::Internal(_) => ErrorCode::InternalError,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 
@@ -402,6 +420,12 @@ impl ResponseError for ApiError {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             // The backend probes run every second: worth trying again soon.
             r.insert_header((actix_web::http::header::RETRY_AFTER, "2"));
+        }
+        if self.status() == StatusCode::UNAUTHORIZED {
+            r.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"api-web\"",
+            ));
         }
         r.json(body)
     }
@@ -526,6 +550,8 @@ mod tests {
                 "libvirt_unavailable",
             ),
             (ApiError::Internal("x".into()), 500, "internal_error"),
+            (ApiError::Unauthorized("x".into()), 401, "unauthorized"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (
                 ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "x".into()),
                 415,

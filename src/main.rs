@@ -25,6 +25,52 @@ enum Command {
     Migrate,
     /// Check the configuration and print it.
     CheckConfig,
+    /// Projects and API keys, straight in the database (the first admin key comes from here).
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Make a project.
+    CreateProject {
+        #[arg(long)]
+        name: String,
+    },
+    /// Make an API key; its secret is printed once, alone on the last line.
+    CreateKey {
+        #[arg(long)]
+        name: String,
+        /// admin (member keys come with project ownership of resources).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = api_web::service::auth::DEFAULT_PROJECT)]
+        project: String,
+        /// Days until the key stops working (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u64>,
+    },
+    /// Make a user who logs in with POST /api/v1/auth/token; the password is read from
+    /// standard input (its first line), never from the command line.
+    CreateUser {
+        #[arg(long)]
+        name: String,
+        /// admin (member users come with project ownership of resources).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = api_web::service::auth::DEFAULT_PROJECT)]
+        project: String,
+    },
+    /// Disable a user: no more logins, and its tokens stop working within 5 s.
+    DisableUser {
+        /// The user's name.
+        name: String,
+    },
+    /// Revoke a key by its id (key-...) or its name.
+    RevokeKey {
+        /// The key's id or name.
+        key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +91,13 @@ fn main() -> ExitCode {
             println!("{cfg:#?}");
             ExitCode::SUCCESS
         }
+        Command::Admin(a) => match admin(&cfg, a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("api-web: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Migrate => match migrate(&cfg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -72,6 +125,67 @@ fn migrate(cfg: &Config) -> Result<(), String> {
     }
     for v in applied {
         log::info!("applied migration {v}");
+    }
+    Ok(())
+}
+
+fn admin(cfg: &Config, a: Admin) -> Result<(), String> {
+    use api_web::service::auth;
+    migrate(cfg)?;
+    let pool = db::pool(
+        &cfg.database.url,
+        1,
+        std::time::Duration::from_secs(cfg.database.connect_timeout_secs),
+    );
+    let mut conn = pool
+        .get()
+        .map_err(|e| format!("cannot connect to MySQL (database.url): {e}"))?;
+    let fail = |e: api_web::error::ApiError| e.to_string();
+    match a {
+        Admin::CreateProject { name } => {
+            let p = auth::create_project(&mut conn, &name).map_err(fail)?;
+            println!("project {} ({}) created", p.project_id, p.project_name);
+        }
+        Admin::CreateKey {
+            name,
+            role,
+            project,
+            expires_in_days,
+        } => {
+            let role = auth::Role::parse(&role).map_err(fail)?;
+            let expire = expires_in_days.map(|d| db::now() + d.saturating_mul(86_400));
+            let k = auth::create_key(&mut conn, &name, role, &project, expire).map_err(fail)?;
+            eprintln!(
+                "key {} ({}, role {}, project {}) created; its secret is shown this once:",
+                k.key.key_id, k.key.key_name, k.key.role, project
+            );
+            println!("{}", k.secret);
+        }
+        Admin::CreateUser {
+            name,
+            role,
+            project,
+        } => {
+            let role = auth::Role::parse(&role).map_err(fail)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let u = auth::create_user(&mut conn, &name, password, role, &project).map_err(fail)?;
+            println!(
+                "user {} ({}, role {}, project {}) created",
+                u.user_id, u.user_name, u.role, project
+            );
+        }
+        Admin::DisableUser { name } => {
+            auth::disable_user(&mut conn, &name).map_err(fail)?;
+            println!("user {name} disabled");
+        }
+        Admin::RevokeKey { key } => {
+            let k = auth::revoke_key(&mut conn, &key).map_err(fail)?;
+            println!("key {} ({}) revoked", k.key_id, k.key_name);
+        }
     }
     Ok(())
 }

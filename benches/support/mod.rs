@@ -12,6 +12,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The admin key of every bench database (`new_db`), sent by `Http`.
+pub const BENCH_KEY: &str = "awk_be0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0cbe0c";
+
 pub fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run scripts/bench.sh"))
 }
@@ -54,7 +57,7 @@ impl Http {
         let body = body.unwrap_or("");
         write!(
             self.w,
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {BENCH_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
         let mut line = String::new();
@@ -130,6 +133,20 @@ pub fn new_db() -> (String, String, MysqlConnection) {
     let url = format!("{server_url}/{name}");
     let mut conn = MysqlConnection::establish(&url).unwrap();
     api_web::db::migrate(&mut conn).unwrap();
+    api_web::db::auth::insert_key(
+        &mut conn,
+        &api_web::db::auth::ApiKey {
+            key_id: "key-0000be0c".into(),
+            key_name: "bench".into(),
+            key_hash: api_web::service::auth::hash(BENCH_KEY),
+            role: "admin".into(),
+            project_id: "prj-00000000".into(),
+            expire_time: None,
+            revoke_time: None,
+            create_time: api_web::db::now(),
+        },
+    )
+    .unwrap();
     (name, url, conn)
 }
 

@@ -1,6 +1,7 @@
 //! HTTP only: the route table, request parsing, response views, errors as JSON.
 //! Handlers validate input, call a service off the executor, and shape the answer.
 
+mod auth;
 mod health;
 mod images;
 mod instances;
@@ -43,6 +44,7 @@ route_table! {
     "/healthz" => get health::healthz;
     "/api/v1/version" => get health::version;
     "/api/v1/openapi.json" => get openapi;
+    "/api/v1/auth/token" => post auth::token;
     "/api/v1/images/list" => get images::list;
     "/api/v1/images/inspect" => get images::inspect;
     "/api/v1/images/create" => post images::create;
@@ -88,6 +90,8 @@ pub fn app(
     >,
 > {
     let limit = ctx.cfg.server.body_limit;
+    let origins = &ctx.cfg.server.cors_origins;
+    let cors = actix_web::middleware::Condition::new(!origins.is_empty(), cors(origins));
     App::new()
         .app_data(ctx)
         .app_data(
@@ -101,7 +105,30 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .configure(routes)
         .default_service(web::to(no_route))
+        // Innermost first: credentials, then CORS (a preflight is answered before credentials
+        // are asked for, and a refusal still carries the CORS headers a browser needs to read
+        // it), then request ids, the access log and the JSON envelope around everything.
+        .wrap(from_fn(auth::require))
+        .wrap(cors)
         .wrap(from_fn(middleware::middleware))
+}
+
+/// CORS for the configured origins only (`server.cors_origins`). With none it is not mounted:
+/// a browser's preflight then gets no allowing headers, so no cross-origin page can call.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut c = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            middleware::HEADER,
+        ])
+        .expose_headers([middleware::HEADER])
+        .max_age(3600);
+    for o in origins {
+        c = c.allowed_origin(o);
+    }
+    c
 }
 
 /// The OpenAPI description of this API (openapi.json; a test keeps it and the routes in step).

@@ -1,6 +1,7 @@
 //! MySQL: the pool, the embedded migrations, and small query functions per table.
 //! No business rules here: callers decide what a result means.
 
+pub mod auth;
 pub mod images;
 pub mod instances;
 pub mod nics;

@@ -94,11 +94,47 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    project (project_id) {
+        project_id -> Varchar,
+        project_name -> Varchar,
+        create_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    api_key (key_id) {
+        key_id -> Varchar,
+        key_name -> Varchar,
+        key_hash -> Char,
+        role -> Varchar,
+        project_id -> Varchar,
+        expire_time -> Nullable<Unsigned<Bigint>>,
+        revoke_time -> Nullable<Unsigned<Bigint>>,
+        create_time -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    api_user (user_id) {
+        user_id -> Varchar,
+        user_name -> Varchar,
+        password_hash -> Varchar,
+        role -> Varchar,
+        project_id -> Varchar,
+        disable_time -> Nullable<Unsigned<Bigint>>,
+        create_time -> Unsigned<Bigint>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     image,
     instance,
     volume,
     network_interface,
     operation,
-    deployment
+    deployment,
+    project,
+    api_key,
+    api_user
 );

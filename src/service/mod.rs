@@ -2,6 +2,7 @@
 //! of side effects (record intent in MySQL, act on Ceph/libvirt, record the outcome) and the undo
 //! of a half-done step. Services are synchronous: the API layer runs them off the executor.
 
+pub mod auth;
 pub mod backed;
 pub mod health;
 pub mod hotplug;
@@ -39,6 +40,10 @@ pub struct Ctx {
     deployment: std::sync::OnceLock<String>,
     /// The continuous reconciliation's counters and the orphans it watches.
     pub reconciler: reconcile::Reconciler,
+    /// API keys (and login tokens' users) verified lately.
+    pub keys: auth::KeyCache,
+    /// The signing key of login tokens.
+    pub token_key: auth::TokenKey,
 }
 
 impl Ctx {
@@ -59,6 +64,8 @@ impl Ctx {
             db_down: std::sync::Mutex::new(None),
             deployment: std::sync::OnceLock::new(),
             reconciler: reconcile::Reconciler::default(),
+            keys: auth::KeyCache::default(),
+            token_key: auth::TokenKey::new(&cfg.auth.token_secret),
             cfg,
             db,
             ceph,

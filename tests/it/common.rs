@@ -134,9 +134,11 @@ impl TestDb {
         MysqlConnection::establish(&self.url).unwrap()
     }
 
+    /// Migrated, with the admin key `TEST_KEY` that the request helpers send.
     pub fn migrated() -> TestDb {
         let db = TestDb::new();
         api_web::db::migrate(&mut db.conn()).unwrap();
+        install_test_key(&mut db.conn(), TEST_KEY, "admin");
         db
     }
 }
@@ -150,6 +152,34 @@ impl Drop for TestDb {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
         }
     }
+}
+
+/// The admin key of every test database (`TestDb::migrated`); the request helpers send it.
+pub const TEST_KEY: &str = "awk_7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57";
+
+/// `Authorization: Bearer TEST_KEY`.
+pub fn auth() -> (&'static str, String) {
+    ("authorization", format!("Bearer {TEST_KEY}"))
+}
+
+/// Stores a key with a known secret in the default project (tests only: real keys are random).
+pub fn install_test_key(conn: &mut MysqlConnection, secret: &str, role: &str) -> String {
+    let key_id = format!("key-{:08x}", rand::random::<u32>());
+    api_web::db::auth::insert_key(
+        conn,
+        &api_web::db::auth::ApiKey {
+            key_id: key_id.clone(),
+            key_name: format!("test {role}"),
+            key_hash: api_web::service::auth::hash(secret),
+            role: role.into(),
+            project_id: "prj-00000000".into(),
+            expire_time: None,
+            revoke_time: None,
+            create_time: api_web::db::now(),
+        },
+    )
+    .unwrap();
+    key_id
 }
 
 /// The configuration of the dev stack (defaults + the environment scripts/test.sh exports).
@@ -335,7 +365,14 @@ pub async fn send(app: &impl App, req: actix_http::Request) -> Resp {
 }
 
 pub async fn get(app: &impl App, uri: &str) -> Resp {
-    send(app, test::TestRequest::get().uri(uri).to_request()).await
+    send(
+        app,
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header(auth())
+            .to_request(),
+    )
+    .await
 }
 
 pub async fn post(app: &impl App, uri: &str, body: Value) -> Resp {
@@ -343,6 +380,7 @@ pub async fn post(app: &impl App, uri: &str, body: Value) -> Resp {
         app,
         test::TestRequest::post()
             .uri(uri)
+            .insert_header(auth())
             .set_json(body)
             .to_request(),
     )

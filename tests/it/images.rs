@@ -133,6 +133,7 @@ async fn create_rejects_bad_input() {
     let r = send(
         &app,
         test::TestRequest::post()
+            .insert_header(auth())
             .uri("/api/v1/images/create")
             .insert_header(("content-type", "application/json"))
             .set_payload("{\"image_name\": ")
@@ -143,6 +144,7 @@ async fn create_rejects_bad_input() {
     let r = send(
         &app,
         test::TestRequest::post()
+            .insert_header(auth())
             .uri("/api/v1/images/create")
             .to_request(),
     )

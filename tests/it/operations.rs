@@ -99,7 +99,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<Value> {
     let mut s = TcpStream::connect(addr).ok()?;
     write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {TEST_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .ok()?;

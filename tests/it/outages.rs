@@ -385,7 +385,10 @@ async fn ceph_osd_killed_mid_create() {
     let t2 = Instant::now();
     let images = t.ctx.cfg.ceph.images_pool.clone();
     let read = t.ctx.ceph.image_size(&images, &image);
-    println!("image read during the outage: {read:?} after {:?}", t2.elapsed());
+    println!(
+        "image read during the outage: {read:?} after {:?}",
+        t2.elapsed()
+    );
     assert!(read.is_err(), "{read:?}");
     assert!(t2.elapsed() < Duration::from_secs(4), "{:?}", t2.elapsed());
     stack(&["up"]);

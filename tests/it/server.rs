@@ -74,6 +74,7 @@ async fn request_id_is_echoed_or_generated() {
     let r = send(
         &app,
         test::TestRequest::get()
+            .insert_header(auth())
             .uri("/api/v1/version")
             .insert_header(("x-request-id", "portal-42"))
             .to_request(),
@@ -88,6 +89,7 @@ async fn request_id_is_echoed_or_generated() {
     let r = send(
         &app,
         test::TestRequest::get()
+            .insert_header(auth())
             .uri("/api/v1/images/inspect?image_id=ami-00000000")
             .insert_header(("x-request-id", "has space"))
             .to_request(),

@@ -1,0 +1,3 @@
+DROP TABLE `api_user`;
+DROP TABLE `api_key`;
+DROP TABLE `project`;
