@@ -51,8 +51,8 @@ fn main() {
             let a = t.elapsed();
             assert_eq!(r.status(), 200);
             let t = Instant::now();
-            let r = test::call_service(&bare, test::TestRequest::get().uri(detail).to_request())
-                .await;
+            let r =
+                test::call_service(&bare, test::TestRequest::get().uri(detail).to_request()).await;
             let b = t.elapsed();
             assert_eq!(r.status(), 200);
             if i >= 200 {

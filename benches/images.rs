@@ -32,6 +32,8 @@ fn main() {
                 describe: "a row of the list benchmark".into(),
                 status: ImageStatus::Available,
                 create_time: now - (i as u64),
+                project_id: "prj-00000000".into(),
+                visibility: "public".into(),
             };
             db::images::insert(conn, &form)?;
         }

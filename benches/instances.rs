@@ -232,6 +232,7 @@ fn main() {
                     describe: "bench".into(),
                     progress_step: "running".into(),
                     create_time: now - i as u64,
+                    project_id: "prj-00000000".into(),
                 },
             )?;
             db::volumes::insert(
@@ -247,6 +248,7 @@ fn main() {
                     describe: String::new(),
                     attach_time: Some(now),
                     create_time: now,
+                    project_id: "prj-00000000".into(),
                 },
             )?;
         }

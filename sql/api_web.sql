@@ -19,10 +19,13 @@ CREATE TABLE `image` (
   `snapshot_name` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
+  `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
+  `visibility` VARCHAR(16) NOT NULL DEFAULT 'public',
   PRIMARY KEY (`image_id`),
   KEY `idx_image_name` (`image_name`),
   KEY `idx_image_status` (`status`),
-  KEY `idx_image_create_time` (`create_time`, `image_id`)
+  KEY `idx_image_create_time` (`create_time`, `image_id`),
+  KEY `idx_image_project` (`project_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `instance` (
@@ -42,11 +45,13 @@ CREATE TABLE `instance` (
   `error_message` VARCHAR(2048) NULL,
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
+  `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
   PRIMARY KEY (`instance_id`),
   KEY `idx_instance_name` (`instance_name`),
   KEY `idx_instance_status` (`status`),
   KEY `idx_instance_image` (`image_id`),
-  KEY `idx_instance_create_time` (`create_time`, `instance_id`)
+  KEY `idx_instance_create_time` (`create_time`, `instance_id`),
+  KEY `idx_instance_project` (`project_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `volume` (
@@ -62,12 +67,14 @@ CREATE TABLE `volume` (
   `attach_time` BIGINT UNSIGNED NULL,
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
+  `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
   PRIMARY KEY (`volume_id`),
   UNIQUE KEY `uk_volume_instance_target` (`instance_id`, `target_dev`),
   KEY `idx_volume_name` (`volume_name`),
   KEY `idx_volume_status` (`status`),
   KEY `idx_volume_instance` (`instance_id`),
-  KEY `idx_volume_create_time` (`create_time`, `volume_id`)
+  KEY `idx_volume_create_time` (`create_time`, `volume_id`),
+  KEY `idx_volume_project` (`project_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `network_interface` (
@@ -83,13 +90,15 @@ CREATE TABLE `network_interface` (
   `attach_time` BIGINT UNSIGNED NULL,
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
+  `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
   PRIMARY KEY (`network_interface_id`),
   UNIQUE KEY `uk_nic_mac` (`mac`),
   UNIQUE KEY `uk_nic_bridge_ip` (`bridge`, `ip`),
   KEY `idx_nic_name` (`network_interface_name`),
   KEY `idx_nic_status` (`status`),
   KEY `idx_nic_instance` (`instance_id`),
-  KEY `idx_nic_create_time` (`create_time`, `network_interface_id`)
+  KEY `idx_nic_create_time` (`create_time`, `network_interface_id`),
+  KEY `idx_nic_project` (`project_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- Long operations that must survive their process: who runs each (owner + a lease it renews),
@@ -180,4 +189,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261124000001'),
   ('20261125000001'),
   ('20261126000001'),
-  ('20261127000001');
+  ('20261127000001'),
+  ('20261128000001');

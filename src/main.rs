@@ -41,7 +41,7 @@ enum Admin {
     CreateKey {
         #[arg(long)]
         name: String,
-        /// admin (member keys come with project ownership of resources).
+        /// admin (everything, every project) or member (its project's resources).
         #[arg(long, default_value = "admin")]
         role: String,
         #[arg(long, default_value = api_web::service::auth::DEFAULT_PROJECT)]
@@ -55,7 +55,7 @@ enum Admin {
     CreateUser {
         #[arg(long)]
         name: String,
-        /// admin (member users come with project ownership of resources).
+        /// admin (everything, every project) or member (its project's resources).
         #[arg(long, default_value = "admin")]
         role: String,
         #[arg(long, default_value = api_web::service::auth::DEFAULT_PROJECT)]

@@ -11,7 +11,8 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use auth::{Access, Owned};
 use serde::Deserialize;
 
 /// Paths anyone may call: liveness, the version, and (with logins) the token endpoint.
@@ -25,18 +26,10 @@ pub async fn require(
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     match principal(&req).await {
-        Ok(p) if p.role == Role::Admin => {
+        Ok(p) => {
             req.extensions_mut().insert(p);
             Ok(next.call(req).await?.map_into_boxed_body())
         }
-        Ok(p) => Ok(refuse(
-            req,
-            ApiError::Forbidden(format!(
-                "key {} has role {}, which may not do this",
-                p.key_id,
-                p.role.as_str()
-            )),
-        )),
         Err(e) => Ok(refuse(req, e)),
     }
 }
@@ -86,4 +79,124 @@ pub async fn token(
     }
     let t = crate::context::blocking(move || auth::login(&ctx, &b.user_name, &b.password)).await?;
     Ok(Success(t))
+}
+
+/// The caller of a request, as `require` found it (handlers of non-public routes take it).
+pub struct Caller(pub auth::Principal);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<auth::Principal>()
+                .cloned()
+                .map(Caller)
+                .ok_or_else(|| ApiError::Unauthorized("this request needs credentials".into())),
+        )
+    }
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
+    /// The project of what the caller makes.
+    pub fn project(&self) -> String {
+        self.0.project_id.clone()
+    }
+
+    /// The projects the caller reaches: every one (`None`) for an admin, else its own.
+    fn reach(&self) -> Option<String> {
+        (!self.is_admin()).then(|| self.project())
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn admin_only(&self, what: &str) -> ApiResult<()> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!("only an admin may {what}")))
+    }
+
+    /// The project a list shows: an admin's choice (`project_id`, or every project), a member's
+    /// own (asking for another is 403).
+    pub fn list_project(&self, asked: Option<String>) -> ApiResult<Option<String>> {
+        let asked = asked.filter(|p| !p.is_empty());
+        match (self.is_admin(), asked) {
+            (true, asked) => Ok(asked),
+            (false, Some(p)) if p != self.0.project_id => Err(ApiError::Forbidden(
+                "a member lists its own project only".into(),
+            )),
+            (false, _) => Ok(Some(self.project())),
+        }
+    }
+
+    /// 404 (as if it did not exist) unless the caller may `access` row `id`.
+    pub async fn may<R>(&self, ctx: &web::Data<Ctx>, id: &R::Id, access: Access) -> ApiResult<()>
+    where
+        R: Owned + Send + 'static,
+        R::Id: Clone + Send + 'static,
+    {
+        let Some(project) = self.reach() else {
+            return Ok(());
+        };
+        self.within::<R>(ctx, project, id, access).await.map(|_| ())
+    }
+
+    /// Row `id`, if it is of `project` (or public, to read): what a new instance of that
+    /// project may use, whoever asks.
+    pub async fn within<R>(
+        &self,
+        ctx: &web::Data<Ctx>,
+        project: String,
+        id: &R::Id,
+        access: Access,
+    ) -> ApiResult<R>
+    where
+        R: Owned + Send + 'static,
+        R::Id: Clone + Send + 'static,
+    {
+        let (ctx, id) = (ctx.clone(), id.clone());
+        crate::context::blocking(move || auth::check_access::<R>(&ctx, Some(&project), &id, access))
+            .await
+    }
+
+    /// A device and an instance the caller may change, of one project (an admin too may not
+    /// plug one project's volume into another's instance).
+    pub async fn may_plug<P>(
+        &self,
+        ctx: &web::Data<Ctx>,
+        device: &P::Id,
+        instance: &crate::model::InstanceId,
+    ) -> ApiResult<()>
+    where
+        P: Owned + Send + 'static,
+        P::Id: Clone + Send + 'static,
+    {
+        let reach = self.reach();
+        let (c, d, i) = (ctx.clone(), device.clone(), instance.clone());
+        crate::context::blocking(move || {
+            let dev = auth::check_access::<P>(&c, reach.as_deref(), &d, Access::Write)?;
+            let inst = auth::check_access::<crate::db::instances::Instance>(
+                &c,
+                reach.as_deref(),
+                &i,
+                Access::Write,
+            )?;
+            if dev.project_id() != inst.project_id() {
+                return Err(ApiError::invalid(format!(
+                    "{} {d} is of project {}, instance {i} of project {}: a device plugs into an instance of its own project",
+                    <P::Status as crate::model::Lifecycle>::RESOURCE,
+                    dev.project_id(),
+                    inst.project_id()
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
 }

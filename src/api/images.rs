@@ -1,11 +1,13 @@
 //! `/api/v1/images/*` and `/api/v1/unregister_images/list` (seed-api.md section 1).
 
+use super::auth::Caller;
 use super::views::ImageView;
 use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
 use crate::db::images::Image;
 use crate::error::ApiResult;
 use crate::model::{ImageId, ImageStatus};
+use crate::service::auth::Access;
 use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -17,14 +19,23 @@ use validator::Validate;
 pub struct ListQuery {
     #[validate(length(max = 255, message = "must be at most 255 characters"))]
     filter_name: Option<String>,
+    /// Admins: only this project's images (a member sees its project's and the public ones).
+    project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,
 }
 
-pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<ImageView>>> {
+pub async fn list(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<ListQuery>,
+) -> ApiResult<Success<PageView<ImageView>>> {
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
-    let filter = list_filter::<ImageStatus>(q.into_inner().filter_name, None, None)?;
+    let q = q.into_inner();
+    let mut filter = list_filter::<ImageStatus>(q.filter_name, None, None)?;
+    filter.project_id = caller.list_project(q.project_id)?;
+    filter.public_too = !caller.is_admin();
     let (total, rows) = {
         let ctx = ctx.clone();
         blocking(move || crate::service::list::<Image>(&ctx, &filter, p)).await?
@@ -41,9 +52,14 @@ pub struct IdQuery {
     image_id: String,
 }
 
-pub async fn inspect(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<ImageView>> {
+pub async fn inspect(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<IdQuery>,
+) -> ApiResult<Success<ImageView>> {
     check(&*q)?;
     let id = ImageId::new(q.into_inner().image_id);
+    caller.may::<Image>(&ctx, &id, Access::Read).await?;
     let c = ctx.clone();
     let row = blocking(move || svc::get(&c, &id)).await?;
     Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
@@ -60,7 +76,11 @@ pub struct CreateBody {
     describe: Option<String>,
 }
 
-pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<ImageView>> {
+pub async fn create(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<CreateBody>,
+) -> ApiResult<Success<ImageView>> {
     check(&*body)?;
     let b = body.into_inner();
     let req = NewImage {
@@ -68,6 +88,8 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
         image_size: b.image_size,
         os_type: OsType::parse(&b.os_type)?,
         describe: b.describe.unwrap_or_default(),
+        project_id: caller.project(),
+        public: caller.is_admin(),
     };
     let c = ctx.clone();
     let row = blocking(move || svc::create(&c, req)).await?;
@@ -87,7 +109,12 @@ pub struct RegisterBody {
     describe: Option<String>,
 }
 
-pub async fn register(ctx: Data<Ctx>, body: Json<RegisterBody>) -> ApiResult<Success<ImageView>> {
+pub async fn register(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<RegisterBody>,
+) -> ApiResult<Success<ImageView>> {
+    caller.admin_only("register images")?;
     check(&*body)?;
     let b = body.into_inner();
     let req = Registration {
@@ -96,6 +123,7 @@ pub async fn register(ctx: Data<Ctx>, body: Json<RegisterBody>) -> ApiResult<Suc
         image_size: b.image_size,
         os_type: OsType::parse(&b.os_type)?,
         describe: b.describe.unwrap_or_default(),
+        project_id: caller.project(),
     };
     let c = ctx.clone();
     let row = blocking(move || svc::register(&c, req)).await?;
@@ -114,9 +142,16 @@ pub struct UpdateBody {
     image_name: Option<String>,
 }
 
-pub async fn update(ctx: Data<Ctx>, body: Json<UpdateBody>) -> ApiResult<Success<ImageView>> {
+pub async fn update(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<UpdateBody>,
+) -> ApiResult<Success<ImageView>> {
     check(&*body)?;
     let b = body.into_inner();
+    caller
+        .may::<Image>(&ctx, &ImageId::new(b.image_id.clone()), Access::Write)
+        .await?;
     let changes = Changes {
         image_name: b.image_name,
         os_type: b.os_type.as_deref().map(OsType::parse).transpose()?,
@@ -145,10 +180,15 @@ pub struct DeletedView {
     message: String,
 }
 
-pub async fn delete(ctx: Data<Ctx>, body: Json<DeleteBody>) -> ApiResult<Success<DeletedView>> {
+pub async fn delete(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<DeleteBody>,
+) -> ApiResult<Success<DeletedView>> {
     check(&*body)?;
     let b = body.into_inner();
     let id = ImageId::new(b.image_id.clone());
+    caller.may::<Image>(&ctx, &id, Access::Write).await?;
     let outcome = blocking(move || svc::delete(&ctx, &id, b.del_file)).await?;
     let (file, message) = match outcome {
         FileOutcome::Kept => ("kept", "image unregistered; its RBD image is kept"),
@@ -179,8 +219,10 @@ pub struct UnregisteredView {
 
 pub async fn unregistered(
     ctx: Data<Ctx>,
+    caller: Caller,
     q: Query<UnregisteredQuery>,
 ) -> ApiResult<Success<PageView<UnregisteredView>>> {
+    caller.admin_only("list the RBD images of the pool")?;
     let p = paging(q.page_num, q.page_size)?;
     let names = blocking(move || svc::unregistered(&ctx)).await?;
     let total = names.len() as i64;

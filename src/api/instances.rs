@@ -1,10 +1,13 @@
 //! `/api/v1/instance/*` (seed-api.md section 4).
 
+use super::auth::Caller;
 use super::views::{ImageView, InstanceNames, InstanceView, NicView, VolumeView};
 use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
+use crate::db::instances::Instance;
 use crate::error::ApiResult;
 use crate::model::{ImageId, InstanceId, InstanceStatus, NicId, VolumeId};
+use crate::service::auth::Access;
 use crate::service::instances::{self as svc, NewInstance};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -25,15 +28,22 @@ pub struct ListQuery {
     #[validate(length(max = 255, message = "must be at most 255 characters"))]
     filter_name: Option<String>,
     status: Option<String>,
+    /// Admins: only this project's instances (a member sees its own project's).
+    project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,
 }
 
-pub async fn list(ctx: Data<Ctx>, q: Query<ListQuery>) -> ApiResult<Success<PageView<ListItem>>> {
+pub async fn list(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<ListQuery>,
+) -> ApiResult<Success<PageView<ListItem>>> {
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
     let q = q.into_inner();
-    let filter = list_filter::<InstanceStatus>(q.filter_name, q.status, None)?;
+    let mut filter = list_filter::<InstanceStatus>(q.filter_name, q.status, None)?;
+    filter.project_id = caller.list_project(q.project_id)?;
     let (total, rows) = blocking(move || svc::list(&ctx, &filter, p)).await?;
     let items = rows
         .into_iter()
@@ -62,9 +72,14 @@ pub struct DetailView {
     network_interfaces: Vec<NicView>,
 }
 
-pub async fn detail(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<DetailView>> {
+pub async fn detail(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<IdQuery>,
+) -> ApiResult<Success<DetailView>> {
     check(&*q)?;
     let id = InstanceId::new(q.into_inner().instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Read).await?;
     let c = ctx.clone();
     let d = blocking(move || svc::detail(&c, &id)).await?;
     let names: InstanceNames = [(
@@ -114,7 +129,11 @@ pub struct CreateBody {
     network_interface_ids: Vec<String>,
 }
 
-pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<InstanceView>> {
+pub async fn create(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<CreateBody>,
+) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
     let b = body.into_inner();
     let req = NewInstance {
@@ -131,6 +150,7 @@ pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success
             .into_iter()
             .map(NicId::new)
             .collect(),
+        project_id: caller.project(),
     };
     let ctx = ctx.into_inner();
     let row = blocking(move || svc::create(ctx, req)).await?;
@@ -146,9 +166,14 @@ pub struct ProgressView {
     error_message: Option<String>,
 }
 
-pub async fn progress(ctx: Data<Ctx>, q: Query<IdQuery>) -> ApiResult<Success<ProgressView>> {
+pub async fn progress(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<IdQuery>,
+) -> ApiResult<Success<ProgressView>> {
     check(&*q)?;
     let id = InstanceId::new(q.into_inner().instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Read).await?;
     let i = blocking(move || svc::get(&ctx, &id)).await?;
     Ok(Success(ProgressView {
         instance_id: i.instance_id,
@@ -166,9 +191,14 @@ pub struct IdBody {
     instance_id: String,
 }
 
-pub async fn turnon(ctx: Data<Ctx>, body: Json<IdBody>) -> ApiResult<Success<InstanceView>> {
+pub async fn turnon(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<IdBody>,
+) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
     let id = InstanceId::new(body.into_inner().instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
     let i = blocking(move || svc::turnon(&ctx, &id)).await?;
     Ok(Success(i.into()))
 }
@@ -182,10 +212,15 @@ pub struct TurnoffBody {
     force: bool,
 }
 
-pub async fn turnoff(ctx: Data<Ctx>, body: Json<TurnoffBody>) -> ApiResult<Success<InstanceView>> {
+pub async fn turnoff(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<TurnoffBody>,
+) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
     let b = body.into_inner();
     let id = InstanceId::new(b.instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
     let i = blocking(move || svc::turnoff(&ctx, &id, b.force)).await?;
     Ok(Success(i.into()))
 }
@@ -208,10 +243,15 @@ pub struct DestroyedView {
     deleted_network_interfaces: usize,
 }
 
-pub async fn destroy(ctx: Data<Ctx>, body: Json<DestroyBody>) -> ApiResult<Success<DestroyedView>> {
+pub async fn destroy(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<DestroyBody>,
+) -> ApiResult<Success<DestroyedView>> {
     check(&*body)?;
     let b = body.into_inner();
     let id = InstanceId::new(b.instance_id.clone());
+    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
     let d = blocking(move || svc::destroy(&ctx, &id, b.delete_attached)).await?;
     Ok(Success(DestroyedView {
         instance_id: b.instance_id,
@@ -238,10 +278,15 @@ pub struct ConsoleView {
     output: String,
 }
 
-pub async fn console(ctx: Data<Ctx>, q: Query<ConsoleQuery>) -> ApiResult<Success<ConsoleView>> {
+pub async fn console(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<ConsoleQuery>,
+) -> ApiResult<Success<ConsoleView>> {
     check(&*q)?;
     let q = q.into_inner();
     let id = InstanceId::new(q.instance_id.clone());
+    caller.may::<Instance>(&ctx, &id, Access::Read).await?;
     let max = q.tail_bytes.unwrap_or(65536);
     let output = blocking(move || svc::console(&ctx, &id, max)).await?;
     Ok(Success(ConsoleView {

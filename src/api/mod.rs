@@ -1,7 +1,7 @@
 //! HTTP only: the route table, request parsing, response views, errors as JSON.
 //! Handlers validate input, call a service off the executor, and shape the answer.
 
-mod auth;
+pub mod auth;
 mod health;
 mod images;
 mod instances;
@@ -232,6 +232,7 @@ pub fn list_filter<S: crate::model::Lifecycle>(
         instance_id: instance_id
             .filter(|s| !s.is_empty())
             .map(crate::model::InstanceId::new),
+        ..Default::default()
     })
 }
 
@@ -244,6 +245,8 @@ pub struct AttachedListQuery {
     status: Option<String>,
     /// Only what is attached to this instance.
     instance_id: Option<String>,
+    /// Admins: only this project's (a member sees its own project's).
+    project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,
 }
@@ -251,6 +254,7 @@ pub struct AttachedListQuery {
 /// A page of volumes or NICs, each shown with `view` (which names its instance).
 pub async fn list_attached<R, V>(
     ctx: web::Data<Ctx>,
+    caller: auth::Caller,
     q: web::Query<AttachedListQuery>,
     view: fn(R, &views::InstanceNames) -> V,
 ) -> ApiResult<Success<PageView<V>>>
@@ -260,8 +264,9 @@ where
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
     let q = q.into_inner();
-    let filter =
+    let mut filter =
         list_filter::<<R as crate::db::Table>::Status>(q.filter_name, q.status, q.instance_id)?;
+    filter.project_id = caller.list_project(q.project_id)?;
     let (total, rows, names) =
         crate::context::blocking(move || crate::service::list_attached::<R>(&ctx, &filter, p))
             .await?;

@@ -32,6 +32,9 @@ pub struct ImageView {
     pub image_location: String,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
+    /// `public` (every project may boot it) or `private` (its project's only).
+    pub visibility: String,
 }
 
 impl ImageView {
@@ -47,6 +50,8 @@ impl ImageView {
             error_message: message(i.error_message),
             create_time: i.create_time,
             update_time: i.update_time,
+            project_id: i.project_id,
+            visibility: i.visibility,
         }
     }
 }
@@ -70,6 +75,7 @@ pub struct InstanceView {
     pub error_message: Option<String>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
 }
 
 impl From<Instance> for InstanceView {
@@ -90,6 +96,7 @@ impl From<Instance> for InstanceView {
             error_message: message(i.error_message),
             create_time: i.create_time,
             update_time: i.update_time,
+            project_id: i.project_id,
         }
     }
 }
@@ -110,6 +117,7 @@ pub struct VolumeView {
     pub attach_time: Option<u64>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
 }
 
 impl VolumeView {
@@ -129,6 +137,7 @@ impl VolumeView {
             attach_time: v.attach_time,
             create_time: v.create_time,
             update_time: v.update_time,
+            project_id: v.project_id,
         }
     }
 }
@@ -147,6 +156,7 @@ pub struct NicView {
     pub describe: String,
     pub error_message: Option<String>,
     pub create_time: u64,
+    pub project_id: String,
 }
 
 impl NicView {
@@ -165,6 +175,7 @@ impl NicView {
             describe: n.describe,
             error_message: message(n.error_message),
             create_time: n.create_time,
+            project_id: n.project_id,
         }
     }
 }
@@ -195,10 +206,12 @@ mod tests {
             image_location: "rbd:p/ami-1".into(),
             create_time: 0,
             update_time: 0,
+            project_id: "prj-1".into(),
+            visibility: "public".into(),
         };
         assert_eq!(
             keys(&image).join(","),
-            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,status,update_time"
+            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,project_id,status,update_time,visibility"
         );
         let instance = InstanceView {
             instance_id: InstanceId::new("i-1"),
@@ -216,10 +229,11 @@ mod tests {
             error_message: None,
             create_time: 0,
             update_time: 0,
+            project_id: "prj-1".into(),
         };
         assert_eq!(
             keys(&instance).join(","),
-            "cpu,create_time,describe,error_message,host_ip,image_id,instance_id,instance_name,ip,memory,progress,progress_step,root_size,status,update_time"
+            "cpu,create_time,describe,error_message,host_ip,image_id,instance_id,instance_name,ip,memory,progress,progress_step,project_id,root_size,status,update_time"
         );
         let volume = VolumeView {
             volume_id: VolumeId::new("vol-1"),
@@ -235,10 +249,11 @@ mod tests {
             attach_time: None,
             create_time: 0,
             update_time: 0,
+            project_id: "prj-1".into(),
         };
         assert_eq!(
             keys(&volume).join(","),
-            "attach_time,create_time,describe,error_message,instance_id,instance_name,is_root,status,target_dev,update_time,volume_id,volume_name,volume_size"
+            "attach_time,create_time,describe,error_message,instance_id,instance_name,is_root,project_id,status,target_dev,update_time,volume_id,volume_name,volume_size"
         );
         let nic = NicView {
             network_interface_id: NicId::new("eni-1"),
@@ -253,10 +268,11 @@ mod tests {
             describe: String::new(),
             error_message: None,
             create_time: 0,
+            project_id: "prj-1".into(),
         };
         assert_eq!(
             keys(&nic).join(","),
-            "attach_time,bridge,create_time,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,status"
+            "attach_time,bridge,create_time,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,project_id,status"
         );
         // And each reads back as itself (the tests rely on it).
         let back: VolumeView =

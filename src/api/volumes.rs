@@ -1,5 +1,6 @@
 //! `/api/v1/volume/*` (seed-api.md section 2).
 
+use super::auth::Caller;
 use super::views::{InstanceNames, VolumeView};
 use super::{
     check, list_attached, valid_describe, valid_id, valid_name, AttachedListQuery, PageView,
@@ -10,6 +11,7 @@ use crate::context::blocking;
 use crate::db::volumes::Volume;
 use crate::error::ApiResult;
 use crate::model::{InstanceId, VolumeId};
+use crate::service::auth::Access;
 use crate::service::volumes as svc;
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -18,9 +20,10 @@ use validator::Validate;
 
 pub async fn list(
     ctx: Data<Ctx>,
+    caller: Caller,
     q: Query<AttachedListQuery>,
 ) -> ApiResult<Success<PageView<VolumeView>>> {
-    list_attached::<Volume, _>(ctx, q, VolumeView::new).await
+    list_attached::<Volume, _>(ctx, caller, q, VolumeView::new).await
 }
 
 #[derive(Deserialize, Validate)]
@@ -34,15 +37,21 @@ pub struct CreateBody {
     describe: Option<String>,
 }
 
-pub async fn create(ctx: Data<Ctx>, body: Json<CreateBody>) -> ApiResult<Success<VolumeView>> {
+pub async fn create(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<CreateBody>,
+) -> ApiResult<Success<VolumeView>> {
     check(&*body)?;
     let b = body.into_inner();
+    let project = caller.project();
     let v = blocking(move || {
         svc::create(
             &ctx,
             &b.volume_name,
             b.volume_size,
             b.describe.as_deref().unwrap_or(""),
+            &project,
         )
     })
     .await?;
@@ -58,18 +67,28 @@ pub struct MountBody {
     instance_id: String,
 }
 
-pub async fn mount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
+pub async fn mount(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<MountBody>,
+) -> ApiResult<Success<VolumeView>> {
     check(&*body)?;
     let b = body.into_inner();
     let (v, i) = (VolumeId::new(b.volume_id), InstanceId::new(b.instance_id));
+    caller.may_plug::<Volume>(&ctx, &v, &i).await?;
     let v = blocking(move || svc::mount(&ctx, &v, &i)).await?;
     Ok(Success(VolumeView::new(v, &InstanceNames::new())))
 }
 
-pub async fn unmount(ctx: Data<Ctx>, body: Json<MountBody>) -> ApiResult<Success<VolumeView>> {
+pub async fn unmount(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<MountBody>,
+) -> ApiResult<Success<VolumeView>> {
     check(&*body)?;
     let b = body.into_inner();
     let (v, i) = (VolumeId::new(b.volume_id), InstanceId::new(b.instance_id));
+    caller.may_plug::<Volume>(&ctx, &v, &i).await?;
     let v = blocking(move || svc::unmount(&ctx, &v, &i)).await?;
     Ok(Success(VolumeView::new(v, &InstanceNames::new())))
 }
@@ -88,9 +107,10 @@ pub struct DeletedView {
     file: &'static str,
 }
 
-async fn delete(ctx: Data<Ctx>, p: IdParam) -> ApiResult<Success<DeletedView>> {
+async fn delete(ctx: Data<Ctx>, caller: Caller, p: IdParam) -> ApiResult<Success<DeletedView>> {
     check(&p)?;
     let id = VolumeId::new(p.volume_id.clone());
+    caller.may::<Volume>(&ctx, &id, Access::Write).await?;
     let r = blocking(move || svc::delete(&ctx, &id)).await?;
     Ok(Success(DeletedView {
         volume_id: p.volume_id,
@@ -102,10 +122,18 @@ async fn delete(ctx: Data<Ctx>, p: IdParam) -> ApiResult<Success<DeletedView>> {
 }
 
 /// `GET /volume/delete?volume_id=...`: the original design's form, kept for the portal.
-pub async fn delete_get(ctx: Data<Ctx>, q: Query<IdParam>) -> ApiResult<Success<DeletedView>> {
-    delete(ctx, q.into_inner()).await
+pub async fn delete_get(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<IdParam>,
+) -> ApiResult<Success<DeletedView>> {
+    delete(ctx, caller, q.into_inner()).await
 }
 
-pub async fn delete_post(ctx: Data<Ctx>, b: Json<IdParam>) -> ApiResult<Success<DeletedView>> {
-    delete(ctx, b.into_inner()).await
+pub async fn delete_post(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    b: Json<IdParam>,
+) -> ApiResult<Success<DeletedView>> {
+    delete(ctx, caller, b.into_inner()).await
 }

@@ -18,7 +18,13 @@ pub struct Image {
     pub snapshot_name: Option<String>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
+    /// `public` (every project may boot it) or `private` (its project's only).
+    pub visibility: String,
 }
+
+/// The `visibility` of an image every project may boot (else `private`: its project's only).
+pub const PUBLIC: &str = "public";
 
 /// A new image row (no message, no snapshot yet).
 #[derive(Debug, Clone, Insertable)]
@@ -31,6 +37,9 @@ pub struct ImageForm {
     pub describe: String,
     pub status: ImageStatus,
     pub create_time: u64,
+    pub project_id: String,
+    /// `public` (every project may boot it) or `private` (its project's only).
+    pub visibility: String,
 }
 
 /// Fields an update may change; `None` leaves a column as it is.

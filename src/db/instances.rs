@@ -25,6 +25,7 @@ pub struct Instance {
     pub error_message: Option<String>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
 }
 
 /// A new instance row (progress 0, no address yet).
@@ -43,6 +44,7 @@ pub struct InstanceForm {
     pub describe: String,
     pub progress_step: String,
     pub create_time: u64,
+    pub project_id: String,
 }
 
 /// Fields an update may change; `None` leaves a column as it is (`Some(None)` sets NULL).

@@ -206,6 +206,10 @@ pub struct ListFilter<S> {
     pub status: Option<S>,
     /// Only rows attached to this instance (volumes, NICs).
     pub instance_id: Option<crate::model::InstanceId>,
+    /// Only rows of this project...
+    pub project_id: Option<String>,
+    /// ...and the public ones (images).
+    pub public_too: bool,
 }
 
 impl<S> Default for ListFilter<S> {
@@ -214,6 +218,8 @@ impl<S> Default for ListFilter<S> {
             name_contains: None,
             status: None,
             instance_id: None,
+            project_id: None,
+            public_too: false,
         }
     }
 }
@@ -237,6 +243,14 @@ pub fn list<T: Table>(
     }
     if let Some(i) = &f.instance_id {
         filters.push(("instance_id = ?".into(), i.to_string()));
+    }
+    if let Some(p) = &f.project_id {
+        let sql = if f.public_too {
+            format!("(project_id = ? OR visibility = '{}')", images::PUBLIC)
+        } else {
+            "project_id = ?".to_string()
+        };
+        filters.push((sql, p.clone()));
     }
     page_of(conn, T::TABLE, T::ID, &filters, page)
 }

@@ -20,6 +20,7 @@ pub struct Nic {
     pub attach_time: Option<u64>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
 }
 
 /// A new NIC row (available, or reserved for an instance being created).
@@ -35,6 +36,7 @@ pub struct NicForm {
     pub instance_id: Option<InstanceId>,
     pub describe: String,
     pub create_time: u64,
+    pub project_id: String,
 }
 
 /// A status change with the columns that go with it (see `VolumeUpdate`).

@@ -12,6 +12,8 @@ diesel::table! {
         snapshot_name -> Nullable<Varchar>,
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
+        project_id -> Varchar,
+        visibility -> Varchar,
     }
 }
 
@@ -33,6 +35,7 @@ diesel::table! {
         error_message -> Nullable<Varchar>,
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
+        project_id -> Varchar,
     }
 }
 
@@ -50,6 +53,7 @@ diesel::table! {
         attach_time -> Nullable<Unsigned<Bigint>>,
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
+        project_id -> Varchar,
     }
 }
 
@@ -67,6 +71,7 @@ diesel::table! {
         attach_time -> Nullable<Unsigned<Bigint>>,
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
+        project_id -> Varchar,
     }
 }
 

@@ -21,6 +21,7 @@ pub struct Volume {
     pub attach_time: Option<u64>,
     pub create_time: u64,
     pub update_time: u64,
+    pub project_id: String,
 }
 
 /// A new volume row (a data volume, or an instance's root disk or data volume reserved for it).
@@ -37,6 +38,7 @@ pub struct VolumeForm {
     pub describe: String,
     pub attach_time: Option<u64>,
     pub create_time: u64,
+    pub project_id: String,
 }
 
 /// A status change with the columns that go with it; `None` leaves a column as it is,

@@ -47,6 +47,10 @@ pub struct NewImage {
     pub image_size: u64,
     pub os_type: OsType,
     pub describe: String,
+    /// Its project.
+    pub project_id: String,
+    /// Every project may boot it (an admin's image), or its project only.
+    pub public: bool,
 }
 
 pub struct Registration {
@@ -55,6 +59,8 @@ pub struct Registration {
     pub image_size: u64,
     pub os_type: OsType,
     pub describe: String,
+    /// Its project (registered images are public: only admins register).
+    pub project_id: String,
 }
 
 #[derive(Default)]
@@ -90,6 +96,8 @@ pub fn create(ctx: &Ctx, req: NewImage) -> ApiResult<Image> {
         describe: req.describe.clone(),
         status: St::Creating,
         create_time: db::now(),
+        project_id: req.project_id.clone(),
+        visibility: visibility(req.public).into(),
     };
     backed::create(ctx, form, req.image_size)
 }
@@ -158,11 +166,22 @@ pub fn register(ctx: &Ctx, req: Registration) -> ApiResult<Image> {
         describe: req.describe,
         status: St::Available,
         create_time: db::now(),
+        project_id: req.project_id,
+        visibility: visibility(true).into(),
     };
     match db::images::insert(&mut conn, &form) {
         Ok(()) => load(&mut conn, &id),
         Err(e) if db::is_unique_violation(&e) => Err(already_registered(&id)),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// An image's `visibility`.
+pub fn visibility(public: bool) -> &'static str {
+    if public {
+        db::images::PUBLIC
+    } else {
+        "private"
     }
 }
 

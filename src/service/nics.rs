@@ -24,6 +24,8 @@ pub struct NewNic {
     pub mac: Option<String>,
     pub ip: Option<String>,
     pub describe: String,
+    /// Its project.
+    pub project_id: String,
 }
 
 impl Resource for Nic {
@@ -231,6 +233,7 @@ pub fn insert_new(
             instance_id: reserved_for.cloned(),
             describe: req.describe.clone(),
             create_time: db::now(),
+            project_id: req.project_id.clone(),
         };
         let Err(e) = db::nics::insert(conn, &form) else {
             return Ok(Some(form.network_interface_id));

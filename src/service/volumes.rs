@@ -51,7 +51,13 @@ pub fn disk(ctx: &Ctx, volume_id: &VolumeId, target: &str) -> Disk {
 
 /// Makes a new volume of `size_gib` (row `creating` -> RBD image -> `available`); a failure
 /// removes what was made.
-pub fn create(ctx: &Ctx, name: &str, size_gib: u64, describe: &str) -> ApiResult<Volume> {
+pub fn create(
+    ctx: &Ctx,
+    name: &str,
+    size_gib: u64,
+    describe: &str,
+    project_id: &str,
+) -> ApiResult<Volume> {
     if size_gib == 0 || size_gib > MAX_VOLUME_GIB {
         return Err(ApiError::invalid(format!(
             "volume_size: must be between 1 and {MAX_VOLUME_GIB} GiB"
@@ -68,6 +74,7 @@ pub fn create(ctx: &Ctx, name: &str, size_gib: u64, describe: &str) -> ApiResult
         describe: describe.to_string(),
         attach_time: None,
         create_time: db::now(),
+        project_id: project_id.to_string(),
     };
     backed::create(ctx, form, size_gib * GIB)
 }

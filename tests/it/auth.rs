@@ -133,8 +133,21 @@ async fn admin_commands_make_keys_that_work_until_revoked() {
     let key = out.lines().last().unwrap().trim().to_string();
     assert!(key.starts_with("awk_") && key.len() == 68, "{out}");
     assert!(!err.contains(&key), "the secret goes to stdout only");
-    let (ok, _, err) = admin(&["create-key", "--name", "m", "--role", "member"]);
-    assert!(!ok && err.contains("members come with"), "{err}");
+    let (ok, out, err) = admin(&[
+        "create-key",
+        "--name",
+        "m",
+        "--role",
+        "member",
+        "--project",
+        "team-a",
+    ]);
+    assert!(
+        ok && out.lines().last().unwrap().starts_with("awk_"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = admin(&["create-key", "--name", "m", "--role", "owner"]);
+    assert!(!ok && err.contains("admin or member"), "{err}");
     let (ok, _, err) = admin(&["create-key", "--name", "x", "--project", "nope"]);
     assert!(!ok && err.contains("no project named"), "{err}");
     // Stored as its hash only.
@@ -283,12 +296,12 @@ async fn a_user_logs_in_and_calls_with_the_token() {
     let (ok, text) = create_user("bob", "short", &[]);
     assert!(!ok && text.contains("at least 8"), "{text}");
     let (ok, text) = create_user("carol", "long enough pw", &["--role", "member"]);
-    assert!(!ok && text.contains("members come with"), "{text}");
+    assert!(ok, "{text}");
     let stored = crate::instances::count(
         &t.db,
         "SELECT COUNT(*) AS n FROM api_user WHERE password_hash LIKE '$argon2id$%' AND password_hash NOT LIKE '%horse%'",
     );
-    assert_eq!(stored, 1);
+    assert_eq!(stored, 2, "alice and carol, as argon2id hashes");
 
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let login = |name: &str, password: &str| {
@@ -377,4 +390,358 @@ async fn a_user_logs_in_and_calls_with_the_token() {
     get_raw(&app, "/api/v1/instance/list", Some(&token))
         .await
         .assert_error(401, "unauthorized");
+}
+
+async fn call_as(
+    app: &impl App,
+    key: &str,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> Resp {
+    let mut req = request(method, uri).insert_header(("authorization", format!("Bearer {key}")));
+    if let Some(b) = body {
+        req = req.set_json(b);
+    }
+    send(app, req.to_request()).await
+}
+
+/// Two projects' members and an admin: each member lists, sees and changes its own project's
+/// volumes, NICs, images and instances only (another project's answer 404 as if missing, lists
+/// leave them out); public images are bootable by all and changed by admins only; what an
+/// instance makes (root disk, NIC) is of its project; admin-only calls answer 403 to members;
+/// an admin lists every project or one, and cannot plug one project's volume into another's
+/// instance.
+#[actix_web::test]
+async fn a_member_sees_and_touches_only_its_project() {
+    use serde_json::json;
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let image = crate::instances::test_image(&app, &t).await; // public: an admin's
+    let mut conn = t.ctx.conn().unwrap();
+    for p in ["team-a", "team-b"] {
+        auth::create_project(&mut conn, p).unwrap();
+    }
+    let key = |p: &str| {
+        auth::create_key(&mut t.ctx.conn().unwrap(), p, Role::Member, p, None)
+            .unwrap()
+            .secret
+    };
+    let (a, b) = (key("team-a"), key("team-b"));
+    let pa = q::project_by_name(&mut conn, "team-a")
+        .unwrap()
+        .unwrap()
+        .project_id;
+    let id_of = |r: &Resp, field: &str| r.ok()[field].as_str().unwrap().to_string();
+
+    let va = call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/volume/create",
+        Some(json!({"volume_name": "va", "volume_size": 1})),
+    )
+    .await;
+    assert_eq!(va.ok()["project_id"], pa.as_str());
+    let va = id_of(&va, "volume_id");
+    let vb = id_of(
+        &call_as(
+            &app,
+            &b,
+            "post",
+            "/api/v1/volume/create",
+            Some(json!({"volume_name": "vb", "volume_size": 1})),
+        )
+        .await,
+        "volume_id",
+    );
+    let nb = id_of(
+        &call_as(
+            &app,
+            &b,
+            "post",
+            "/api/v1/network/create",
+            Some(json!({"network_interface_name": "nb"})),
+        )
+        .await,
+        "network_interface_id",
+    );
+
+    // Lists: own project only; an admin every project, or one.
+    let ids = |r: Resp, field: &str| -> Vec<String> {
+        r.ok()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(
+            call_as(&app, &a, "get", "/api/v1/volume/list", None).await,
+            "volume_id"
+        ),
+        vec![va.clone()]
+    );
+    assert_eq!(
+        ids(
+            call_as(&app, &b, "get", "/api/v1/volume/list", None).await,
+            "volume_id"
+        ),
+        vec![vb.clone()]
+    );
+    assert_eq!(
+        ids(
+            call_as(&app, &a, "get", "/api/v1/network/list", None).await,
+            "network_interface_id"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(get(&app, "/api/v1/volume/list").await, "volume_id").len(),
+        2
+    );
+    assert_eq!(
+        ids(
+            get(&app, &format!("/api/v1/volume/list?project_id={pa}")).await,
+            "volume_id"
+        ),
+        vec![va.clone()]
+    );
+    call_as(
+        &app,
+        &a,
+        "get",
+        "/api/v1/volume/list?project_id=prj-00000000",
+        None,
+    )
+    .await
+    .assert_error(403, "forbidden");
+    // The public image is everyone's to see and boot, an admin's to change.
+    assert_eq!(
+        ids(
+            call_as(&app, &a, "get", "/api/v1/images/list", None).await,
+            "image_id"
+        ),
+        vec![image.clone()]
+    );
+    call_as(
+        &app,
+        &a,
+        "get",
+        &format!("/api/v1/images/inspect?image_id={image}"),
+        None,
+    )
+    .await
+    .ok();
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/images/update",
+        Some(json!({"image_id": image, "describe": "mine"})),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/images/register",
+        Some(json!({"image_id": "x", "image_name": "x", "image_size": 1, "os_type": "Linux"})),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    call_as(&app, &a, "get", "/api/v1/unregister_images/list", None)
+        .await
+        .assert_error(403, "forbidden");
+
+    // Another project's rows are as missing as unknown ones.
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/volume/delete",
+        Some(json!({"volume_id": vb})),
+    )
+    .await
+    .assert_error(404, "volume_not_found");
+    call_as(
+        &app,
+        &a,
+        "get",
+        &format!("/api/v1/volume/delete?volume_id={vb}"),
+        None,
+    )
+    .await
+    .assert_error(404, "volume_not_found");
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/network/delete",
+        Some(json!({"network_interface_id": nb})),
+    )
+    .await
+    .assert_error(404, "network_interface_not_found");
+
+    // A member's instance: booted from the public image, with its own volume; another
+    // project's NIC or volume is unknown to it.
+    let create = |extra: serde_json::Value| {
+        let mut body = json!({"instance_name": "ia", "image_id": image, "cpu": 1, "memory": 128});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/instance/create",
+        Some(create(json!({"network_interface_ids": [nb]}))),
+    )
+    .await
+    .assert_error(404, "network_interface_not_found");
+    call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/instance/create",
+        Some(create(json!({"volume_ids": [vb]}))),
+    )
+    .await
+    .assert_error(404, "volume_not_found");
+    let ia = id_of(
+        &call_as(
+            &app,
+            &a,
+            "post",
+            "/api/v1/instance/create",
+            Some(create(json!({"volume_ids": [va]}))),
+        )
+        .await,
+        "instance_id",
+    );
+    assert_eq!(
+        crate::instances::wait_created(&app, &ia).await["status"],
+        "running"
+    );
+    let detail = call_as(
+        &app,
+        &a,
+        "get",
+        &format!("/api/v1/instance/detail?instance_id={ia}"),
+        None,
+    )
+    .await;
+    let d = detail.ok();
+    assert_eq!(d["project_id"], pa.as_str());
+    for v in d["volumes"].as_array().unwrap() {
+        assert_eq!(v["project_id"], pa.as_str(), "{v}");
+    }
+    for n in d["network_interfaces"].as_array().unwrap() {
+        assert_eq!(n["project_id"], pa.as_str(), "{n}");
+    }
+    for (m, uri) in [
+        ("get", format!("/api/v1/instance/detail?instance_id={ia}")),
+        ("get", format!("/api/v1/instance/progress?instance_id={ia}")),
+        ("get", format!("/api/v1/instance/console?instance_id={ia}")),
+    ] {
+        call_as(&app, &b, m, &uri, None)
+            .await
+            .assert_error(404, "instance_not_found");
+    }
+    for uri in [
+        "/api/v1/instance/turnoff",
+        "/api/v1/instance/turnon",
+        "/api/v1/instance/destroy",
+    ] {
+        call_as(&app, &b, "post", uri, Some(json!({"instance_id": ia})))
+            .await
+            .assert_error(404, "instance_not_found");
+    }
+    call_as(
+        &app,
+        &b,
+        "post",
+        "/api/v1/volume/unmount",
+        Some(json!({"volume_id": va, "instance_id": ia})),
+    )
+    .await
+    .assert_error(404, "volume_not_found");
+    call_as(
+        &app,
+        &b,
+        "post",
+        "/api/v1/volume/mount",
+        Some(json!({"volume_id": vb, "instance_id": ia})),
+    )
+    .await
+    .assert_error(404, "instance_not_found");
+    assert_eq!(
+        ids(
+            call_as(&app, &b, "get", "/api/v1/instance/list", None).await,
+            "instance_id"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(
+            call_as(&app, &a, "get", "/api/v1/instance/list", None).await,
+            "instance_id"
+        ),
+        vec![ia.clone()]
+    );
+    // An admin reaches it, but cannot plug its own project's volume into it.
+    let vd = id_of(
+        &post(
+            &app,
+            "/api/v1/volume/create",
+            json!({"volume_name": "vd", "volume_size": 1}),
+        )
+        .await,
+        "volume_id",
+    );
+    post(
+        &app,
+        "/api/v1/volume/mount",
+        json!({"volume_id": vd, "instance_id": ia}),
+    )
+    .await
+    .assert_error(400, "invalid_param");
+    get(&app, &format!("/api/v1/instance/detail?instance_id={ia}"))
+        .await
+        .ok();
+
+    let r = call_as(
+        &app,
+        &a,
+        "post",
+        "/api/v1/instance/destroy",
+        Some(json!({"instance_id": ia, "delete_attached": true})),
+    )
+    .await;
+    r.ok();
+    for (key, v) in [(b.as_str(), &vb), (TEST_KEY, &vd)] {
+        call_as(
+            &app,
+            key,
+            "post",
+            "/api/v1/volume/delete",
+            Some(json!({"volume_id": v})),
+        )
+        .await
+        .ok();
+    }
+    call_as(
+        &app,
+        &b,
+        "post",
+        "/api/v1/network/delete",
+        Some(json!({"network_interface_id": nb})),
+    )
+    .await
+    .ok();
+    crate::instances::drop_image(&app, &image).await;
 }

@@ -289,6 +289,7 @@ fn clone_root(b: &mut Build, inst: &Instance, image: &Image) -> Step<VolumeId> {
         describe: String::new(),
         attach_time: Some(now),
         create_time: now,
+        project_id: inst.project_id.clone(),
     };
     let vid = root.volume_id.clone();
     b.about_to(

@@ -14,6 +14,7 @@ use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus as St, NicId, NicStatus, VolumeId,
     VolumeStatus,
 };
+use crate::service::auth::Owned;
 use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
 use crate::service::{fresh_id, load, nics, operations, Ctx, ID_TRIES};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct NewInstance {
     /// Existing available NICs to attach at boot, in this order; none: one is made on the
     /// default bridge (if `network.auto_nic`).
     pub network_interface_ids: Vec<NicId>,
+    /// Its project (and that of the root disk, the new data volume and the NIC it makes).
+    pub project_id: String,
 }
 
 /// Disk devices of data volumes, in attach order (vda is the root disk).
@@ -49,12 +52,12 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     check_devices(&mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;
     let id = insert(&ctx, &mut conn, &req, &image)?;
-    if let Err(e) = reserve_volumes(&mut conn, &id, &req.volume_ids, req.data_volume_size) {
+    if let Err(e) = reserve_volumes(&mut conn, &id, &req) {
         release_reserved(&mut conn, &id);
         let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
         return Err(e);
     }
-    let nics = match reserve_nics(&ctx, &mut conn, &id, &req.network_interface_ids) {
+    let nics = match reserve_nics(&ctx, &mut conn, &id, &req) {
         Ok(n) => n,
         Err((e, partial)) => {
             release_nics(&mut conn, &partial);
@@ -133,7 +136,7 @@ fn no_repeats<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> ApiR
 /// The given NICs and volumes exist and are free (the reservation later makes sure of it).
 fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
     for n in &req.network_interface_ids {
-        let nic = load::<Nic>(conn, n)?;
+        let nic = in_project::<Nic>(conn, n, &req.project_id)?;
         if nic.status != NicStatus::Available {
             return Err(ApiError::conflict(
                 ErrorCode::NetworkInterfaceInUse,
@@ -145,7 +148,7 @@ fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
         }
     }
     for v in &req.volume_ids {
-        let vol = load::<Volume>(conn, v)?;
+        let vol = in_project::<Volume>(conn, v, &req.project_id)?;
         if vol.is_root || vol.status != VolumeStatus::Available {
             return Err(ApiError::conflict(
                 ErrorCode::VolumeInUse,
@@ -159,9 +162,19 @@ fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
     Ok(())
 }
 
-/// The image, available, and not larger than the root disk asked for.
+/// A row of the new instance's project (another project's is as unknown as a missing one).
+fn in_project<R: Owned>(conn: &mut DbConn, id: &R::Id, project: &str) -> ApiResult<R> {
+    let row = load::<R>(conn, id)?;
+    if row.project_id() != project && !row.public() {
+        return Err(crate::service::not_found::<R>(id));
+    }
+    Ok(row)
+}
+
+/// The image (public, or of the instance's project), available, and not larger than the root
+/// disk asked for.
 fn bootable_image(conn: &mut DbConn, req: &NewInstance) -> ApiResult<Image> {
-    let image = load::<Image>(conn, &req.image_id)?;
+    let image = in_project::<Image>(conn, &req.image_id, &req.project_id)?;
     if image.status != ImageStatus::Available {
         return Err(ApiError::conflict(
             ErrorCode::ImageBusy,
@@ -201,6 +214,7 @@ fn insert(ctx: &Ctx, conn: &mut DbConn, req: &NewInstance, image: &Image) -> Api
             describe: req.describe.clone(),
             progress_step: "queued".into(),
             create_time: db::now(),
+            project_id: req.project_id.clone(),
         };
         match db::instances::insert(conn, &form) {
             Ok(()) => Ok(Some(form.instance_id)),
@@ -212,12 +226,8 @@ fn insert(ctx: &Ctx, conn: &mut DbConn, req: &NewInstance, image: &Image) -> Api
 
 /// Reserves the given volumes for the new instance (`available -> attaching`, so no one else
 /// takes them meanwhile) and records the new data volume (`creating`), in device order.
-fn reserve_volumes(
-    conn: &mut DbConn,
-    id: &InstanceId,
-    volume_ids: &[VolumeId],
-    data_gib: Option<u64>,
-) -> ApiResult<()> {
+fn reserve_volumes(conn: &mut DbConn, id: &InstanceId, req: &NewInstance) -> ApiResult<()> {
+    let (volume_ids, data_gib) = (&req.volume_ids, req.data_volume_size);
     let now = db::now();
     for (v, target) in volume_ids.iter().zip(DATA_TARGETS) {
         let reserve = VolumeUpdate::reserve(id, target, now);
@@ -240,6 +250,7 @@ fn reserve_volumes(
             describe: String::new(),
             attach_time: None,
             create_time: now,
+            project_id: req.project_id.clone(),
         };
         db::volumes::insert(conn, &form)?;
     }
@@ -271,8 +282,9 @@ fn reserve_nics(
     ctx: &Ctx,
     conn: &mut DbConn,
     id: &InstanceId,
-    given: &[NicId],
+    req: &NewInstance,
 ) -> Result<BootNics, (ApiError, BootNics)> {
+    let given = &req.network_interface_ids;
     let mut out = BootNics::default();
     for n in given {
         let reserve = NicUpdate::reserve(id, db::now());
@@ -295,6 +307,7 @@ fn reserve_nics(
             mac: None,
             ip: None,
             describe: format!("made with instance {id}"),
+            project_id: req.project_id.clone(),
         };
         match nics::insert_new(ctx, conn, req, Some(id)) {
             Ok(nic) => {
