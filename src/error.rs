@@ -108,6 +108,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Valid credentials whose role may not do this (403).
     Forbidden,
+    /// The create would take its project over a quota (409).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -163,6 +165,7 @@ impl ErrorCode {
         ErrorCode::DetachPending,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::QuotaExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -181,6 +184,7 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::CephUnavailable => "ceph_unavailable",
             ErrorCode::LibvirtUnavailable => "libvirt_unavailable",

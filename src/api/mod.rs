@@ -7,6 +7,7 @@ mod images;
 mod instances;
 mod middleware;
 mod nics;
+mod quotas;
 pub mod views;
 mod volumes;
 
@@ -75,6 +76,8 @@ route_table! {
     "/api/v1/network/attach" => post nics::attach;
     "/api/v1/network/detach" => post nics::detach;
     "/api/v1/network/delete" => post nics::delete;
+    "/api/v1/quotas" => get quotas::show;
+    "/api/v1/quotas/update" => post quotas::update;
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

@@ -127,3 +127,11 @@ pub fn disable_user(conn: &mut MysqlConnection, name: &str, now: u64) -> QueryRe
     .execute(conn)?;
     Ok(n == 1)
 }
+
+pub fn project_by_id(conn: &mut MysqlConnection, id: &str) -> QueryResult<Option<Project>> {
+    project::table
+        .find(id)
+        .select(Project::as_select())
+        .first(conn)
+        .optional()
+}

@@ -6,6 +6,7 @@ pub mod images;
 pub mod instances;
 pub mod nics;
 pub mod operations;
+pub mod quotas;
 pub mod schema;
 pub mod volumes;
 

@@ -132,6 +132,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quota (project_id) {
+        project_id -> Varchar,
+        instances -> Nullable<Unsigned<Bigint>>,
+        vcpus -> Nullable<Unsigned<Bigint>>,
+        memory_mib -> Nullable<Unsigned<Bigint>>,
+        volumes -> Nullable<Unsigned<Bigint>>,
+        volume_gib -> Nullable<Unsigned<Bigint>>,
+        network_interfaces -> Nullable<Unsigned<Bigint>>,
+        images -> Nullable<Unsigned<Bigint>>,
+        update_time -> Unsigned<Bigint>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     image,
     instance,
@@ -141,5 +155,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     deployment,
     project,
     api_key,
-    api_user
+    api_user,
+    quota
 );

@@ -28,6 +28,8 @@ pub trait RbdBacked: Resource {
     fn pool(ctx: &Ctx) -> &str;
     fn id_of(form: &Self::Form) -> &Self::Id;
     fn insert(conn: &mut DbConn, form: &Self::Form) -> diesel::QueryResult<()>;
+    /// The project a new row goes to and what it takes of its quota.
+    fn ask(form: &Self::Form) -> (&str, super::quotas::Ask);
     /// Its id from an operation's `resource_id`.
     fn id_from(s: &str) -> Self::Id;
     fn status_of(&self) -> Self::Status;
@@ -54,10 +56,18 @@ where
             let op = {
                 // Back to the pool before Ceph is called.
                 let conn = &mut ctx.conn()?;
-                match R::insert(conn, &form) {
-                    Ok(()) => {}
-                    Err(e) if db::is_unique_violation(&e) => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                // The quota check and the insert in one transaction (`quotas`).
+                let inserted = super::quotas::in_transaction(conn, |c| {
+                    let (project, ask) = R::ask(&form);
+                    super::quotas::admit(c, project, &ask)?;
+                    match R::insert(c, &form) {
+                        Ok(()) => Ok(true),
+                        Err(e) if db::is_unique_violation(&e) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    }
+                })?;
+                if !inserted {
+                    return Ok(None);
                 }
                 match operations::start(ctx, conn, R::KIND_CREATE, &id.to_string(), &()) {
                     Ok(op) => op,

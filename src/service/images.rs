@@ -121,6 +121,13 @@ impl RbdBacked for Image {
     fn id_of(form: &ImageForm) -> &ImageId {
         &form.image_id
     }
+    fn ask(form: &ImageForm) -> (&str, super::quotas::Ask) {
+        let ask = super::quotas::Ask {
+            images: 1,
+            ..Default::default()
+        };
+        (&form.project_id, ask)
+    }
     fn insert(conn: &mut DbConn, form: &ImageForm) -> diesel::QueryResult<()> {
         db::images::insert(conn, form)
     }
@@ -169,11 +176,19 @@ pub fn register(ctx: &Ctx, req: Registration) -> ApiResult<Image> {
         project_id: req.project_id,
         visibility: visibility(true).into(),
     };
-    match db::images::insert(&mut conn, &form) {
-        Ok(()) => load(&mut conn, &id),
-        Err(e) if db::is_unique_violation(&e) => Err(already_registered(&id)),
-        Err(e) => Err(e.into()),
-    }
+    let ask = super::quotas::Ask {
+        images: 1,
+        ..Default::default()
+    };
+    super::quotas::in_transaction(&mut conn, |c| {
+        super::quotas::admit(c, &form.project_id, &ask)?;
+        match db::images::insert(c, &form) {
+            Ok(()) => Ok(()),
+            Err(e) if db::is_unique_violation(&e) => Err(already_registered(&id)),
+            Err(e) => Err(e.into()),
+        }
+    })?;
+    load(&mut conn, &id)
 }
 
 /// An image's `visibility`.

@@ -10,6 +10,7 @@ pub mod images;
 pub mod instances;
 pub mod nics;
 pub mod operations;
+pub mod quotas;
 pub mod reconcile;
 pub mod volumes;
 pub mod watch;

@@ -271,9 +271,18 @@ fn mac_in_use(mac: &str) -> ApiError {
     )
 }
 
+/// Makes an available NIC, within its project's NIC quota.
 pub fn create(ctx: &Ctx, req: NewNic) -> ApiResult<Nic> {
+    let ask = super::quotas::Ask {
+        network_interfaces: 1,
+        ..Default::default()
+    };
     let mut conn = ctx.conn()?;
-    insert_new(ctx, &mut conn, req, None)
+    let project = req.project_id.clone();
+    super::quotas::in_transaction(&mut conn, |c| {
+        super::quotas::admit(c, &project, &ask)?;
+        insert_new(ctx, c, req, None)
+    })
 }
 
 fn not_available(n: &Nic) -> ApiError {

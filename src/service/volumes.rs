@@ -98,6 +98,14 @@ impl RbdBacked for Volume {
     fn id_of(form: &VolumeForm) -> &VolumeId {
         &form.volume_id
     }
+    fn ask(form: &VolumeForm) -> (&str, super::quotas::Ask) {
+        let ask = super::quotas::Ask {
+            volumes: 1,
+            volume_gib: form.volume_size,
+            ..Default::default()
+        };
+        (&form.project_id, ask)
+    }
     fn insert(conn: &mut DbConn, form: &VolumeForm) -> diesel::QueryResult<()> {
         db::volumes::insert(conn, form)
     }

@@ -10,6 +10,7 @@ mod openapi;
 mod operations;
 mod outages;
 mod provision;
+mod quotas;
 mod reconcile;
 mod schema;
 mod server;

@@ -15,6 +15,7 @@ use crate::model::{
     VolumeStatus,
 };
 use crate::service::auth::Owned;
+use crate::service::quotas;
 use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
 use crate::service::{fresh_id, load, nics, operations, Ctx, ID_TRIES};
 use std::sync::Arc;
@@ -51,21 +52,16 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     let mut conn = ctx.conn()?;
     check_devices(&mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;
-    let id = insert(&ctx, &mut conn, &req, &image)?;
-    if let Err(e) = reserve_volumes(&mut conn, &id, &req) {
-        release_reserved(&mut conn, &id);
-        let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
-        return Err(e);
-    }
-    let nics = match reserve_nics(&ctx, &mut conn, &id, &req) {
-        Ok(n) => n,
-        Err((e, partial)) => {
-            release_nics(&mut conn, &partial);
-            release_reserved(&mut conn, &id);
-            let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
-            return Err(e);
-        }
-    };
+    let ask = quota_ask(&ctx, &req, &image);
+    // The quota check, the row and the reservations in one transaction: concurrent creates of
+    // a project pass the check one at a time, and a failure anywhere leaves nothing behind.
+    let (id, nics) = quotas::in_transaction(&mut conn, |c| {
+        quotas::admit(c, &req.project_id, &ask)?;
+        let id = insert(&ctx, c, &req, &image)?;
+        reserve_volumes(c, &id, &req)?;
+        let nics = reserve_nics(&ctx, c, &id, &req).map_err(|(e, _)| e)?;
+        Ok((id, nics))
+    })?;
     // From here the create is an operation: if this process dies, another one undoes it.
     let state = build::CreateState::new(nics);
     let op = match operations::start(&ctx, &mut conn, super::CREATE, id.as_str(), &state) {
@@ -192,6 +188,24 @@ fn bootable_image(conn: &mut DbConn, req: &NewInstance) -> ApiResult<Image> {
         ));
     }
     Ok(image)
+}
+
+/// What the create takes of its project's quota: the instance, its root disk and new data
+/// volume, and the NIC it makes when none is given.
+fn quota_ask(ctx: &Ctx, req: &NewInstance, image: &Image) -> quotas::Ask {
+    let root = req.root_size.unwrap_or_else(|| image_gib(image));
+    let data = req.data_volume_size.unwrap_or(0);
+    quotas::Ask {
+        instances: 1,
+        vcpus: req.cpu.into(),
+        memory_mib: req.memory,
+        volumes: u64::from(req.data_volume_size.is_some()),
+        volume_gib: root + data,
+        network_interfaces: u64::from(
+            req.network_interface_ids.is_empty() && ctx.cfg.network.auto_nic,
+        ),
+        images: 0,
+    }
 }
 
 fn image_gib(image: &Image) -> u64 {
