@@ -62,7 +62,10 @@ fn main() {
         CLIENTS - accepted.len() - refused
     );
     report("create answer", &mut lat);
-    println!("every client answered after {:.1} ms", all.as_secs_f64() * 1000.0);
+    println!(
+        "every client answered after {:.1} ms",
+        all.as_secs_f64() * 1000.0
+    );
     assert_eq!(accepted.len(), LIMIT);
 
     // Clean up: wait for each to settle, then destroy it.

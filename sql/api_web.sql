@@ -196,6 +196,26 @@ CREATE TABLE `quota` (
   CONSTRAINT `fk_quota_project` FOREIGN KEY (`project_id`) REFERENCES `project` (`project_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+-- Who did what: every mutating request and every operation outcome. Operation rows carry the
+-- request id of the request that started them (and no credential: they run in the background).
+CREATE TABLE `audit_log` (
+  `audit_id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  `time_ms` BIGINT UNSIGNED NOT NULL,
+  `request_id` VARCHAR(128) NOT NULL,
+  `credential` VARCHAR(32) NULL,
+  `user_name` VARCHAR(64) NULL,
+  `project_id` VARCHAR(32) NULL,
+  `action` VARCHAR(128) NOT NULL,
+  `resource_id` VARCHAR(128) NULL,
+  `outcome` VARCHAR(16) NOT NULL,
+  `error_code` VARCHAR(64) NULL,
+  PRIMARY KEY (`audit_id`),
+  KEY `idx_audit_time` (`time_ms`),
+  KEY `idx_audit_resource` (`resource_id`, `audit_id`),
+  KEY `idx_audit_project` (`project_id`, `audit_id`),
+  KEY `idx_audit_request` (`request_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 -- The migrations this script embodies, as diesel records them.
 CREATE TABLE `__diesel_schema_migrations` (
   `version` VARCHAR(50) PRIMARY KEY NOT NULL,
@@ -208,4 +228,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261126000001'),
   ('20261127000001'),
   ('20261128000001'),
-  ('20261129000001');
+  ('20261129000001'),
+  ('20261130000001');

@@ -8,6 +8,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod service;
 pub mod virt;

@@ -106,3 +106,15 @@ pub async fn version() -> Success<VersionView> {
         api: "v1",
     })
 }
+
+/// `GET /metrics`: Prometheus' text format, for admins.
+pub async fn metrics(
+    ctx: Data<Ctx>,
+    caller: super::auth::Caller,
+) -> crate::error::ApiResult<HttpResponse> {
+    caller.admin_only("read the metrics")?;
+    let text = blocking(move || health::metrics_text(&ctx)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}

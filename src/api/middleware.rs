@@ -7,6 +7,7 @@
 
 use crate::context;
 use crate::error::ApiError;
+use crate::service::Ctx;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -44,7 +45,13 @@ pub async fn middleware(
             res.headers_mut().insert(HEADER, v);
         }
         let status = res.status().as_u16();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let secs = started.elapsed().as_secs_f64();
+        let ms = secs * 1000.0;
+        if let Some(ctx) = res.request().app_data::<actix_web::web::Data<Ctx>>() {
+            let route = res.request().match_pattern();
+            let route = route.as_deref().unwrap_or("unmatched");
+            ctx.metrics.http(route, &method, status, secs);
+        }
         log::info!(
             target: "access",
             "method={method} path={path:?} status={status} duration_ms={ms:.2} peer={peer}"

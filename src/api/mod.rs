@@ -44,6 +44,7 @@ macro_rules! route_table {
 route_table! {
     "/healthz" => get health::healthz;
     "/api/v1/version" => get health::version;
+    "/metrics" => get health::metrics;
     "/api/v1/openapi.json" => get openapi;
     "/api/v1/auth/token" => post auth::token;
     "/api/v1/images/list" => get images::list;

@@ -1,6 +1,7 @@
 //! MySQL: the pool, the embedded migrations, and small query functions per table.
 //! No business rules here: callers decide what a result means.
 
+pub mod audit;
 pub mod auth;
 pub mod images;
 pub mod instances;
@@ -487,4 +488,24 @@ mod tests {
         versions.sort();
         assert_eq!(versions[0], FIRST_MIGRATION);
     }
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Rows of `table` by status (`table` is one of ours, never a caller's word).
+pub fn count_by_status(
+    conn: &mut MysqlConnection,
+    table: &'static str,
+) -> QueryResult<Vec<(String, i64)>> {
+    let rows: Vec<StatusCount> = diesel::sql_query(format!(
+        "SELECT status, COUNT(*) AS n FROM `{table}` GROUP BY status"
+    ))
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }

@@ -146,6 +146,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_log (audit_id) {
+        audit_id -> Unsigned<Bigint>,
+        time_ms -> Unsigned<Bigint>,
+        request_id -> Varchar,
+        credential -> Nullable<Varchar>,
+        user_name -> Nullable<Varchar>,
+        project_id -> Nullable<Varchar>,
+        action -> Varchar,
+        resource_id -> Nullable<Varchar>,
+        outcome -> Varchar,
+        error_code -> Nullable<Varchar>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     image,
     instance,
@@ -156,5 +171,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     project,
     api_key,
     api_user,
-    quota
+    quota,
+    audit_log
 );

@@ -167,3 +167,51 @@ pub fn outage(ctx: &Ctx) -> Option<crate::error::Backend> {
     }
     None
 }
+
+/// The metrics of this process in Prometheus' text format, with what is gathered at each scrape:
+/// rows by status (two queries' worth of work per table, over the status index), backend
+/// health, pool usage and reconciliation's counters.
+pub fn metrics_text(ctx: &Ctx) -> crate::error::ApiResult<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &ctx.metrics;
+    let mut conn = ctx.conn()?;
+    m.resources.reset();
+    for kind in super::RESOURCES {
+        for (status, n) in crate::db::count_by_status(&mut conn, kind.table)? {
+            m.resources.with_label_values(&[kind.table, &status]).set(n);
+        }
+    }
+    drop(conn);
+    let up = |b: bool| i64::from(b);
+    let db_up = ctx.db_down.lock().map(|d| d.is_none()).unwrap_or(false);
+    m.backend_up.with_label_values(&["mysql"]).set(up(db_up));
+    m.backend_up
+        .with_label_values(&["ceph"])
+        .set(up(ctx.ceph.ensure_up().is_ok()));
+    m.backend_up
+        .with_label_values(&["libvirt"])
+        .set(up(ctx.hv.is_connected()));
+    let pool = ctx.db.state();
+    m.pool_connections
+        .with_label_values(&["idle"])
+        .set(pool.idle_connections.into());
+    m.pool_connections
+        .with_label_values(&["in_use"])
+        .set((pool.connections - pool.idle_connections).into());
+    m.pool_connections
+        .with_label_values(&["max"])
+        .set(ctx.db.max_size().into());
+    let r = &ctx.reconciler;
+    for (what, v) in [
+        ("passes", &r.passes),
+        ("repairs", &r.repairs),
+        ("reported", &r.reported),
+        ("orphans_removed", &r.orphans_removed),
+        ("last_pass_us", &r.last_pass_us),
+    ] {
+        m.reconcile
+            .with_label_values(&[what])
+            .set(v.load(Relaxed) as i64);
+    }
+    m.render().map_err(crate::error::ApiError::Internal)
+}

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub keys: auth::KeyCache,
     /// The signing key of login tokens.
     pub token_key: auth::TokenKey,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Ctx {
@@ -67,6 +69,7 @@ impl Ctx {
             reconciler: reconcile::Reconciler::default(),
             keys: auth::KeyCache::default(),
             token_key: auth::TokenKey::new(&cfg.auth.token_secret),
+            metrics: crate::metrics::Metrics::new(),
             cfg,
             db,
             ceph,

@@ -172,6 +172,8 @@ pub struct Op {
     /// records nothing. Whoever holds the operation next settles it from the last saved state,
     /// which names everything made so far (a step is saved before its side effect).
     halted: AtomicBool,
+    /// When this process took it (its start, or its takeover), for its duration metric.
+    started: Instant,
     _counted: InFlight,
 }
 
@@ -240,6 +242,7 @@ impl Op {
             id,
             kind,
             halted: AtomicBool::new(false),
+            started: Instant::now(),
         }
     }
 
@@ -292,6 +295,11 @@ impl Op {
         Ok(())
     }
 
+    fn measure(&self, ctx: &Ctx, outcome: &str) {
+        ctx.metrics
+            .operation(&self.kind, outcome, self.started.elapsed().as_secs_f64());
+    }
+
     /// A save failed: the caller stops where it is and leaves the operation to the takeover.
     pub fn is_halted(&self) -> bool {
         self.halted.load(Ordering::SeqCst)
@@ -312,6 +320,7 @@ impl Op {
     /// hold. `why` stays on the operation (`error_message`) for the takeover to pass on.
     pub fn abandon(self, ctx: &Ctx, why: &str) {
         log::warn!("operation {}: handed to the takeover: {why}", self.id);
+        self.measure(ctx, "handed_over");
         let r = record(ctx, "releasing an operation", |c| {
             Ok(q::release(c, &self.id, &ctx.ops.owner, why)?)
         });
@@ -336,6 +345,7 @@ impl Op {
             Ok(()) => (OperationStatus::Done, None),
             Err(m) => (OperationStatus::Failed, Some(m)),
         };
+        self.measure(ctx, to.as_str());
         let r = record(ctx, "ending an operation", |c| {
             Ok(q::finish(c, &self.id, &ctx.ops.owner, to, msg, db::now())?)
         });

@@ -5,6 +5,7 @@ mod client;
 mod common;
 mod images;
 mod instances;
+mod metrics;
 mod nics;
 mod openapi;
 mod operations;
