@@ -77,7 +77,23 @@ pub async fn token(
     if b.user_name.is_empty() || b.password.is_empty() {
         return Err(ApiError::invalid("user_name and password are required"));
     }
-    let t = crate::context::blocking(move || auth::login(&ctx, &b.user_name, &b.password)).await?;
+    // Every login, taken or refused, goes to the audit log with the name it gave.
+    let t = crate::context::blocking(move || {
+        let r = auth::login(&ctx, &b.user_name, &b.password);
+        crate::service::audit::record(
+            &ctx,
+            crate::service::audit::Entry {
+                action: "POST /api/v1/auth/token".into(),
+                resource_id: None,
+                outcome: if r.is_ok() { "ok" } else { "error" },
+                error_code: r.as_ref().err().map(|e| e.code().as_str().to_string()),
+                principal: None,
+                user_name: Some(b.user_name.clone()),
+            },
+        );
+        r
+    })
+    .await?;
     Ok(Success(t))
 }
 

@@ -107,10 +107,16 @@ pub async fn version() -> Success<VersionView> {
     })
 }
 
+/// No query parameters (an unknown one is refused, as everywhere).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// `GET /metrics`: Prometheus' text format, for admins.
 pub async fn metrics(
     ctx: Data<Ctx>,
     caller: super::auth::Caller,
+    _q: actix_web::web::Query<NoParams>,
 ) -> crate::error::ApiResult<HttpResponse> {
     caller.admin_only("read the metrics")?;
     let text = blocking(move || health::metrics_text(&ctx)).await?;

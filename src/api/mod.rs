@@ -1,6 +1,7 @@
 //! HTTP only: the route table, request parsing, response views, errors as JSON.
 //! Handlers validate input, call a service off the executor, and shape the answer.
 
+mod audit;
 pub mod auth;
 mod health;
 mod images;
@@ -65,6 +66,7 @@ route_table! {
     "/api/v1/instance/destroy" => post instances::destroy;
     "/api/v1/instance/destory" => post instances::destroy;
     "/api/v1/instance/console" => get instances::console;
+    "/api/v1/instance/actions" => get audit::instance_actions;
     "/api/v1/volume/list" => get volumes::list;
     "/api/v1/volume/create" => post volumes::create;
     "/api/v1/volume/mount" => post volumes::mount;
@@ -79,6 +81,7 @@ route_table! {
     "/api/v1/network/delete" => post nics::delete;
     "/api/v1/quotas" => get quotas::show;
     "/api/v1/quotas/update" => post quotas::update;
+    "/api/v1/audit/list" => get audit::list;
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.
@@ -109,9 +112,11 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .configure(routes)
         .default_service(web::to(no_route))
-        // Innermost first: credentials, then CORS (a preflight is answered before credentials
-        // are asked for, and a refusal still carries the CORS headers a browser needs to read
-        // it), then request ids, the access log and the JSON envelope around everything.
+        // Innermost first: the audit of mutating requests (it needs the caller), credentials,
+        // then CORS (a preflight is answered before credentials are asked for, and a refusal
+        // still carries the CORS headers a browser needs to read it), then request ids, the
+        // access log, the metrics and the JSON envelope around everything.
+        .wrap(from_fn(audit::middleware))
         .wrap(from_fn(auth::require))
         .wrap(cors)
         .wrap(from_fn(middleware::middleware))

@@ -2,6 +2,7 @@
 //! of side effects (record intent in MySQL, act on Ceph/libvirt, record the outcome) and the undo
 //! of a half-done step. Services are synchronous: the API layer runs them off the executor.
 
+pub mod audit;
 pub mod auth;
 pub mod backed;
 pub mod health;

@@ -167,6 +167,8 @@ fn failpoint(kind: &str, step: &str) {
 pub struct Op {
     pub id: OperationId,
     pub kind: String,
+    /// The row it works on.
+    pub resource_id: String,
     /// Set when a save failed: this process may no longer hold the operation (its lease ran
     /// out, or MySQL stopped answering), so it takes no further step, undoes nothing and
     /// records nothing. Whoever holds the operation next settles it from the last saved state,
@@ -228,7 +230,12 @@ pub fn start(
         create_time: db::now(),
     };
     q::insert(conn, &form)?;
-    Ok(Op::held(ctx, form.operation_id, form.kind))
+    Ok(Op::held(
+        ctx,
+        form.operation_id,
+        form.kind,
+        form.resource_id,
+    ))
 }
 
 fn to_json(state: &impl Serialize) -> ApiResult<String> {
@@ -236,11 +243,12 @@ fn to_json(state: &impl Serialize) -> ApiResult<String> {
 }
 
 impl Op {
-    fn held(ctx: &Ctx, id: OperationId, kind: String) -> Op {
+    fn held(ctx: &Ctx, id: OperationId, kind: String, resource_id: String) -> Op {
         Op {
             _counted: ctx.ops.guard(&id),
             id,
             kind,
+            resource_id,
             halted: AtomicBool::new(false),
             started: Instant::now(),
         }
@@ -295,9 +303,11 @@ impl Op {
         Ok(())
     }
 
-    fn measure(&self, ctx: &Ctx, outcome: &str) {
+    /// Its outcome, into the metrics and the audit log.
+    fn measure(&self, ctx: &Ctx, outcome: &'static str) {
         ctx.metrics
             .operation(&self.kind, outcome, self.started.elapsed().as_secs_f64());
+        super::audit::operation(ctx, &self.kind, &self.resource_id, outcome);
     }
 
     /// A save failed: the caller stops where it is and leaves the operation to the takeover.
@@ -476,7 +486,12 @@ fn claim_expired(ctx: &Ctx) -> ApiResult<Vec<(Op, Operation)>> {
             op.step,
             op.owner.as_deref().unwrap_or("?")
         );
-        let held = Op::held(ctx, op.operation_id.clone(), op.kind.clone());
+        let held = Op::held(
+            ctx,
+            op.operation_id.clone(),
+            op.kind.clone(),
+            op.resource_id.clone(),
+        );
         claimed.push((held, op));
     }
     if ctx.ops.purge_due() {

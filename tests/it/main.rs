@@ -1,5 +1,6 @@
 //! The integration tests: one binary, run against the real stack (scripts/test.sh).
 
+mod audit;
 mod auth;
 mod client;
 mod common;
