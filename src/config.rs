@@ -40,6 +40,53 @@ pub struct Config {
     pub network: NetworkConfig,
     pub operations: OperationsConfig,
     pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Token buckets (api::limits): each credential and each client address may send `burst`
+/// requests at once, then `per_sec` a second. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub per_credential_per_sec: u32,
+    pub per_credential_burst: u32,
+    pub per_address_per_sec: u32,
+    pub per_address_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_credential_per_sec: 50,
+            per_credential_burst: 200,
+            per_address_per_sec: 100,
+            per_address_burst: 400,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (rate, burst, name) in [
+            (
+                self.per_credential_per_sec,
+                self.per_credential_burst,
+                "rate_limit.per_credential_burst",
+            ),
+            (
+                self.per_address_per_sec,
+                self.per_address_burst,
+                "rate_limit.per_address_burst",
+            ),
+        ] {
+            ensure(
+                rate == 0 || burst >= 1,
+                name,
+                "must be at least 1 when its per_sec is set",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Logins (service::auth): the signing of the tokens `POST /api/v1/auth/token` hands out.
@@ -424,6 +471,7 @@ impl Config {
         self.ceph.validate()?;
         self.network.validate()?;
         self.auth.validate()?;
+        self.rate_limit.validate()?;
         self.operations.validate()
     }
 }

@@ -110,6 +110,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The create would take its project over a quota (409).
     QuotaExceeded,
+    /// Too many requests from one credential or address (429, with `Retry-After`).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -166,6 +168,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::QuotaExceeded,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -185,6 +188,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::CephUnavailable => "ceph_unavailable",
             ErrorCode::LibvirtUnavailable => "libvirt_unavailable",
@@ -292,6 +296,12 @@ pub enum ApiError {
     /// Credentials whose role is too weak (403).
     #[error("{0}")]
     Forbidden(String),
+    /// Over a rate limit: 429 with `Retry-After` (whole seconds).
+    #[error("{message}")]
+    RateLimited {
+        retry_after_secs: u64,
+        message: String,
+    },
     /// Any other HTTP error actix produced (415, 408...), re-wrapped as JSON.
     #[error("{message}")]
     Http {
@@ -348,6 +358,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Http { status, .. } => *status,
         }
     }
@@ -367,6 +378,7 @@ impl ApiError {
             ApiError::Internal(_) => ErrorCode::InternalError,
             ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 
@@ -424,6 +436,15 @@ impl ResponseError for ApiError {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             // The backend probes run every second: worth trying again soon.
             r.insert_header((actix_web::http::header::RETRY_AFTER, "2"));
+        }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            r.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            ));
         }
         if self.status() == StatusCode::UNAUTHORIZED {
             r.insert_header((

@@ -22,11 +22,24 @@ pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let ctx = req.app_data::<web::Data<Ctx>>().cloned();
+    if let (Some(ctx), Some(peer)) = (&ctx, req.peer_addr()) {
+        if let Some(l) = &ctx.limits.per_address {
+            if let Err(wait) = l.take(&peer.ip().to_string()) {
+                return Ok(refuse(req, crate::limits::refusal("address", wait)));
+            }
+        }
+    }
     if PUBLIC.contains(&req.path()) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     match principal(&req).await {
         Ok(p) => {
+            if let Some(l) = ctx.as_ref().and_then(|c| c.limits.per_credential.as_ref()) {
+                if let Err(wait) = l.take(&p.key_id) {
+                    return Ok(refuse(req, crate::limits::refusal("credential", wait)));
+                }
+            }
             req.extensions_mut().insert(p);
             Ok(next.call(req).await?.map_into_boxed_body())
         }

@@ -48,6 +48,8 @@ pub struct Ctx {
     pub token_key: auth::TokenKey,
     /// What `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Requests per credential and per address.
+    pub limits: crate::limits::Limits,
 }
 
 impl Ctx {
@@ -71,6 +73,7 @@ impl Ctx {
             keys: auth::KeyCache::default(),
             token_key: auth::TokenKey::new(&cfg.auth.token_secret),
             metrics: crate::metrics::Metrics::new(),
+            limits: crate::limits::Limits::new(&cfg.rate_limit),
             cfg,
             db,
             ceph,

@@ -745,3 +745,59 @@ async fn a_member_sees_and_touches_only_its_project() {
     .ok();
     crate::instances::drop_image(&app, &image).await;
 }
+
+/// Token buckets: a credential's burst, then 429 `rate_limited` with `Retry-After`, while
+/// another credential goes on; an address's burst limits even requests without credentials.
+#[actix_web::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let t = TestApp::with_config(|c| {
+        c.rate_limit.per_credential_per_sec = 1;
+        c.rate_limit.per_credential_burst = 3;
+        c.rate_limit.per_address_per_sec = 1;
+        c.rate_limit.per_address_burst = 5;
+    });
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let other = auth::create_key(
+        &mut t.ctx.conn().unwrap(),
+        "o",
+        Role::Admin,
+        "default",
+        None,
+    )
+    .unwrap()
+    .secret;
+    let call = |key: Option<&str>, peer: &str| {
+        let mut req = test::TestRequest::get()
+            .uri("/api/v1/volume/list")
+            .peer_addr(peer.parse().unwrap());
+        if let Some(k) = key {
+            req = req.insert_header(("authorization", format!("Bearer {k}")));
+        }
+        req.to_request()
+    };
+    for i in 0..3 {
+        let r = test::call_service(&app, call(Some(TEST_KEY), &format!("10.0.0.{i}:1"))).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = test::call_service(&app, call(Some(TEST_KEY), "10.0.0.9:1")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    let body: serde_json::Value = test::read_body_json(r).await;
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let r = test::call_service(&app, call(Some(&other), "10.0.0.8:1")).await;
+    assert_eq!(r.status(), 200, "another credential is not held up");
+
+    for _ in 0..5 {
+        let r = test::call_service(&app, call(None, "192.0.2.7:1")).await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = test::call_service(&app, call(None, "192.0.2.7:1")).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "an address's flood is cut before its credentials are read"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = test::call_service(&app, call(Some(TEST_KEY), "10.0.0.10:1")).await;
+    assert_eq!(r.status(), 200, "a token back after a second");
+}
