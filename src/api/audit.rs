@@ -8,7 +8,7 @@ use super::{check, paging, valid_id, PageView, Success};
 use crate::context::blocking;
 use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::instances::Instance;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::model::InstanceId;
 use crate::service::audit::{self as svc, Entry};
 use crate::service::auth::{Access, Principal};
@@ -56,7 +56,10 @@ pub async fn middleware(
             .unwrap_or_else(|| req.path().to_string())
     );
     // The body is read here and handed on unchanged (bounded by the same limit the handler has).
-    let body = req.extract::<web::Bytes>().await?;
+    let body = match read_body(&mut req).await {
+        Ok(b) => b,
+        Err(e) => return Ok(refuse(req, e)),
+    };
     let mut named = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| id_in(&v));
@@ -112,6 +115,19 @@ pub async fn middleware(
         http_req,
         head.set_body(BoxBody::new(bytes)),
     ))
+}
+
+/// The request's body (within `server.body_limit`), or the error the handler would have given.
+pub async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, ApiError> {
+    req.extract::<web::Bytes>().await.map_err(|e| {
+        let status = e.as_response_error().status_code();
+        ApiError::from_status(status, e.to_string())
+    })
+}
+
+pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
+    let (req, _) = req.into_parts();
+    ServiceResponse::new(req, actix_web::ResponseError::error_response(&e))
 }
 
 #[derive(Deserialize, Validate)]

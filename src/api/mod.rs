@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+mod compat;
 mod health;
 mod images;
 mod instances;
@@ -112,11 +113,13 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .configure(routes)
         .default_service(web::to(no_route))
-        // Innermost first: the audit of mutating requests (it needs the caller), credentials,
+        // Innermost first: the audit of mutating requests (it needs the caller), the seed
+        // portal's forms and cache-busters made plain (`compat`), credentials,
         // then CORS (a preflight is answered before credentials are asked for, and a refusal
         // still carries the CORS headers a browser needs to read it), then request ids, the
         // access log, the metrics and the JSON envelope around everything.
         .wrap(from_fn(audit::middleware))
+        .wrap(from_fn(compat::middleware))
         .wrap(from_fn(auth::require))
         .wrap(cors)
         .wrap(from_fn(middleware::middleware))

@@ -28,7 +28,8 @@ impl OsType {
     pub fn parse(s: &str) -> ApiResult<OsType> {
         match s {
             "Linux" => Ok(OsType::Linux),
-            "Windows" => Ok(OsType::Windows),
+            // "Window" is the original design's own spelling, which the portal sends.
+            "Windows" | "Window" => Ok(OsType::Windows),
             other => Err(ApiError::invalid(format!(
                 "os_type: {other:?} is not one of \"Linux\", \"Windows\""
             ))),

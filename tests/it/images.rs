@@ -508,11 +508,11 @@ async fn create_failing_in_ceph_leaves_no_row() {
     )
     .await;
     r.assert_error(503, "ceph_unavailable");
+    // Either the row was recorded, Ceph failed and the row went again; or the health probe
+    // (which asks the missing pool too) had already marked Ceph down and nothing was started.
+    let m = r.body["message"].as_str().unwrap();
     assert!(
-        r.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing was kept"),
+        m.contains("nothing was kept") || m.contains("Ceph is not answering"),
         "{}",
         r.body
     );

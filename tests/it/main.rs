@@ -15,6 +15,7 @@ mod provision;
 mod quotas;
 mod reconcile;
 mod schema;
+mod secrets;
 mod server;
 mod sweep;
 mod volumes;

@@ -69,7 +69,22 @@ impl ApiWeb {
     }
 
     pub fn call(&self, method: &str, path: &str, body: &str) -> Option<Value> {
-        http(&self.addr, method, path, body)
+        http(&self.addr, TEST_KEY, method, path, body)
+    }
+
+    /// With another credential (an API key or a login token).
+    pub fn call_as(&self, key: &str, method: &str, path: &str, body: &str) -> Option<Value> {
+        http(&self.addr, key, method, path, body)
+    }
+
+    /// Its `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// What it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the process logged that it reached failpoint `at` (`<kind>:<step>`).
@@ -95,11 +110,11 @@ impl ApiWeb {
 }
 
 /// One HTTP/1.1 request (connection: close): the answer's JSON, or None if nothing answered.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<Value> {
+fn http(addr: &str, key: &str, method: &str, path: &str, body: &str) -> Option<Value> {
     let mut s = TcpStream::connect(addr).ok()?;
     write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {TEST_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .ok()?;
@@ -219,7 +234,7 @@ fn operation_status(t: &TestApp, resource: &str) -> String {
 /// Sends a request that will not be answered (the process is held, then killed).
 pub fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
     let addr = child.addr.clone();
-    std::thread::spawn(move || http(&addr, method, path, &body));
+    std::thread::spawn(move || http(&addr, TEST_KEY, method, path, &body));
 }
 
 /// Waits until the operation of `kind` on `resource` is held at `step`.

@@ -119,3 +119,66 @@ async fn actix_errors_use_the_envelope() {
         .await
         .assert_error(413, "payload_too_large");
 }
+
+/// What the seed portal sends: a jQuery cache-buster `_` on GETs, form-encoded POST bodies
+/// (typed as the route's schema says), and `os_type` "Window".
+#[actix_web::test]
+async fn the_seed_portals_requests_are_understood() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let form = |uri: &str, body: &str| {
+        test::TestRequest::post()
+            .uri(uri)
+            .insert_header(auth())
+            .insert_header(("content-type", "application/x-www-form-urlencoded"))
+            .set_payload(body.to_string())
+            .to_request()
+    };
+    let r = send(
+        &app,
+        form(
+            "/api/v1/volume/create",
+            "volume_name=from+a+form&volume_size=1",
+        ),
+    )
+    .await;
+    let v = r.ok().clone();
+    assert_eq!(v["volume_size"], 1);
+    assert_eq!(v["volume_name"], "from a form");
+    let r = get(&app, "/api/v1/volume/list?_=1795000000000&page_size=5").await;
+    assert_eq!(r.ok()["total"], 1);
+    get(&app, "/api/v1/volume/list?_").await.ok();
+    let r = send(
+        &app,
+        form(
+            "/api/v1/images/create",
+            "image_name=w&image_size=1048576&os_type=Window",
+        ),
+    )
+    .await;
+    let img = r.ok().clone();
+    assert_eq!(img["os_type"], "Windows");
+    // A form's bad value is still named by the handler's own check.
+    send(
+        &app,
+        form("/api/v1/volume/create", "volume_name=x&volume_size=big"),
+    )
+    .await
+    .assert_error(400, "invalid_param");
+    let r = send(
+        &app,
+        form(
+            "/api/v1/volume/delete",
+            &format!("volume_id={}", v["volume_id"].as_str().unwrap()),
+        ),
+    )
+    .await;
+    r.ok();
+    post(
+        &app,
+        "/api/v1/images/delete",
+        serde_json::json!({"image_id": img["image_id"], "del_file": true}),
+    )
+    .await
+    .ok();
+}
