@@ -50,9 +50,11 @@ pub enum ErrorCode {
     LibvirtUnavailable,
     /// /healthz: at least one backend is down.
     BackendUnavailable,
+    /// No image of that id (or another project's private image).
     ImageNotFound,
     /// Register: no RBD image of that name.
     ImageNotInPool,
+    /// Register: that RBD image is registered already.
     ImageAlreadyRegistered,
     /// Register: the size disagrees with the RBD image.
     ImageSizeMismatch,
@@ -60,6 +62,7 @@ pub enum ErrorCode {
     ImageBusy,
     /// Delete: clones or instances depend on it.
     ImageHasClones,
+    /// No instance of that id (or another project's).
     InstanceNotFound,
     /// The instance is in a transitional status.
     InstanceBusy,
@@ -73,6 +76,7 @@ pub enum ErrorCode {
     InstanceStillRunning,
     /// Root_size below the image's size.
     RootSizeTooSmall,
+    /// No volume of that id (or another project's).
     VolumeNotFound,
     /// Attached, attaching or detaching.
     VolumeInUse,
@@ -80,19 +84,27 @@ pub enum ErrorCode {
     VolumeBusy,
     /// A root disk cannot be handled on its own.
     VolumeIsRoot,
+    /// Unmount: the volume is attached to no instance.
     VolumeNotAttached,
+    /// Unmount: the volume is attached to another instance.
     VolumeAttachedElsewhere,
     /// The instance has no free disk target.
     NoFreeDevice,
+    /// No network interface of that id (or another project's).
     NetworkInterfaceNotFound,
     /// Attached, attaching or detaching.
     NetworkInterfaceInUse,
     /// In a status that forbids the request.
     NetworkInterfaceBusy,
+    /// Detach: the NIC is attached to no instance.
     NetworkInterfaceNotAttached,
+    /// Detach: the NIC is attached to another instance.
     NetworkInterfaceAttachedElsewhere,
+    /// Create: another NIC has that MAC.
     MacInUse,
+    /// Create: another NIC has that address on that bridge.
     IpInUse,
+    /// Create: the address is outside the bridge's pool.
     IpOutsidePool,
     /// The bridge's address pool has no free address.
     PoolExhausted,
@@ -104,17 +116,69 @@ pub enum ErrorCode {
     AttachFailed,
     /// The guest has not released the device yet.
     DetachPending,
-    /// No credentials, or credentials that are unknown, revoked or expired (401).
+    /// No credentials, or credentials that are unknown, revoked or expired.
     Unauthorized,
-    /// Valid credentials whose role may not do this (403).
+    /// Valid credentials whose role may not do this.
     Forbidden,
-    /// The create would take its project over a quota (409).
+    /// The create would take its project over a quota.
     QuotaExceeded,
-    /// Too many requests from one credential or address (429, with `Retry-After`).
+    /// Too many requests from one credential or address (with `Retry-After`).
     RateLimited,
 }
 
 impl ErrorCode {
+    /// The HTTP status the code is answered with (a test checks each answer against it).
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidJson | InvalidParam | HttpError => 400,
+            Unauthorized => 401,
+            Forbidden => 403,
+            RouteNotFound
+            | ImageNotFound
+            | ImageNotInPool
+            | InstanceNotFound
+            | VolumeNotFound
+            | NetworkInterfaceNotFound => 404,
+            MethodNotAllowed => 405,
+            RequestTimeout => 408,
+            ImageAlreadyRegistered
+            | ImageBusy
+            | ImageHasClones
+            | InstanceBusy
+            | InstanceError
+            | InstanceRunning
+            | InstanceStopped
+            | InstanceStillRunning
+            | VolumeInUse
+            | VolumeBusy
+            | VolumeIsRoot
+            | VolumeNotAttached
+            | VolumeAttachedElsewhere
+            | NoFreeDevice
+            | NetworkInterfaceInUse
+            | NetworkInterfaceBusy
+            | NetworkInterfaceNotAttached
+            | NetworkInterfaceAttachedElsewhere
+            | MacInUse
+            | IpInUse
+            | IpOutsidePool
+            | PoolExhausted
+            | DetachPending
+            | QuotaExceeded => 409,
+            LengthRequired => 411,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            ImageSizeMismatch | RootSizeTooSmall | BridgeNotAllowed | BridgeMissing
+            | AttachFailed => 422,
+            RateLimited => 429,
+            HeadersTooLarge => 431,
+            InternalError => 500,
+            ServiceUnavailable | DatabaseUnavailable | CephUnavailable | LibvirtUnavailable
+            | BackendUnavailable => 503,
+        }
+    }
+
     pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::InvalidJson,
         ErrorCode::InvalidParam,
@@ -516,6 +580,29 @@ impl From<crate::virt::VirtError> for ApiError {
     }
 }
 
+/// Each code with its doc comment (from this file's source): the list the OpenAPI document's
+/// `x-error-codes` must equal (`tests/it/openapi.rs`).
+pub fn documented() -> Vec<(ErrorCode, String)> {
+    let src = include_str!("error.rs");
+    let start = src.find("pub enum ErrorCode {").unwrap_or(0);
+    let body = &src[start..];
+    let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+    let mut doc: Vec<&str> = vec![];
+    let mut out = vec![];
+    for line in body.lines().skip(1) {
+        let l = line.trim();
+        if let Some(d) = l.strip_prefix("///") {
+            doc.push(d.trim());
+        } else if let Some(name) = l.strip_suffix(',') {
+            if let Some(c) = ErrorCode::ALL.iter().find(|c| format!("{c:?}") == name) {
+                out.push((*c, doc.join(" ")));
+            }
+            doc.clear();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,6 +709,57 @@ mod tests {
                 .collect();
             assert_eq!(format!("{c:?}"), camel);
         }
+    }
+
+    /// Each code has its doc comment (the OpenAPI document's list is checked against them),
+    /// and each answer's status is its code's `status()`: the constructors named with a code
+    /// in the source agree with it.
+    #[test]
+    fn every_code_is_documented_and_answered_with_its_status() {
+        for (code, doc) in documented() {
+            assert!(!doc.is_empty(), "ErrorCode::{code:?} has no doc comment");
+        }
+        let mut src = String::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    src.push_str(&std::fs::read_to_string(p).unwrap());
+                }
+            }
+        }
+        let flat: String = src.chars().filter(|c| !c.is_whitespace()).collect();
+        for (ctor, status) in [
+            ("not_found", 404),
+            ("conflict", 409),
+            ("unprocessable", 422),
+        ] {
+            for c in ErrorCode::ALL {
+                if flat.contains(&format!("{ctor}(ErrorCode::{c:?},")) {
+                    assert_eq!(c.status(), status, "{c:?} is answered by ApiError::{ctor}");
+                }
+            }
+        }
+        for c in ErrorCode::ALL {
+            let e = match c.status() {
+                404 => ApiError::not_found(*c, "x"),
+                409 => ApiError::conflict(*c, "x"),
+                422 => ApiError::unprocessable(*c, "x"),
+                _ => continue,
+            };
+            assert_eq!(e.status().as_u16(), c.status());
+        }
+        assert_eq!(ApiError::Unauthorized("x".into()).code().status(), 401);
+        assert_eq!(
+            ApiError::unavailable(Backend::Ceph, "x").status().as_u16(),
+            ErrorCode::CephUnavailable.status()
+        );
     }
 
     /// Every code is answered somewhere (Lemmy's errors-used test): a code nothing uses is a

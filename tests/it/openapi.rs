@@ -101,3 +101,46 @@ async fn spec_parameters_match_the_handlers() {
     let r = get(&app, "/api/v1/openapi.json").await;
     assert_eq!(r.body["openapi"], "3.0.3");
 }
+
+/// The OpenAPI document lists every error code the API answers (`x-error-codes`, and the enum of
+/// the error envelope's `error`), each with its HTTP status and its doc comment from
+/// `ErrorCode`: one list, checked both ways.
+#[test]
+fn spec_lists_every_error_code_with_its_status_and_doc() {
+    use api_web::error::{documented, ErrorCode};
+    let spec = spec();
+    let listed: Vec<(String, u64, String)> = spec["x-error-codes"]
+        .as_array()
+        .expect("x-error-codes")
+        .iter()
+        .map(|c| {
+            (
+                c["code"].as_str().unwrap().to_string(),
+                c["status"].as_u64().unwrap(),
+                c["description"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, String)> = documented()
+        .into_iter()
+        .map(|(c, doc)| (c.as_str().to_string(), u64::from(c.status()), doc))
+        .collect();
+    assert_eq!(
+        want.len(),
+        ErrorCode::ALL.len(),
+        "a code without its doc line"
+    );
+    assert_eq!(
+        listed, want,
+        "openapi.json x-error-codes and ErrorCode disagree"
+    );
+    let enumerated: Vec<&str> = spec["components"]["schemas"]["Error"]["properties"]["error"]
+        ["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(enumerated, codes);
+}
