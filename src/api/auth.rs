@@ -164,6 +164,17 @@ impl Caller {
         }
     }
 
+    /// 404 (as if it did not exist) unless the caller may read `row`, already loaded: the check
+    /// of a read that costs no query.
+    pub fn sees<R: Owned>(&self, row: &R) -> ApiResult<()> {
+        match self.reach() {
+            Some(p) if row.project_id() != p && !row.public() => {
+                Err(crate::service::not_found::<R>(row.id_str()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// 404 (as if it did not exist) unless the caller may `access` row `id`.
     pub async fn may<R>(&self, ctx: &web::Data<Ctx>, id: &R::Id, access: Access) -> ApiResult<()>
     where

@@ -446,6 +446,8 @@ pub fn lookup(ctx: &super::Ctx, key_hash: String) -> ApiResult<Principal> {
 /// Rows that belong to a project.
 pub trait Owned: super::Resource {
     fn project_id(&self) -> &str;
+    /// Its id, for a 404.
+    fn id_str(&self) -> String;
     /// Every project may read it (a public image).
     fn public(&self) -> bool {
         false
@@ -456,6 +458,9 @@ impl Owned for crate::db::images::Image {
     fn project_id(&self) -> &str {
         &self.project_id
     }
+    fn id_str(&self) -> String {
+        self.image_id.to_string()
+    }
     fn public(&self) -> bool {
         self.visibility == crate::db::images::PUBLIC
     }
@@ -465,17 +470,26 @@ impl Owned for crate::db::instances::Instance {
     fn project_id(&self) -> &str {
         &self.project_id
     }
+    fn id_str(&self) -> String {
+        self.instance_id.to_string()
+    }
 }
 
 impl Owned for crate::db::volumes::Volume {
     fn project_id(&self) -> &str {
         &self.project_id
     }
+    fn id_str(&self) -> String {
+        self.volume_id.to_string()
+    }
 }
 
 impl Owned for crate::db::nics::Nic {
     fn project_id(&self) -> &str {
         &self.project_id
+    }
+    fn id_str(&self) -> String {
+        self.network_interface_id.to_string()
     }
 }
 
