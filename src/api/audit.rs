@@ -133,15 +133,15 @@ pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    #[validate(custom(function = "valid_id"))]
+    #[validate(custom(function = "super::valid_filter_id"))]
     project_id: Option<String>,
     /// A key id (`key-...`) or user id (`usr-...`).
-    #[validate(custom(function = "valid_id"))]
+    #[validate(custom(function = "super::valid_filter_id"))]
     credential: Option<String>,
     /// `POST /api/v1/instance/create`, or an operation's kind (`instance.create`).
     #[validate(length(max = 128, message = "must be at most 128 characters"))]
     action: Option<String>,
-    #[validate(custom(function = "valid_id"))]
+    #[validate(custom(function = "super::valid_filter_id"))]
     resource_id: Option<String>,
     #[validate(length(max = 128, message = "must be at most 128 characters"))]
     request_id: Option<String>,

@@ -90,6 +90,11 @@ pub async fn token(
     if b.user_name.is_empty() || b.password.is_empty() {
         return Err(ApiError::invalid("user_name and password are required"));
     }
+    if b.user_name.chars().count() > 64 {
+        return Err(ApiError::invalid(
+            "user_name: must be at most 64 characters",
+        ));
+    }
     // Every login, taken or refused, goes to the audit log with the name it gave.
     let t = crate::context::blocking(move || {
         let r = auth::login(&ctx, &b.user_name, &b.password);

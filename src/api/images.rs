@@ -20,6 +20,7 @@ pub struct ListQuery {
     #[validate(length(max = 255, message = "must be at most 255 characters"))]
     filter_name: Option<String>,
     /// Admins: only this project's images (a member sees its project's and the public ones).
+    #[validate(custom(function = "super::valid_filter_id"))]
     project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,

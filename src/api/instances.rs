@@ -29,6 +29,7 @@ pub struct ListQuery {
     filter_name: Option<String>,
     status: Option<String>,
     /// Admins: only this project's instances (a member sees its own project's).
+    #[validate(custom(function = "super::valid_filter_id"))]
     project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,
@@ -122,11 +123,13 @@ pub struct CreateBody {
     describe: Option<String>,
     /// Existing available volumes attached at boot, in order.
     #[serde(default)]
+    #[validate(custom(function = "super::valid_ids"))]
     volume_ids: Vec<String>,
     /// GiB of a new data volume created and attached with the instance.
     data_volume_size: Option<u64>,
     /// Existing available NICs attached at boot, in order (none: one is made).
     #[serde(default)]
+    #[validate(custom(function = "super::valid_ids"))]
     network_interface_ids: Vec<String>,
 }
 

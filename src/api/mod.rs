@@ -256,8 +256,10 @@ pub struct AttachedListQuery {
     filter_name: Option<String>,
     status: Option<String>,
     /// Only what is attached to this instance.
+    #[validate(custom(function = "valid_filter_id"))]
     instance_id: Option<String>,
     /// Admins: only this project's (a member sees its own project's).
+    #[validate(custom(function = "valid_filter_id"))]
     project_id: Option<String>,
     page_num: Option<u32>,
     page_size: Option<u32>,
@@ -380,6 +382,22 @@ pub fn valid_describe(s: &str) -> Result<(), validator::ValidationError> {
         ));
     }
     no_noncharacters(s)
+}
+
+/// An id a list filters on: at most 128 characters (empty: no filter).
+pub fn valid_filter_id(s: &str) -> Result<(), validator::ValidationError> {
+    if s.chars().count() > 128 {
+        return Err(validation("must be at most 128 characters"));
+    }
+    Ok(())
+}
+
+/// Ids in a list: each 1-128 characters.
+pub fn valid_ids(ids: &[String]) -> Result<(), validator::ValidationError> {
+    if ids.iter().any(|s| s.is_empty() || s.chars().count() > 128) {
+        return Err(validation("each must be 1 to 128 characters"));
+    }
+    Ok(())
 }
 
 /// An id parameter: 1-128 characters (unknown ids are a 404 later, not a 400).

@@ -144,3 +144,92 @@ fn spec_lists_every_error_code_with_its_status_and_doc() {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(enumerated, codes);
 }
+
+/// Every length limit the document states is enforced: for each string parameter or field with a
+/// `maxLength` (ids in lists too), a request with every required field valid and that one a
+/// character too long answers 400 `invalid_param` naming it.
+#[actix_web::test]
+async fn spec_length_limits_are_enforced() {
+    let t = TestApp::new();
+    let app = actix_test::init_service(api::app(t.ctx.clone())).await;
+    let spec = spec();
+    let dummy = |s: &Value| -> Value {
+        match s["type"].as_str() {
+            Some("integer") => json!(s["minimum"].as_u64().unwrap_or(1)),
+            Some("boolean") => json!(false),
+            Some("array") => json!([]),
+            _ => match s["enum"].as_array() {
+                Some(e) => e[0].clone(),
+                None => json!("x"),
+            },
+        }
+    };
+    let mut checked = 0;
+    let mut failures = vec![];
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if method == "get" {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                for target in &params {
+                    let Some(max) = target["schema"]["maxLength"].as_u64() else {
+                        continue;
+                    };
+                    let name = target["name"].as_str().unwrap();
+                    let mut q = vec![format!("{name}={}", "a".repeat(max as usize + 1))];
+                    for p in params
+                        .iter()
+                        .filter(|p| p["required"] == true && p["name"] != name)
+                    {
+                        let v = dummy(&p["schema"]);
+                        let v = v.as_str().map(str::to_string).unwrap_or(v.to_string());
+                        q.push(format!("{}={v}", p["name"].as_str().unwrap()));
+                    }
+                    let r = get(&app, &format!("{path}?{}", q.join("&"))).await;
+                    let msg = r.body["message"].as_str().unwrap_or_default();
+                    if r.body["error"] != "invalid_param" || !msg.contains(name) {
+                        failures.push(format!("GET {path} {name}: {}", r.body));
+                    }
+                    checked += 1;
+                }
+            } else {
+                let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+                let Some(props) = schema["properties"].as_object() else {
+                    continue;
+                };
+                let required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                for (name, s) in props {
+                    let (max, in_list) =
+                        match (s["maxLength"].as_u64(), s["items"]["maxLength"].as_u64()) {
+                            (Some(m), _) => (m, false),
+                            (None, Some(m)) => (m, true),
+                            _ => continue,
+                        };
+                    let long = "a".repeat(max as usize + 1);
+                    let mut body = serde_json::Map::new();
+                    for r in &required {
+                        body.insert(r.to_string(), dummy(&props[*r]));
+                    }
+                    body.insert(
+                        name.clone(),
+                        if in_list { json!([long]) } else { json!(long) },
+                    );
+                    let r = post(&app, path, Value::Object(body)).await;
+                    let msg = r.body["message"].as_str().unwrap_or_default();
+                    if r.body["error"] != "invalid_param" || !msg.contains(name.as_str()) {
+                        failures.push(format!("POST {path} {name}: {}", r.body));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "limits stated but not enforced:\n{}",
+        failures.join("\n")
+    );
+    assert!(checked > 50, "{checked}");
+}
