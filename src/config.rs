@@ -212,6 +212,9 @@ pub struct ServerConfig {
     /// Web origins (`scheme://host[:port]`) whose pages may call the API from a browser (CORS);
     /// none by default. Environment: `API_WEB_CORS_ORIGINS`, comma-separated.
     pub cors_origins: Vec<String>,
+    /// A second address serving only `GET /metrics`, without credentials (for a scraper on a
+    /// private network); empty: none, `/metrics` is on `listen` for admins only.
+    pub metrics_listen: String,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -292,6 +295,7 @@ impl Default for ServerConfig {
             workers: 0,
             body_limit: 65536,
             cors_origins: vec![],
+            metrics_listen: String::new(),
         }
     }
 }
@@ -399,6 +403,9 @@ impl Config {
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("API_WEB_LISTEN") {
             self.server.listen = v;
+        }
+        if let Some(v) = get("API_WEB_METRICS_LISTEN") {
+            self.server.metrics_listen = v;
         }
         if let Some(v) = get("API_WEB_CORS_ORIGINS") {
             self.server.cors_origins = v
@@ -512,6 +519,14 @@ impl ServerConfig {
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("server.listen", format!("{:?}: {e}", self.listen)))?;
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "server.metrics_listen",
+                    format!("{:?}: {e}", self.metrics_listen),
+                )
+            })?;
+        }
         for o in &self.cors_origins {
             // An origin is a scheme and a host (and a port), nothing after: what browsers send.
             let ok = (o.starts_with("http://") || o.starts_with("https://"))

@@ -213,6 +213,7 @@ fn serve(cfg: Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let app_ctx = ctx.clone();
+    let metrics_ctx = ctx.clone();
     rt.block_on(async move {
         let mut server = HttpServer::new(move || api::app(app_ctx.clone()));
         if workers > 0 {
@@ -226,7 +227,21 @@ fn serve(cfg: Config) -> Result<(), String> {
             env!("CARGO_PKG_VERSION")
         );
         // SIGTERM/SIGINT: actix stops taking connections and lets in-flight requests finish.
-        server.run().await.map_err(|e| e.to_string())
+        let metrics_listen = metrics_ctx.cfg.server.metrics_listen.clone();
+        if metrics_listen.is_empty() {
+            return server.run().await.map_err(|e| e.to_string());
+        }
+        let scrape = HttpServer::new(move || api::metrics_app(metrics_ctx.clone()))
+            .workers(1)
+            .bind(&metrics_listen)
+            .map_err(|e| {
+                format!("cannot listen on {metrics_listen} (server.metrics_listen): {e}")
+            })?;
+        log::info!("metrics (no credentials) on http://{metrics_listen}/metrics");
+        futures_util::future::try_join(server.run(), scrape.run())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })?;
     // Then the background operations get their grace; what is left is taken over by the next
     // process once its lease runs out.

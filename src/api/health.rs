@@ -107,6 +107,15 @@ pub async fn version() -> Success<VersionView> {
     })
 }
 
+/// `GET /metrics` on the separate scrape listener (`server.metrics_listen`): no credentials,
+/// that address is the protection (a private interface, or loopback).
+pub async fn metrics_open(ctx: Data<Ctx>) -> crate::error::ApiResult<HttpResponse> {
+    let text = blocking(move || health::metrics_text(&ctx)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
 /// No query parameters (an unknown one is refused, as everywhere).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -125,6 +125,25 @@ pub fn app(
         .wrap(from_fn(middleware::middleware))
 }
 
+/// The separate scrape listener's app (`server.metrics_listen`): `GET /metrics` only, without
+/// credentials.
+pub fn metrics_app(
+    ctx: web::Data<Ctx>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(ctx)
+        .route("/metrics", web::get().to(health::metrics_open))
+        .default_service(web::to(no_route))
+}
+
 /// CORS for the configured origins only (`server.cors_origins`). With none it is not mounted:
 /// a browser's preflight then gets no allowing headers, so no cross-origin page can call.
 fn cors(origins: &[String]) -> actix_cors::Cors {

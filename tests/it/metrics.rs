@@ -140,3 +140,56 @@ async fn metrics_count_requests_operations_and_rows_for_admins() {
         .await
         .ok();
 }
+
+/// `GET path` on `addr` with no credentials: the status and the body.
+fn raw_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// With `server.metrics_listen`, the real binary also serves `/metrics` there without
+/// credentials (and nothing else), while the API's `/metrics` still wants an admin.
+#[actix_web::test]
+async fn a_separate_scrape_listener_serves_metrics_only() {
+    let t = TestApp::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scrape = format!("127.0.0.1:{port}");
+    let child =
+        crate::operations::ApiWeb::start_with(&t, "", &[("API_WEB_METRICS_LISTEN", &scrape)]);
+    child
+        .call("GET", "/api/v1/volume/list", "")
+        .expect("the API answers");
+    let (status, text) = raw_get(&scrape, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        sample(
+            &text,
+            "api_web_http_requests_total",
+            &["route=\"/api/v1/volume/list\""]
+        ) == Some(1.0),
+        "{text}"
+    );
+    assert_eq!(raw_get(&scrape, "/api/v1/volume/list").0, 404);
+    assert_eq!(raw_get(child.addr(), "/metrics").0, 401);
+}
