@@ -9,11 +9,9 @@
 
 mod support;
 
-use api_web::db::{self, instances::InstanceForm, volumes::VolumeForm};
-use api_web::model::{ImageId, InstanceId, InstanceStatus, VolumeId, VolumeStatus};
+use api_web::model::InstanceId;
 use api_web::xml::devices::{Disk, RbdAccess};
 use api_web::xml::domain::{build, DomainSpec};
-use diesel::Connection;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -209,52 +207,7 @@ fn main() {
     }
 
     // 10,000 instance rows (each with a root volume row), no domains: list and detail read MySQL only.
-    let now = db::now();
-    conn.transaction(|conn| {
-        for i in 0..ROWS {
-            let id = InstanceId::new(format!("i-b{i:07x}"));
-            db::instances::insert(
-                conn,
-                &InstanceForm {
-                    instance_id: id.clone(),
-                    instance_name: format!("bench instance {i}"),
-                    status: if i % 3 == 0 {
-                        InstanceStatus::Stopped
-                    } else {
-                        InstanceStatus::Running
-                    },
-                    host_ip: "127.0.0.1".into(),
-                    host: "qemu:///system".into(),
-                    cpu: 1,
-                    memory: 256,
-                    image_id: ImageId::new("ami-bench"),
-                    root_size: Some(1),
-                    describe: "bench".into(),
-                    progress_step: "running".into(),
-                    create_time: now - i as u64,
-                    project_id: "prj-00000000".into(),
-                },
-            )?;
-            db::volumes::insert(
-                conn,
-                &VolumeForm {
-                    volume_id: VolumeId::new(format!("vol-b{i:07x}")),
-                    volume_name: format!("root of {id}"),
-                    volume_size: 1,
-                    status: VolumeStatus::InUse,
-                    instance_id: Some(id),
-                    is_root: true,
-                    target_dev: Some("vda".into()),
-                    describe: String::new(),
-                    attach_time: Some(now),
-                    create_time: now,
-                    project_id: "prj-00000000".into(),
-                },
-            )?;
-        }
-        diesel::QueryResult::Ok(())
-    })
-    .unwrap();
+    insert_instance_rows(&mut conn, ROWS, "b");
     for _ in 0..50 {
         http.call("GET", "/api/v1/instance/list?page_size=100", None);
     }

@@ -246,3 +246,56 @@ pub fn teardown_guest(http: &mut Http, inst: &str, image: &str) {
     let (s, b) = http.call("POST", "/api/v1/images/delete", Some(&body));
     assert_eq!(s, 200, "{b}");
 }
+
+/// `n` instance rows (`i-<tag><7 hex>`, every third stopped), each with its root volume row, in
+/// one transaction; no domains: what list, detail and scrape benchmarks read from MySQL only.
+pub fn insert_instance_rows(conn: &mut MysqlConnection, n: usize, tag: &str) {
+    use api_web::db::{self, instances::InstanceForm, volumes::VolumeForm};
+    use api_web::model::{ImageId, InstanceId, InstanceStatus, VolumeId, VolumeStatus};
+    let now = db::now();
+    conn.transaction(|conn| {
+        for i in 0..n {
+            let id = InstanceId::new(format!("i-{tag}{i:07x}"));
+            db::instances::insert(
+                conn,
+                &InstanceForm {
+                    instance_id: id.clone(),
+                    instance_name: format!("bench instance {i}"),
+                    status: if i % 3 == 0 {
+                        InstanceStatus::Stopped
+                    } else {
+                        InstanceStatus::Running
+                    },
+                    host_ip: "127.0.0.1".into(),
+                    host: "qemu:///system".into(),
+                    cpu: 1,
+                    memory: 256,
+                    image_id: ImageId::new("ami-bench"),
+                    root_size: Some(1),
+                    describe: "bench".into(),
+                    progress_step: "running".into(),
+                    create_time: now - i as u64,
+                    project_id: "prj-00000000".into(),
+                },
+            )?;
+            db::volumes::insert(
+                conn,
+                &VolumeForm {
+                    volume_id: VolumeId::new(format!("vol-{tag}{i:07x}")),
+                    volume_name: format!("root of {id}"),
+                    volume_size: 1,
+                    status: VolumeStatus::InUse,
+                    instance_id: Some(id),
+                    is_root: true,
+                    target_dev: Some("vda".into()),
+                    describe: String::new(),
+                    attach_time: Some(now),
+                    create_time: now,
+                    project_id: "prj-00000000".into(),
+                },
+            )?;
+        }
+        diesel::QueryResult::Ok(())
+    })
+    .unwrap();
+}

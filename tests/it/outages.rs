@@ -32,6 +32,21 @@ fn stack(args: &[&str]) {
     );
 }
 
+/// Asks the child process to create an instance (1 vCPU, 128 MiB); its id, once accepted.
+fn create_in(child: &ApiWeb, image: &str, name: &str) -> String {
+    let r = child
+        .call(
+            "POST",
+            "/api/v1/instance/create",
+            &json!({"instance_name": name, "image_id": image, "cpu": 1, "memory": 128}).to_string(),
+        )
+        .expect("create answers");
+    r["data"]["instance_id"]
+        .as_str()
+        .expect("accepted")
+        .to_string()
+}
+
 /// Brings every daemon back even when the test fails half-way.
 struct Restore;
 impl Drop for Restore {
@@ -185,18 +200,7 @@ async fn libvirtd_killed_mid_create_and_mid_destroy() {
         "instance.create:defining_the_domain=sleep(6000);instance.destroy:undefining_the_domain=sleep(3000)",
     );
     let _restore = Restore;
-    let r = child
-        .call(
-            "POST",
-            "/api/v1/instance/create",
-            &json!({"instance_name": "cut", "image_id": image, "cpu": 1, "memory": 128})
-                .to_string(),
-        )
-        .expect("create answers");
-    let cut = r["data"]["instance_id"]
-        .as_str()
-        .expect("accepted")
-        .to_string();
+    let cut = create_in(&child, &image, "cut");
     child.wait_failpoint("instance.create:defining_the_domain", 30);
     let cut_root = roots(&cut);
     let destroyed = std::thread::scope(|s| {
@@ -342,18 +346,7 @@ async fn ceph_osd_killed_mid_create() {
     let image = test_image(&app, &t).await;
     let _restore = Restore;
     let child = ApiWeb::start(&t, "instance.create:cloning_the_root_disk=sleep(1500)");
-    let r = child
-        .call(
-            "POST",
-            "/api/v1/instance/create",
-            &json!({"instance_name": "cut", "image_id": image, "cpu": 1, "memory": 128})
-                .to_string(),
-        )
-        .expect("create answers");
-    let inst = r["data"]["instance_id"]
-        .as_str()
-        .expect("accepted")
-        .to_string();
+    let inst = create_in(&child, &image, "cut");
     std::thread::sleep(Duration::from_millis(300));
     stack(&["kill", "ceph-osd"]);
     let t0 = Instant::now();
