@@ -4,11 +4,12 @@
 //! audit endpoints: `audit/list` (admins) and `instance/actions` (an instance's history).
 
 use super::auth::Caller;
+use super::middleware::{read_body, refuse};
 use super::{check, paging, valid_id, PageView, Success};
 use crate::context::blocking;
 use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::instances::Instance;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::model::InstanceId;
 use crate::service::audit::{self as svc, Entry};
 use crate::service::auth::{Access, Principal};
@@ -115,19 +116,6 @@ pub async fn middleware(
         http_req,
         head.set_body(BoxBody::new(bytes)),
     ))
-}
-
-/// The request's body (within `server.body_limit`), or the error the handler would have given.
-pub async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, ApiError> {
-    req.extract::<web::Bytes>().await.map_err(|e| {
-        let status = e.as_response_error().status_code();
-        ApiError::from_status(status, e.to_string())
-    })
-}
-
-pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
-    let (req, _) = req.into_parts();
-    ServiceResponse::new(req, actix_web::ResponseError::error_response(&e))
 }
 
 #[derive(Deserialize, Validate)]

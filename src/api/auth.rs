@@ -3,6 +3,7 @@
 //! cookie, so a cross-site "simple" request, which cannot set that header, cannot act). The
 //! caller (`service::auth::Principal`) goes into the request's extensions for what follows.
 
+use super::middleware::refuse;
 use super::Success;
 use crate::error::{ApiError, ApiResult};
 use crate::service::auth::{self, Role};
@@ -67,11 +68,6 @@ async fn principal(req: &ServiceRequest) -> Result<auth::Principal, ApiError> {
             crate::context::blocking(move || auth::token_principal(&ctx, &t)).await
         }
     }
-}
-
-fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
-    let (req, _) = req.into_parts();
-    ServiceResponse::new(req, actix_web::ResponseError::error_response(&e))
 }
 
 #[derive(Deserialize)]
@@ -172,12 +168,7 @@ impl Caller {
     /// 404 (as if it did not exist) unless the caller may read `row`, already loaded: the check
     /// of a read that costs no query.
     pub fn sees<R: Owned>(&self, row: &R) -> ApiResult<()> {
-        match self.reach() {
-            Some(p) if row.project_id() != p && !row.public() => {
-                Err(crate::service::not_found::<R>(row.id_str()))
-            }
-            _ => Ok(()),
-        }
+        auth::allowed(row, self.reach().as_deref(), Access::Read)
     }
 
     /// 404 (as if it did not exist) unless the caller may `access` row `id`.
@@ -189,25 +180,11 @@ impl Caller {
         let Some(project) = self.reach() else {
             return Ok(());
         };
-        self.within::<R>(ctx, project, id, access).await.map(|_| ())
-    }
-
-    /// Row `id`, if it is of `project` (or public, to read): what a new instance of that
-    /// project may use, whoever asks.
-    pub async fn within<R>(
-        &self,
-        ctx: &web::Data<Ctx>,
-        project: String,
-        id: &R::Id,
-        access: Access,
-    ) -> ApiResult<R>
-    where
-        R: Owned + Send + 'static,
-        R::Id: Clone + Send + 'static,
-    {
         let (ctx, id) = (ctx.clone(), id.clone());
-        crate::context::blocking(move || auth::check_access::<R>(&ctx, Some(&project), &id, access))
-            .await
+        crate::context::blocking(move || {
+            auth::check_access::<R>(&mut ctx.conn()?, Some(&project), &id, access).map(|_| ())
+        })
+        .await
     }
 
     /// A device and an instance the caller may change, of one project (an admin too may not
@@ -225,9 +202,10 @@ impl Caller {
         let reach = self.reach();
         let (c, d, i) = (ctx.clone(), device.clone(), instance.clone());
         crate::context::blocking(move || {
-            let dev = auth::check_access::<P>(&c, reach.as_deref(), &d, Access::Write)?;
+            let conn = &mut c.conn()?;
+            let dev = auth::check_access::<P>(conn, reach.as_deref(), &d, Access::Write)?;
             let inst = auth::check_access::<crate::db::instances::Instance>(
-                &c,
+                conn,
                 reach.as_deref(),
                 &i,
                 Access::Write,

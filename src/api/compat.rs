@@ -108,9 +108,9 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if form && req.method() == actix_web::http::Method::POST {
-        let body = match super::audit::read_body(&mut req).await {
+        let body = match super::middleware::read_body(&mut req).await {
             Ok(b) => b,
-            Err(e) => return Ok(super::audit::refuse(req, e)),
+            Err(e) => return Ok(super::middleware::refuse(req, e)),
         };
         let json = form_to_json(&body, FIELD_TYPES.get(req.path()));
         let bytes = web::Bytes::from(serde_json::to_vec(&json).unwrap_or_default());

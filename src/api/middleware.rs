@@ -92,3 +92,18 @@ fn as_json_error(
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, err.error_response())
 }
+
+/// Answers `req` with `e` in our envelope, from a middleware (the handler is not called).
+pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
+    let (req, _) = req.into_parts();
+    ServiceResponse::new(req, e.error_response())
+}
+
+/// The request's body (within `server.body_limit`), read by a middleware that hands it on, or
+/// the error the handler would have given (413 in our envelope).
+pub async fn read_body(req: &mut ServiceRequest) -> Result<actix_web::web::Bytes, ApiError> {
+    req.extract::<actix_web::web::Bytes>().await.map_err(|e| {
+        let status = e.as_response_error().status_code();
+        ApiError::from_status(status, e.to_string())
+    })
+}

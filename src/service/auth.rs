@@ -313,19 +313,10 @@ pub fn token_principal(ctx: &super::Ctx, token: &str) -> ApiResult<Principal> {
         return known.ok_or_else(refused);
     }
     let user = q::user_by_id(&mut *ctx.conn()?, &claims.sub)?;
-    let principal = user
+    let live = user
         .filter(|u| u.disable_time.is_none())
-        .map(|u| -> ApiResult<Principal> {
-            Ok(Principal {
-                role: Role::parse(&u.role)?,
-                key_id: u.user_id,
-                key_name: u.user_name,
-                project_id: u.project_id,
-            })
-        })
-        .transpose()?;
-    ctx.keys.put(cache_key, principal.clone());
-    principal.ok_or_else(refused)
+        .map(|u| (u.role, u.user_id, u.user_name, u.project_id));
+    remember(ctx, cache_key, live)?.ok_or_else(refused)
 }
 
 /// Revokes the live key whose id or name is `which`; a name that several live keys share
@@ -379,22 +370,9 @@ pub enum Credential {
     Token(String),
 }
 
-/// The credential an `Authorization` header value carries (`Bearer <key or token>`).
+/// The credential an `Authorization` header value carries (`Bearer <key or token>`): a login
+/// token as it is, a key by the hash of its secret.
 pub fn credential(header: Option<&str>) -> ApiResult<Credential> {
-    let value = header.unwrap_or_default();
-    if let Some(token) = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| t.starts_with("eyJ"))
-    {
-        return Ok(Credential::Token(token.to_string()));
-    }
-    key_hash(header).map(Credential::Key)
-}
-
-/// The hash of the key an `Authorization` header value carries (`Bearer <key>`).
-fn key_hash(header: Option<&str>) -> ApiResult<String> {
     let Some(header) = header else {
         return Err(ApiError::Unauthorized(
             "this request needs credentials: send Authorization: Bearer <API key or login token>"
@@ -409,10 +387,13 @@ fn key_hash(header: Option<&str>) -> ApiResult<String> {
             ))
         }
     };
+    if secret.starts_with("eyJ") {
+        return Ok(Credential::Token(secret.to_string()));
+    }
     if !secret.starts_with(KEY_PREFIX) {
         return Err(refused());
     }
-    Ok(hash(secret))
+    Ok(Credential::Key(hash(secret)))
 }
 
 fn refused() -> ApiError {
@@ -428,19 +409,33 @@ pub fn cached(ctx: &super::Ctx, key_hash: &str) -> Option<ApiResult<Principal>> 
 pub fn lookup(ctx: &super::Ctx, key_hash: String) -> ApiResult<Principal> {
     let key = q::key_by_hash(&mut *ctx.conn()?, &key_hash)?;
     let now = db::now();
-    let principal = key
+    let live = key
         .filter(|k| k.revoke_time.is_none() && k.expire_time.is_none_or(|t| t > now))
-        .map(|k| -> ApiResult<Principal> {
-            Ok(Principal {
-                role: Role::parse(&k.role)?,
-                key_id: k.key_id,
-                key_name: k.key_name,
-                project_id: k.project_id,
-            })
-        })
+        .map(|k| (k.role, k.key_id, k.key_name, k.project_id));
+    remember(ctx, key_hash, live)?.ok_or_else(refused)
+}
+
+/// A key's or a user's (role, id, name, project), if live, as a principal kept in the cache for
+/// `KEY_CACHE_TTL` under `cache_key` (a refusal too).
+fn remember(
+    ctx: &super::Ctx,
+    cache_key: String,
+    live: Option<(String, String, String, String)>,
+) -> ApiResult<Option<Principal>> {
+    let principal = live
+        .map(
+            |(role, key_id, key_name, project_id)| -> ApiResult<Principal> {
+                Ok(Principal {
+                    role: Role::parse(&role)?,
+                    key_id,
+                    key_name,
+                    project_id,
+                })
+            },
+        )
         .transpose()?;
-    ctx.keys.put(key_hash, principal.clone());
-    principal.ok_or_else(refused)
+    ctx.keys.put(cache_key, principal.clone());
+    Ok(principal)
 }
 
 /// Rows that belong to a project.
@@ -500,31 +495,38 @@ pub enum Access {
     Write,
 }
 
-/// Whether `project` may `access` row `id` (`None`: every project, an admin's reach): a row of
-/// another project answers the 404 of a missing one; a public image is readable by every
-/// project and changed by admins only (403). A row's project never changes, so the answer
-/// holds for the request that follows.
+/// The one access rule: whether `project` may `access` `row` (`None`: every project, an admin's
+/// reach). A row of another project answers the 404 of a missing one; a public image is
+/// readable by every project and changed by admins only (403). A row's project never changes,
+/// so the answer holds for the request that follows.
+pub fn allowed<R: Owned>(row: &R, project: Option<&str>, access: Access) -> ApiResult<()> {
+    let Some(project) = project else {
+        return Ok(());
+    };
+    if row.project_id() == project {
+        return Ok(());
+    }
+    if row.public() {
+        return match access {
+            Access::Read => Ok(()),
+            Access::Write => Err(ApiError::Forbidden(format!(
+                "{} {} is public: only an admin may change it",
+                <R::Status as crate::model::Lifecycle>::RESOURCE,
+                row.id_str()
+            ))),
+        };
+    }
+    Err(super::not_found::<R>(row.id_str()))
+}
+
+/// Row `id`, if `project` may `access` it (`allowed`).
 pub fn check_access<R: Owned>(
-    ctx: &super::Ctx,
+    conn: &mut DbConn,
     project: Option<&str>,
     id: &R::Id,
     access: Access,
 ) -> ApiResult<R> {
-    let row = super::load::<R>(&mut ctx.conn()?, id)?;
-    let Some(project) = project else {
-        return Ok(row);
-    };
-    if row.project_id() == project {
-        return Ok(row);
-    }
-    if row.public() {
-        return match access {
-            Access::Read => Ok(row),
-            Access::Write => Err(ApiError::Forbidden(format!(
-                "{} {id} is public: only an admin may change it",
-                <R::Status as crate::model::Lifecycle>::RESOURCE
-            ))),
-        };
-    }
-    Err(super::not_found::<R>(id))
+    let row = super::load::<R>(conn, id)?;
+    allowed(&row, project, access)?;
+    Ok(row)
 }

@@ -182,6 +182,14 @@ pub fn install_test_key(conn: &mut MysqlConnection, secret: &str, role: &str) ->
     key_id
 }
 
+/// Operations still `running` in the test's database.
+pub fn running_operations(t: &TestApp) -> i64 {
+    crate::instances::count(
+        &t.db,
+        "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'",
+    )
+}
+
 /// The configuration of the dev stack (defaults + the environment scripts/test.sh exports).
 pub fn stack_config(db_url: &str) -> Config {
     let mut cfg = Config::default();

@@ -353,13 +353,7 @@ async fn a_turnoff_and_a_destroy_whose_process_was_killed_are_settled_by_another
         ),
         1
     );
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
-        ),
-        0
-    );
+    assert_eq!(running_operations(&t), 0);
     drop_image(&app, &image).await;
 }
 
@@ -501,13 +495,7 @@ async fn an_image_create_and_a_volume_delete_whose_process_was_killed_are_settle
         rbd_size(&format!("{}/{vol}", t.volumes_pool())),
         Some(1 << 30)
     );
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
-        ),
-        0
-    );
+    assert_eq!(running_operations(&t), 0);
 }
 
 /// SIGTERM while a create is under way: api-web stops taking requests, lets the create

@@ -259,13 +259,7 @@ async fn libvirtd_killed_mid_create_and_mid_destroy() {
         assert_eq!(rbd_size(&format!("{}/{v}", t.volumes_pool())), None, "{v}");
     }
     assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
-        ),
-        0
-    );
+    assert_eq!(running_operations(&t), 0);
     drop(child);
     post(
         &app,
@@ -322,13 +316,7 @@ async fn mariadb_killed_mid_destroy() {
     assert_eq!(rbd_size(&format!("{}/{root}", t.volumes_pool())), None);
     assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM instance"), 0);
     assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
-    assert_eq!(
-        count(
-            &t.db,
-            "SELECT COUNT(*) AS n FROM operation WHERE status = 'running'"
-        ),
-        0
-    );
+    assert_eq!(running_operations(&t), 0);
     drop(child);
     drop_image(&app, &image).await;
 }

@@ -14,7 +14,7 @@ use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus as St, NicId, NicStatus, VolumeId,
     VolumeStatus,
 };
-use crate::service::auth::Owned;
+use crate::service::auth::{self, Owned};
 use crate::service::quotas;
 use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
 use crate::service::{fresh_id, load, nics, operations, Ctx, ID_TRIES};
@@ -158,13 +158,10 @@ fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
     Ok(())
 }
 
-/// A row of the new instance's project (another project's is as unknown as a missing one).
+/// A row the new instance's project may use (another project's is as unknown as a missing
+/// one, a public image is everyone's).
 fn in_project<R: Owned>(conn: &mut DbConn, id: &R::Id, project: &str) -> ApiResult<R> {
-    let row = load::<R>(conn, id)?;
-    if row.project_id() != project && !row.public() {
-        return Err(crate::service::not_found::<R>(id));
-    }
-    Ok(row)
+    auth::check_access(conn, Some(project), id, auth::Access::Read)
 }
 
 /// The image (public, or of the instance's project), available, and not larger than the root
