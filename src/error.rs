@@ -68,14 +68,18 @@ pub enum ErrorCode {
     InstanceBusy,
     /// The instance is in error: destroy it.
     InstanceError,
-    /// Turnon of a running instance.
+    /// Turnon or resume of a running instance, or a change that needs it stopped.
     InstanceRunning,
-    /// Turnoff of a stopped instance.
+    /// Turnoff, pause, resume, reboot or reset of a stopped instance.
     InstanceStopped,
+    /// The instance is paused: resume it first (pause of a paused one, reboot, hot-plug).
+    InstancePaused,
     /// The guest ignored the ACPI shutdown.
     InstanceStillRunning,
     /// Root_size below the image's size.
     RootSizeTooSmall,
+    /// A volume resize to a size not above the current one (volumes only grow).
+    VolumeCannotShrink,
     /// No volume of that id (or another project's).
     VolumeNotFound,
     /// Attached, attaching or detaching.
@@ -149,6 +153,7 @@ impl ErrorCode {
             | InstanceError
             | InstanceRunning
             | InstanceStopped
+            | InstancePaused
             | InstanceStillRunning
             | VolumeInUse
             | VolumeBusy
@@ -169,8 +174,8 @@ impl ErrorCode {
             LengthRequired => 411,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
-            ImageSizeMismatch | RootSizeTooSmall | BridgeNotAllowed | BridgeMissing
-            | AttachFailed => 422,
+            ImageSizeMismatch | RootSizeTooSmall | VolumeCannotShrink | BridgeNotAllowed
+            | BridgeMissing | AttachFailed => 422,
             RateLimited => 429,
             HeadersTooLarge => 431,
             InternalError => 500,
@@ -207,8 +212,10 @@ impl ErrorCode {
         ErrorCode::InstanceError,
         ErrorCode::InstanceRunning,
         ErrorCode::InstanceStopped,
+        ErrorCode::InstancePaused,
         ErrorCode::InstanceStillRunning,
         ErrorCode::RootSizeTooSmall,
+        ErrorCode::VolumeCannotShrink,
         ErrorCode::VolumeNotFound,
         ErrorCode::VolumeInUse,
         ErrorCode::VolumeBusy,
@@ -268,8 +275,10 @@ impl ErrorCode {
             ErrorCode::InstanceError => "instance_error",
             ErrorCode::InstanceRunning => "instance_running",
             ErrorCode::InstanceStopped => "instance_stopped",
+            ErrorCode::InstancePaused => "instance_paused",
             ErrorCode::InstanceStillRunning => "instance_still_running",
             ErrorCode::RootSizeTooSmall => "root_size_too_small",
+            ErrorCode::VolumeCannotShrink => "volume_cannot_shrink",
             ErrorCode::VolumeNotFound => "volume_not_found",
             ErrorCode::VolumeInUse => "volume_in_use",
             ErrorCode::VolumeBusy => "volume_busy",

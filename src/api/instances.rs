@@ -229,6 +229,81 @@ pub async fn turnoff(
     Ok(Success(i.into()))
 }
 
+/// Pause, resume and reset: the instance alone.
+macro_rules! power_handler {
+    ($($name:ident),+) => {$(
+        pub async fn $name(
+            ctx: Data<Ctx>,
+            caller: Caller,
+            body: Json<IdBody>,
+        ) -> ApiResult<Success<InstanceView>> {
+            check(&*body)?;
+            let id = InstanceId::new(body.into_inner().instance_id);
+            caller.may::<Instance>(&ctx, &id, Access::Write).await?;
+            let i = blocking(move || svc::$name(&ctx, &id)).await?;
+            Ok(Success(i.into()))
+        }
+    )+};
+}
+power_handler!(pause, resume, reset);
+
+#[derive(Serialize)]
+pub struct RebootView {
+    #[serde(flatten)]
+    instance: InstanceView,
+    /// `acpi`, `acpi_unconfirmed` (events off) or `reset`.
+    rebooted_by: svc::Rebooted,
+}
+
+pub async fn reboot(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<TurnoffBody>,
+) -> ApiResult<Success<RebootView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let id = InstanceId::new(b.instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
+    let (i, how) = blocking(move || svc::reboot(&ctx, &id, b.force)).await?;
+    Ok(Success(RebootView {
+        instance: i.into(),
+        rebooted_by: how,
+    }))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[validate(custom(function = "valid_id"))]
+    instance_id: String,
+    #[validate(custom(function = "valid_name"))]
+    instance_name: Option<String>,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+    cpu: Option<u32>,
+    /// MiB
+    memory: Option<u64>,
+}
+
+pub async fn update(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<UpdateBody>,
+) -> ApiResult<Success<InstanceView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let id = InstanceId::new(b.instance_id);
+    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
+    let ch = svc::Changes {
+        instance_name: b.instance_name,
+        describe: b.describe,
+        cpu: b.cpu,
+        memory: b.memory,
+    };
+    let i = blocking(move || svc::update(&ctx, &id, ch)).await?;
+    Ok(Success(i.into()))
+}
+
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct DestroyBody {

@@ -63,6 +63,11 @@ route_table! {
     "/api/v1/instance/progress" => get instances::progress;
     "/api/v1/instance/turnon" => post instances::turnon;
     "/api/v1/instance/turnoff" => post instances::turnoff;
+    "/api/v1/instance/pause" => post instances::pause;
+    "/api/v1/instance/resume" => post instances::resume;
+    "/api/v1/instance/reboot" => post instances::reboot;
+    "/api/v1/instance/reset" => post instances::reset;
+    "/api/v1/instance/update" => post instances::update;
     // "destory" is the original design's spelling, kept for its clients.
     "/api/v1/instance/destroy" => post instances::destroy;
     "/api/v1/instance/destory" => post instances::destroy;
@@ -72,6 +77,7 @@ route_table! {
     "/api/v1/volume/create" => post volumes::create;
     "/api/v1/volume/mount" => post volumes::mount;
     "/api/v1/volume/unmount" => post volumes::unmount;
+    "/api/v1/volume/resize" => post volumes::resize;
     // The design deletes with a GET (the portal calls it so); POST is accepted too.
     "/api/v1/volume/delete" => get volumes::delete_get, post volumes::delete_post;
     "/api/v1/network/list" => get nics::list;

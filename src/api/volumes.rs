@@ -95,6 +95,28 @@ pub async fn unmount(
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
+pub struct ResizeBody {
+    #[validate(custom(function = "valid_id"))]
+    volume_id: String,
+    /// GiB, more than now.
+    volume_size: u64,
+}
+
+pub async fn resize(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<ResizeBody>,
+) -> ApiResult<Success<VolumeView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let id = VolumeId::new(b.volume_id);
+    caller.may::<Volume>(&ctx, &id, Access::Write).await?;
+    let v = blocking(move || svc::resize(&ctx, &id, b.volume_size)).await?;
+    Ok(Success(VolumeView::new(v, &InstanceNames::new())))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
 pub struct IdParam {
     #[validate(custom(function = "valid_id"))]
     volume_id: String,

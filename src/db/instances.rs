@@ -51,6 +51,10 @@ pub struct InstanceForm {
 #[derive(Debug, Default, AsChangeset)]
 #[diesel(table_name = instance)]
 pub struct InstanceUpdate {
+    pub instance_name: Option<String>,
+    pub describe: Option<String>,
+    pub cpu: Option<u32>,
+    pub memory: Option<u64>,
     pub progress: Option<u8>,
     pub progress_step: Option<String>,
     pub ip: Option<Option<String>>,
@@ -65,6 +69,17 @@ pub fn update(
     diesel::update(instance::table.find(id))
         .set(changes)
         .execute(conn)
+}
+
+/// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a power change's
+/// compare-and-set waits for it.
+pub fn lock(conn: &mut MysqlConnection, id: &InstanceId) -> QueryResult<Option<Instance>> {
+    instance::table
+        .find(id)
+        .select(Instance::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
 }
 
 /// Records progress of a long operation.

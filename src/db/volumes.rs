@@ -41,6 +41,29 @@ pub struct VolumeForm {
     pub project_id: String,
 }
 
+/// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a mount, unmount or
+/// delete's compare-and-set waits for it.
+pub fn lock(conn: &mut MysqlConnection, id: &VolumeId) -> QueryResult<Option<Volume>> {
+    volume::table
+        .find(id)
+        .select(Volume::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+/// A new size (GiB), with the update time.
+pub fn set_size(
+    conn: &mut MysqlConnection,
+    id: &VolumeId,
+    gib: u64,
+    now: u64,
+) -> QueryResult<usize> {
+    diesel::update(volume::table.find(id))
+        .set((volume::volume_size.eq(gib), volume::update_time.eq(now)))
+        .execute(conn)
+}
+
 /// A status change with the columns that go with it; `None` leaves a column as it is,
 /// `Some(None)` sets NULL. Applied by `transition_with` as a compare-and-set.
 #[derive(Debug, Clone, AsChangeset)]

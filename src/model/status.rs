@@ -134,16 +134,24 @@ impl ImageStatus {
 }
 
 status_enum!(
-    /// `creating -> running | error`; `running -> stopping -> stopped | running`;
-    /// `stopped -> starting -> running | stopped`; `starting | stopping -> error` when the
-    /// domain has vanished; `running <-> stopped` and `-> error` as observed by reconciliation; any settled status (and `error`) `->
-    /// destroying`; `destroying -> error` when a step fails (a retry goes `error -> destroying`).
+    /// `creating -> running | error`. Power changes go through a transitional status, each a
+    /// compare-and-set claimed by one request: `stopped -> starting`, `running | paused ->
+    /// stopping`, `running -> pausing`, `paused -> resuming`, `running -> rebooting` (reboot and
+    /// reset); each of these ends in what libvirt then reports (`running | paused | stopped`, or
+    /// `error` when the domain has vanished). Between the settled statuses (`running`,
+    /// `stopped`, `paused`) any move libvirt reports (a change made outside api-web) is allowed.
+    /// Any settled status (and `error`) `-> destroying`; `destroying -> error` when a step fails
+    /// (a retry goes `error -> destroying`).
     InstanceStatus, "instance" {
         Creating => "creating",
         Running => "running",
         Stopped => "stopped",
+        Paused => "paused",
         Starting => "starting",
         Stopping => "stopping",
+        Pausing => "pausing",
+        Resuming => "resuming",
+        Rebooting => "rebooting",
         Destroying => "destroying",
         Error => "error",
     }
@@ -156,14 +164,36 @@ impl InstanceStatus {
         match self {
             Creating => matches!(to, Running | Error),
             // `-> error`: the domain vanished behind our back (nothing left to power);
-            // `running <-> stopped` directly: a power change made outside api-web, observed.
-            Running => matches!(to, Stopping | Destroying | Stopped | Error),
-            Stopping => matches!(to, Stopped | Running | Error),
-            Stopped => matches!(to, Starting | Destroying | Running | Error),
-            Starting => matches!(to, Running | Stopped | Error),
+            // between settled statuses directly: a power change made outside api-web, observed.
+            Running => matches!(
+                to,
+                Stopping | Pausing | Rebooting | Destroying | Stopped | Paused | Error
+            ),
+            Paused => matches!(
+                to,
+                Resuming | Stopping | Destroying | Running | Stopped | Error
+            ),
+            Stopped => matches!(to, Starting | Destroying | Running | Paused | Error),
+            Starting | Stopping | Pausing | Resuming | Rebooting => {
+                matches!(to, Running | Paused | Stopped | Error)
+            }
             Destroying => matches!(to, Error),
             Error => matches!(to, Destroying),
         }
+    }
+
+    /// A status no operation holds and libvirt's power state can be compared with.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Running | InstanceStatus::Stopped | InstanceStatus::Paused
+        )
+    }
+
+    /// A power change in flight (claimed by an operation that ends in what libvirt reports).
+    pub fn is_power_change(self) -> bool {
+        use InstanceStatus::*;
+        matches!(self, Starting | Stopping | Pausing | Resuming | Rebooting)
     }
 }
 
@@ -294,6 +324,13 @@ mod tests {
             (Stopping, Stopped),
             (Stopped, Starting),
             (Starting, Running),
+            (Running, Pausing),
+            (Pausing, Paused),
+            (Paused, Resuming),
+            (Resuming, Running),
+            (Paused, Stopping),
+            (Running, Rebooting),
+            (Rebooting, Running),
             (Error, Destroying),
             (Destroying, Error),
         ] {
@@ -305,6 +342,11 @@ mod tests {
             (Stopped, Stopping),
             (Destroying, Running),
             (Starting, Destroying),
+            (Stopped, Pausing),
+            (Paused, Pausing),
+            (Paused, Rebooting),
+            (Pausing, Destroying),
+            (Rebooting, Destroying),
         ] {
             assert!(!from.valid_transition(to), "{from} -> {to}");
         }

@@ -21,11 +21,16 @@ pub enum Attachment {
     Pending(String),
 }
 
-/// An instance that can take a device now: running or stopped.
+/// An instance that can take a device now: running or stopped (not paused).
 pub fn instance_for_attach(conn: &mut DbConn, id: &InstanceId) -> ApiResult<Instance> {
     let inst = load::<Instance>(conn, id)?;
     match inst.status {
         InstanceStatus::Running | InstanceStatus::Stopped => Ok(inst),
+        // A paused guest cannot acknowledge an unplug (it would stay pending) nor see a plug.
+        InstanceStatus::Paused => Err(ApiError::conflict(
+            ErrorCode::InstancePaused,
+            format!("instance {id} is paused; resume it before plugging or unplugging devices"),
+        )),
         InstanceStatus::Error => Err(ApiError::conflict(
             ErrorCode::InstanceError,
             format!("instance {id} is in error; destroy it"),

@@ -134,6 +134,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ),
     (super::instances::TURNON, &["starting the domain"]),
     (super::instances::TURNOFF, &["shutting down the domain"]),
+    (super::instances::PAUSE, &["suspending the domain"]),
+    (super::instances::RESUME, &["resuming the domain"]),
+    (super::instances::REBOOT, &["rebooting the domain"]),
+    (super::instances::RESET, &["resetting the domain"]),
     (Volume::KIND_ATTACH, &["plugging"]),
     (Volume::KIND_DETACH, &["unplugging"]),
     (Nic::KIND_ATTACH, &["plugging"]),
@@ -505,7 +509,7 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
     match op.kind.as_str() {
         super::instances::CREATE => super::instances::build::recover(ctx, held, op),
         super::instances::DESTROY => super::instances::destroy::recover(ctx, held, op),
-        super::instances::TURNON | super::instances::TURNOFF => {
+        k if super::instances::power::ACTIONS.iter().any(|a| a.kind == k) => {
             super::instances::power::recover(ctx, held, op)
         }
         k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {

@@ -410,10 +410,7 @@ fn power(
     for i in &rows.instances {
         let id = &i.instance_id;
         let from = i.status;
-        if !matches!(from, InstanceStatus::Running | InstanceStatus::Stopped)
-            || !settled(i.update_time)
-            || rows.busy.contains(id.as_str())
-        {
+        if !from.is_settled() || !settled(i.update_time) || rows.busy.contains(id.as_str()) {
             continue;
         }
         let power = by_name.get(id.as_str()).map(|d| d.power);
@@ -438,6 +435,7 @@ fn power(
 fn said(p: Option<Power>) -> &'static str {
     match p {
         Some(Power::Running) => "it runs",
+        Some(Power::Paused) => "it is paused",
         Some(Power::Stopped) => "it is shut off",
         None => "there is no such domain",
     }
@@ -467,7 +465,7 @@ fn devices(
     let comparable: HashMap<&InstanceId, &DomainView> = rows
         .instances
         .iter()
-        .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Stopped))
+        .filter(|i| i.status.is_settled())
         .filter(|i| settled(i.update_time) && !rows.busy.contains(i.instance_id.as_str()))
         .filter_map(|i| {
             let d = by_name.get(i.instance_id.as_str())?;

@@ -292,6 +292,76 @@ fn remove(
     Ok(removal)
 }
 
+/// Grows a volume (a data volume or a root disk) to `size_gib`: the RBD image, then, when the
+/// volume is plugged into a domain that runs (or is paused), libvirt's block resize so the guest
+/// sees the new size at once, then the row. `available` or `in-use` only; the volume_gib quota
+/// counts the growth.
+///
+/// All of it happens under the volume row's lock: a mount, unmount or delete waits for it. That
+/// lock is held across Ceph and libvirt, which the design otherwise avoids; here both calls are
+/// short and bounded (growing an RBD image changes only its header; a librbd op gives up after
+/// `rados_osd_op_timeout`; block resize is one QMP command). A crash after the RBD resize
+/// leaves the image larger than the row says; the same resize again completes it.
+pub fn resize(ctx: &Ctx, volume_id: &VolumeId, size_gib: u64) -> ApiResult<Volume> {
+    if size_gib == 0 || size_gib > MAX_VOLUME_GIB {
+        return Err(ApiError::invalid(format!(
+            "volume_size must be between 1 and {MAX_VOLUME_GIB} GiB"
+        )));
+    }
+    ctx.ceph.ensure_up()?;
+    let mut conn = ctx.conn()?;
+    super::quotas::in_transaction(&mut conn, |c| {
+        let v = db::volumes::lock(c, volume_id)?
+            .ok_or_else(|| super::not_found::<Volume>(volume_id))?;
+        if !matches!(v.status, St::Available | St::InUse) {
+            return Err(not_available(&v));
+        }
+        if size_gib <= v.volume_size {
+            return Err(ApiError::unprocessable(
+                ErrorCode::VolumeCannotShrink,
+                format!(
+                    "volume {volume_id} is {} GiB; a resize only grows it (asked for {size_gib} GiB)",
+                    v.volume_size
+                ),
+            ));
+        }
+        let ask = super::quotas::Ask {
+            volume_gib: size_gib - v.volume_size,
+            ..Default::default()
+        };
+        super::quotas::admit(c, &v.project_id, &ask)?;
+        let pool = &ctx.cfg.ceph.volumes_pool;
+        ctx.ceph
+            .resize_image(pool, volume_id.as_str(), size_gib * GIB)
+            .map_err(|e| {
+                ApiError::unavailable(
+                    Backend::Ceph,
+                    format!("could not resize the RBD image of volume {volume_id}: {e}"),
+                )
+            })?;
+        if let (St::InUse, Some(inst), Some(target)) = (v.status, &v.instance_id, &v.target_dev) {
+            let live = crate::virt::active(ctx.hv.power(inst.as_str()).map_err(|e| {
+                ApiError::unavailable(Backend::Libvirt, format!("libvirt: {}", e.message()))
+            })?);
+            if live {
+                ctx.hv
+                    .block_resize(inst.as_str(), target, size_gib * GIB)
+                    .map_err(|e| {
+                        ApiError::unavailable(
+                            Backend::Libvirt,
+                            format!(
+                                "the RBD image of volume {volume_id} is {size_gib} GiB, but instance {inst} was not told: {}; resize again to retry",
+                                e.message()
+                            ),
+                        )
+                    })?;
+            }
+        }
+        db::volumes::set_size(c, volume_id, size_gib, db::now())?;
+        load(c, volume_id)
+    })
+}
+
 /// Start-up repair of volumes a crash left half-done: `creating` and `deleting` as
 /// `backed::repair_*`, `attaching` and `detaching` from the instance's XML (`hotplug::reconcile`).
 pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {

@@ -82,6 +82,10 @@ pub(super) struct Hub {
     tx: Mutex<Option<Sender<Event>>>,
     removals: Mutex<u64>,
     removed: Condvar,
+    /// REBOOT events per domain, which a waiting reboot sleeps on (an entry per domain that
+    /// ever rebooted while this process ran: a few bytes each).
+    reboots: Mutex<std::collections::HashMap<String, u64>>,
+    rebooted: Condvar,
     /// Domains an event named since the inventory last asked (`take_stale`).
     stale: Mutex<Stale>,
 }
@@ -128,6 +132,11 @@ impl Hub {
             *self.removals.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             self.removed.notify_all();
         }
+        if let Event::Reboot { domain } = &ev {
+            let mut r = self.reboots.lock().unwrap_or_else(|p| p.into_inner());
+            *r.entry(domain.clone()).or_default() += 1;
+            self.rebooted.notify_all();
+        }
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             // A subscriber that went away simply misses events.
             let _ = tx.send(ev);
@@ -155,6 +164,26 @@ impl Hub {
     /// How many device removals were seen so far.
     pub(super) fn removals(&self) -> u64 {
         *self.removals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many reboots (and resets) of `domain` were seen so far.
+    pub(super) fn reboots(&self, domain: &str) -> u64 {
+        let r = self.reboots.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(domain).copied().unwrap_or(0)
+    }
+
+    /// Sleeps until `domain` rebooted after `seen`, at most `at_most`: whether it did.
+    pub(super) fn wait_reboot(&self, domain: &str, seen: u64, at_most: Duration) -> bool {
+        let g = self.reboots.lock().unwrap_or_else(|p| p.into_inner());
+        let count =
+            |r: &std::collections::HashMap<String, u64>| r.get(domain).copied().unwrap_or(0);
+        match self
+            .rebooted
+            .wait_timeout_while(g, at_most, |r| count(r) == seen)
+        {
+            Ok((r, _)) => count(&r) != seen,
+            Err(_) => false,
+        }
     }
 
     /// Sleeps until a device removal after `seen`, or `at_most`.

@@ -128,11 +128,39 @@ fn brief(m: &str) -> String {
     out
 }
 
-/// Whether a domain runs.
+/// Whether a domain runs. `Paused`: its QEMU process lives, its vCPUs do not run (suspended by
+/// api-web or outside it, or by QEMU on an I/O error); it is active, so devices plug live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Power {
     Running,
+    Paused,
     Stopped,
+}
+
+impl Power {
+    /// A QEMU process exists (running or paused): live XML, live hot-plug.
+    pub fn is_active(self) -> bool {
+        !matches!(self, Power::Stopped)
+    }
+
+    /// The power of a domain from its state.
+    fn of(d: &Domain) -> Result<Power, virt::error::Error> {
+        use virt::domain::DomainState as S;
+        use virt::enumutil::Enum;
+        let (state, _) = d.state()?;
+        Ok(match state {
+            Enum::Known(S::Shutoff | S::Crashed) => Power::Stopped,
+            Enum::Known(S::Paused | S::PMSuspended) => Power::Paused,
+            // Running, blocked, being shut down, or a state this libvirt is newer than.
+            _ if d.is_active()? => Power::Running,
+            _ => Power::Stopped,
+        })
+    }
+}
+
+/// Whether `power` (of a domain that may be missing) is a live QEMU process.
+pub fn active(power: Option<Power>) -> bool {
+    power.is_some_and(Power::is_active)
 }
 
 /// What a bounded wait for a guest to power off found.
@@ -277,14 +305,12 @@ impl Hypervisor {
         })
     }
 
-    /// Running or stopped; `None` if there is no such domain.
+    /// Running, paused or stopped; `None` if there is no such domain.
     pub fn power(&self, name: &str) -> Result<Option<Power>, VirtError> {
         self.with_conn(|c| match Self::domain(c, name) {
-            Ok(d) => match d.is_active() {
-                Ok(true) => Ok(Some(Power::Running)),
-                Ok(false) => Ok(Some(Power::Stopped)),
-                Err(e) => Err(VirtError::op("domain state", e)),
-            },
+            Ok(d) => Power::of(&d)
+                .map(Some)
+                .map_err(|e| VirtError::op("domain state", e)),
             Err(e) if e.is_no_domain() => Ok(None),
             Err(e) => Err(e),
         })
@@ -301,12 +327,7 @@ impl Hypervisor {
             for d in all {
                 let name = d.name().map_err(|e| VirtError::op("domain name", e))?;
                 // A domain that vanished between the list and the look is simply absent.
-                if let Ok(active) = d.is_active() {
-                    let p = if active {
-                        Power::Running
-                    } else {
-                        Power::Stopped
-                    };
+                if let Ok(p) = Power::of(&d) {
                     out.insert(name, p);
                 }
             }
@@ -338,7 +359,7 @@ impl Hypervisor {
         let start = Instant::now();
         let mut next_press = start + retry;
         loop {
-            if self.power(name)? != Some(Power::Running) {
+            if !active(self.power(name)?) {
                 return Ok(Shutdown::Stopped);
             }
             let now = Instant::now();
@@ -348,7 +369,7 @@ impl Hypervisor {
             if now >= next_press {
                 // It may have powered off between the look and the press: the next look says.
                 if let Err(e) = press() {
-                    if self.power(name)? == Some(Power::Running) {
+                    if active(self.power(name)?) {
                         return Err(e);
                     }
                 }
@@ -388,6 +409,99 @@ impl Hypervisor {
                 .map_err(|e| VirtError::op("undefine domain", e)),
             Err(e) if e.is_no_domain() => Ok(()),
             Err(e) => Err(e),
+        })
+    }
+
+    /// Runs `f` on the named domain (a missing one is `Fault::NoDomain`), naming the call.
+    fn on_domain(
+        &self,
+        name: &str,
+        call: &'static str,
+        f: impl FnOnce(&Domain) -> Result<(), virt::error::Error>,
+    ) -> Result<(), VirtError> {
+        self.with_conn(|c| f(&Self::domain(c, name)?).map_err(|e| VirtError::op(call, e)))
+    }
+
+    /// Stops the domain's vCPUs (its memory stays in QEMU).
+    pub fn suspend(&self, name: &str) -> Result<(), VirtError> {
+        self.on_domain(name, "suspend domain", |d| d.suspend())
+    }
+
+    pub fn resume(&self, name: &str) -> Result<(), VirtError> {
+        self.on_domain(name, "resume domain", |d| d.resume())
+    }
+
+    /// Asks the guest to reboot by the ACPI power button: QEMU resets the machine when the
+    /// guest powers off instead of ending (libvirt's "fake reboot"). Returns at once.
+    pub fn reboot(&self, name: &str) -> Result<(), VirtError> {
+        self.on_domain(name, "reboot domain", |d| {
+            d.reboot(virt::sys::VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        })
+    }
+
+    /// Resets the machine at once, as the reset button does (no guest cooperation).
+    pub fn reset(&self, name: &str) -> Result<(), VirtError> {
+        self.on_domain(name, "reset domain", |d| d.reset())
+    }
+
+    /// Reboots and resets of the guest seen so far (libvirt's REBOOT event); `None` without
+    /// events.
+    pub fn reboots(&self, name: &str) -> Option<u64> {
+        self.hub.as_ref().map(|h| h.reboots(name))
+    }
+
+    /// Waits until the guest's reboot count passes `seen`, at most `timeout`: whether it did.
+    pub fn await_reboot(&self, name: &str, seen: u64, timeout: Duration) -> bool {
+        match &self.hub {
+            Some(h) => h.wait_reboot(name, seen, timeout),
+            None => false,
+        }
+    }
+
+    /// Sets the domain's `<title>` and `<description>` in its persistent definition and, while
+    /// it runs, its live one (libvirt escapes the text).
+    pub fn set_title(&self, name: &str, title: &str, description: &str) -> Result<(), VirtError> {
+        let flags = if active(self.power(name)?) {
+            AFFECT_LIVE | AFFECT_CONFIG
+        } else {
+            AFFECT_CONFIG
+        };
+        self.on_domain(name, "set domain metadata", |d| {
+            d.set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_TITLE as i32,
+                Some(title),
+                None,
+                None,
+                flags,
+            )?;
+            d.set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_DESCRIPTION as i32,
+                Some(description),
+                None,
+                None,
+                flags,
+            )
+        })
+    }
+
+    /// Sets the vCPU count and memory (MiB) of a stopped domain's persistent definition: the
+    /// maximum first, so that the current value fits under it whether it grows or shrinks.
+    pub fn set_shape(&self, name: &str, cpu: u32, memory_mib: u64) -> Result<(), VirtError> {
+        let kib = memory_mib * 1024;
+        self.on_domain(name, "set domain vCPUs and memory", |d| {
+            let max = virt::sys::VIR_DOMAIN_VCPU_MAXIMUM | AFFECT_CONFIG;
+            d.set_vcpus_flags(cpu, max)?;
+            d.set_vcpus_flags(cpu, AFFECT_CONFIG)?;
+            d.set_memory_flags(kib, virt::sys::VIR_DOMAIN_MEM_MAXIMUM | AFFECT_CONFIG)?;
+            d.set_memory_flags(kib, AFFECT_CONFIG)
+        })
+    }
+
+    /// Tells a running domain's QEMU that the disk with this target (`vdb`) is now `bytes`
+    /// long, so the guest sees the new size at once.
+    pub fn block_resize(&self, name: &str, target: &str, bytes: u64) -> Result<(), VirtError> {
+        self.on_domain(name, "resize block device", |d| {
+            d.block_resize(target, bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
         })
     }
 
@@ -491,7 +605,7 @@ impl Hypervisor {
     ) -> Result<Vec<DomainView>, VirtError> {
         // Taken before the lists: an event during the reads marks its domain for the next time.
         let stale = self.hub.as_ref().and_then(|h| h.take_stale());
-        let (domains, active, transient) = self.with_conn(|c| {
+        let (domains, active, paused, transient) = self.with_conn(|c| {
             let list = |flags| {
                 c.list_all_domains(flags)
                     .map_err(|e| VirtError::op("list domains", e))
@@ -502,6 +616,7 @@ impl Hypervisor {
             Ok((
                 list(0)?,
                 names(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?,
+                names(virt::sys::VIR_CONNECT_LIST_DOMAINS_PAUSED)?,
                 names(virt::sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?,
             ))
         })?;
@@ -511,7 +626,9 @@ impl Hypervisor {
             if !wanted(&name) {
                 continue;
             }
-            let power = if active.contains(&name) {
+            let power = if paused.contains(&name) {
+                Power::Paused
+            } else if active.contains(&name) {
                 Power::Running
             } else {
                 Power::Stopped
@@ -616,7 +733,7 @@ impl Hypervisor {
                     v.persistent = Some(devs);
                     meta = m;
                 }
-                if *power == Power::Running {
+                if power.is_active() {
                     let Some((devs, m)) = xml(d, 0)? else {
                         return Ok(None);
                     };
@@ -710,7 +827,7 @@ impl Hypervisor {
     /// Hot-plugs a device: into the running domain and its persistent definition, or only the
     /// definition when the domain is stopped. Confirms the device in each XML it applied to.
     pub fn plug(&self, name: &str, device_xml: &str, key: &DeviceKey) -> Result<(), VirtError> {
-        let running = self.power(name)? == Some(Power::Running);
+        let running = active(self.power(name)?);
         let flags = if running {
             AFFECT_LIVE | AFFECT_CONFIG
         } else {
@@ -750,7 +867,7 @@ impl Hypervisor {
                     .map_err(|e| VirtError::op("detach device", e))
             })?;
         }
-        if self.power(name)? != Some(Power::Running) {
+        if !active(self.power(name)?) {
             return Ok(Unplug::Gone);
         }
         let mut seen = self.removals();
@@ -775,7 +892,7 @@ impl Hypervisor {
         loop {
             // The domain may stop meanwhile: then its live XML is its persistent one.
             let live = match self.power(name)? {
-                Some(Power::Running) => self.xml(name, false)?,
+                Some(p) if p.is_active() => self.xml(name, false)?,
                 _ => return Ok(Unplug::Gone),
             };
             if !key.is_in(&live)? {
@@ -824,7 +941,7 @@ impl Hypervisor {
     pub fn disk_targets(&self, name: &str) -> Result<Vec<String>, VirtError> {
         let mut out = vec![];
         let mut xmls = vec![self.xml(name, true)?];
-        if self.power(name)? == Some(Power::Running) {
+        if active(self.power(name)?) {
             xmls.push(self.xml(name, false)?);
         }
         for x in xmls {

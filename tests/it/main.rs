@@ -7,6 +7,7 @@ mod client;
 mod common;
 mod images;
 mod instances;
+mod lifecycle;
 mod metrics;
 mod nics;
 mod openapi;

@@ -27,6 +27,7 @@ const SUBSET: &[&str] = &[
     "instance.destroy:removing_disks",
     "instance.turnon:starting_the_domain",
     "instance.turnoff:finishing",
+    "instance.pause:suspending_the_domain",
     "volume.attach:plugging",
     "volume.detach:finishing",
     "nic.attach:finishing",
@@ -76,7 +77,7 @@ fn unsettled(t: &TestApp) -> i64 {
     count(
         &t.db,
         "SELECT (SELECT COUNT(*) FROM operation WHERE status = 'running') \
-         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping')) \
+         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'rebooting')) \
          + (SELECT COUNT(*) FROM volume WHERE status IN ('creating', 'deleting', 'attaching', 'detaching')) \
          + (SELECT COUNT(*) FROM network_interface WHERE status IN ('attaching', 'detaching')) \
          + (SELECT COUNT(*) FROM image WHERE status IN ('creating', 'deleting')) AS n",
@@ -137,6 +138,22 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
                 "/api/v1/instance/turnoff",
                 json!({"instance_id": id, "force": true}),
             )
+        }
+        "instance.pause" | "instance.reboot" | "instance.reset" => {
+            let id = running_instance(c, image).await;
+            let path = match kind {
+                "instance.pause" => "/api/v1/instance/pause",
+                "instance.reboot" => "/api/v1/instance/reboot",
+                _ => "/api/v1/instance/reset",
+            };
+            (path, json!({"instance_id": id}))
+        }
+        "instance.resume" => {
+            let id = running_instance(c, image).await;
+            c.post::<Value>("/api/v1/instance/pause", json!({"instance_id": id}))
+                .await
+                .good();
+            ("/api/v1/instance/resume", json!({"instance_id": id}))
         }
         "volume.attach" | "volume.detach" => {
             let id = stopped_instance(c, image).await;

@@ -9,6 +9,7 @@ mod console;
 mod create;
 pub mod destroy;
 pub mod power;
+mod update;
 
 /// The operation kind of an instance create (service::operations).
 pub const CREATE: &str = "instance.create";
@@ -17,11 +18,17 @@ pub const DESTROY: &str = "instance.destroy";
 /// The operation kinds of turnon and turnoff.
 pub const TURNON: &str = "instance.turnon";
 pub const TURNOFF: &str = "instance.turnoff";
+/// The operation kinds of pause, resume, reboot and reset.
+pub const PAUSE: &str = "instance.pause";
+pub const RESUME: &str = "instance.resume";
+pub const REBOOT: &str = "instance.reboot";
+pub const RESET: &str = "instance.reset";
 
 pub use console::console;
 pub use create::{create, NewInstance};
 pub use destroy::{destroy, Destroyed};
-pub use power::{turnoff, turnon};
+pub use power::{pause, reboot, reset, resume, turnoff, turnon, Rebooted};
+pub use update::{update, Changes};
 
 use super::{load, transition, Ctx, Resource};
 use crate::db::images::Image;
@@ -148,7 +155,7 @@ pub fn detail(ctx: &Ctx, id: &InstanceId) -> ApiResult<Detail> {
 
 /// Start-up repair of instances whose work a crash interrupted (untouched for `older_than_secs`):
 /// `creating` and `destroying` become `error` (a destroy then cleans up whatever exists);
-/// `starting` / `stopping` take the state libvirt reports.
+/// a power change in flight (`starting`, `stopping`, `pausing`, ...) takes the state libvirt reports.
 pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
     let mut conn = ctx.conn()?;
     let cutoff = db::now().saturating_sub(older_than_secs);
@@ -170,11 +177,14 @@ pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
             }
         }
     }
-    for from in [St::Starting, St::Stopping] {
+    for &from in <St as crate::model::Lifecycle>::ALL
+        .iter()
+        .filter(|s| s.is_power_change())
+    {
         for row in db::instances::stale_in_status(&mut conn, from, cutoff)? {
             let to = match ctx.hv.power(row.instance_id.as_str())? {
-                Some(Power::Running) => St::Running,
-                _ => St::Stopped,
+                Some(p) => power::status_of(p),
+                None => St::Stopped,
             };
             if set_status(&mut conn, &row.instance_id, from, to, None)? {
                 log::warn!("reconcile: instance {} {from} -> {to}", row.instance_id);
@@ -192,18 +202,17 @@ fn vanished_message(id: &InstanceId) -> String {
     )
 }
 
-/// Where a settled row (`running` or `stopped`) goes when libvirt reports `power` (`None`: no
+/// Where a settled row (`running`, `paused` or `stopped`) goes when libvirt reports `power` (`None`: no
 /// such domain), with its message; `None` when it already agrees.
 pub(crate) fn follow(
     id: &InstanceId,
     from: St,
     power: Option<Power>,
 ) -> Option<(St, Option<String>)> {
-    match (from, power) {
-        (St::Running, Some(Power::Stopped)) => Some((St::Stopped, None)),
-        (St::Stopped, Some(Power::Running)) => Some((St::Running, None)),
-        (_, None) => Some((St::Error, Some(vanished_message(id)))),
-        _ => None,
+    match power {
+        None => Some((St::Error, Some(vanished_message(id)))),
+        Some(p) if power::status_of(p) != from => Some((power::status_of(p), None)),
+        Some(_) => None,
     }
 }
 
@@ -217,9 +226,7 @@ pub fn observe_one(ctx: &Ctx, id: &InstanceId) -> ApiResult<bool> {
         return Ok(false);
     };
     let from = row.status;
-    if !matches!(from, St::Running | St::Stopped)
-        || crate::db::operations::is_busy(&mut conn, id.as_str())?
-    {
+    if !from.is_settled() || crate::db::operations::is_busy(&mut conn, id.as_str())? {
         return Ok(false);
     }
     drop(conn);
