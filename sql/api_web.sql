@@ -68,6 +68,7 @@ CREATE TABLE `volume` (
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
   `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
+  `delete_with_instance` TINYINT(1) NOT NULL DEFAULT 0,
   PRIMARY KEY (`volume_id`),
   UNIQUE KEY `uk_volume_instance_target` (`instance_id`, `target_dev`),
   KEY `idx_volume_name` (`volume_name`),
@@ -91,6 +92,7 @@ CREATE TABLE `network_interface` (
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
   `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
+  `delete_with_instance` TINYINT(1) NOT NULL DEFAULT 0,
   PRIMARY KEY (`network_interface_id`),
   UNIQUE KEY `uk_nic_mac` (`mac`),
   UNIQUE KEY `uk_nic_bridge_ip` (`bridge`, `ip`),
@@ -229,4 +231,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261127000001'),
   ('20261128000001'),
   ('20261129000001'),
-  ('20261130000001');
+  ('20261130000001'),
+  ('20261205000001');

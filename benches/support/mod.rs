@@ -292,6 +292,7 @@ pub fn insert_instance_rows(conn: &mut MysqlConnection, n: usize, tag: &str) {
                     attach_time: Some(now),
                     create_time: now,
                     project_id: "prj-00000000".into(),
+                    delete_with_instance: true,
                 },
             )?;
         }

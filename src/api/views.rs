@@ -112,6 +112,8 @@ pub struct VolumeView {
     pub instance_name: Option<String>,
     pub target_dev: Option<String>,
     pub is_root: bool,
+    /// Made by instance/create for its instance: destroyed with it unless detached first.
+    pub delete_with_instance: bool,
     pub describe: String,
     pub error_message: Option<String>,
     pub attach_time: Option<u64>,
@@ -132,6 +134,7 @@ impl VolumeView {
             instance_id: v.instance_id,
             target_dev: v.target_dev,
             is_root: v.is_root,
+            delete_with_instance: v.delete_with_instance,
             describe: v.describe,
             error_message: message(v.error_message),
             attach_time: v.attach_time,
@@ -153,6 +156,8 @@ pub struct NicView {
     pub instance_id: Option<InstanceId>,
     pub instance_name: Option<String>,
     pub attach_time: Option<u64>,
+    /// Made by instance/create for its instance: destroyed with it unless detached first.
+    pub delete_with_instance: bool,
     pub describe: String,
     pub error_message: Option<String>,
     pub create_time: u64,
@@ -172,6 +177,7 @@ impl NicView {
             status: n.status,
             instance_id: n.instance_id,
             attach_time: n.attach_time,
+            delete_with_instance: n.delete_with_instance,
             describe: n.describe,
             error_message: message(n.error_message),
             create_time: n.create_time,
@@ -244,6 +250,7 @@ mod tests {
             instance_name: None,
             target_dev: None,
             is_root: false,
+            delete_with_instance: false,
             describe: String::new(),
             error_message: None,
             attach_time: None,
@@ -253,7 +260,7 @@ mod tests {
         };
         assert_eq!(
             keys(&volume).join(","),
-            "attach_time,create_time,describe,error_message,instance_id,instance_name,is_root,project_id,status,target_dev,update_time,volume_id,volume_name,volume_size"
+            "attach_time,create_time,delete_with_instance,describe,error_message,instance_id,instance_name,is_root,project_id,status,target_dev,update_time,volume_id,volume_name,volume_size"
         );
         let nic = NicView {
             network_interface_id: NicId::new("eni-1"),
@@ -265,6 +272,7 @@ mod tests {
             instance_id: None,
             instance_name: None,
             attach_time: None,
+            delete_with_instance: false,
             describe: String::new(),
             error_message: None,
             create_time: 0,
@@ -272,7 +280,7 @@ mod tests {
         };
         assert_eq!(
             keys(&nic).join(","),
-            "attach_time,bridge,create_time,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,project_id,status"
+            "attach_time,bridge,create_time,delete_with_instance,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,project_id,status"
         );
         // And each reads back as itself (the tests rely on it).
         let back: VolumeView =

@@ -21,6 +21,8 @@ pub struct Nic {
     pub create_time: u64,
     pub update_time: u64,
     pub project_id: String,
+    /// Made by instance/create for its instance: destroyed with it (cleared on detach).
+    pub delete_with_instance: bool,
 }
 
 /// A new NIC row (available, or reserved for an instance being created).
@@ -37,6 +39,8 @@ pub struct NicForm {
     pub describe: String,
     pub create_time: u64,
     pub project_id: String,
+    /// Made by instance/create for its instance: destroyed with it (cleared on detach).
+    pub delete_with_instance: bool,
 }
 
 /// A status change with the columns that go with it (see `VolumeUpdate`).
@@ -47,6 +51,7 @@ pub struct NicUpdate {
     pub instance_id: Option<Option<InstanceId>>,
     pub attach_time: Option<Option<u64>>,
     pub error_message: Option<Option<String>>,
+    pub delete_with_instance: Option<bool>,
     pub update_time: u64,
 }
 
@@ -57,6 +62,7 @@ impl NicUpdate {
             instance_id: None,
             attach_time: None,
             error_message: None,
+            delete_with_instance: None,
             update_time: now,
         }
     }
@@ -81,6 +87,7 @@ impl NicUpdate {
             instance_id: Some(None),
             attach_time: Some(None),
             error_message: Some(error_message.map(crate::db::fit_message)),
+            delete_with_instance: Some(false),
             ..Self::to(NicStatus::Available, now)
         }
     }
@@ -137,6 +144,16 @@ pub fn release_all_of(
     diesel::update(nic::table.filter(nic::instance_id.eq(instance_id)))
         .set(&released)
         .execute(conn)
+}
+
+/// Deletes the NICs instance create made for the instance (`delete_with_instance`).
+pub fn delete_made_for(conn: &mut MysqlConnection, instance_id: &InstanceId) -> QueryResult<usize> {
+    diesel::delete(
+        nic::table
+            .filter(nic::instance_id.eq(instance_id))
+            .filter(nic::delete_with_instance.eq(true)),
+    )
+    .execute(conn)
 }
 
 /// Deletes an instance's NICs (destroy with delete_attached).

@@ -54,6 +54,7 @@ diesel::table! {
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
         project_id -> Varchar,
+        delete_with_instance -> Bool,
     }
 }
 
@@ -72,6 +73,7 @@ diesel::table! {
         create_time -> Unsigned<Bigint>,
         update_time -> Unsigned<Bigint>,
         project_id -> Varchar,
+        delete_with_instance -> Bool,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Volume {
     pub create_time: u64,
     pub update_time: u64,
     pub project_id: String,
+    /// Made by instance/create for its instance: destroyed with it (cleared on detach).
+    pub delete_with_instance: bool,
 }
 
 /// A new volume row (a data volume, or an instance's root disk or data volume reserved for it).
@@ -39,6 +41,8 @@ pub struct VolumeForm {
     pub attach_time: Option<u64>,
     pub create_time: u64,
     pub project_id: String,
+    /// Made by instance/create for its instance: destroyed with it (cleared on detach).
+    pub delete_with_instance: bool,
 }
 
 /// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a mount, unmount or
@@ -74,6 +78,7 @@ pub struct VolumeUpdate {
     pub target_dev: Option<Option<String>>,
     pub attach_time: Option<Option<u64>>,
     pub error_message: Option<Option<String>>,
+    pub delete_with_instance: Option<bool>,
     pub update_time: u64,
 }
 
@@ -85,6 +90,7 @@ impl VolumeUpdate {
             target_dev: None,
             attach_time: None,
             error_message: None,
+            delete_with_instance: None,
             update_time: now,
         }
     }
@@ -111,6 +117,7 @@ impl VolumeUpdate {
             target_dev: Some(None),
             attach_time: Some(None),
             error_message: Some(error_message.map(crate::db::fit_message)),
+            delete_with_instance: Some(false),
             ..Self::to(VolumeStatus::Available, now)
         }
     }

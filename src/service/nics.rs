@@ -234,6 +234,8 @@ pub fn insert_new(
             describe: req.describe.clone(),
             create_time: db::now(),
             project_id: req.project_id.clone(),
+            // Only instance create reserves a new NIC for an instance: its own, gone with it.
+            delete_with_instance: reserved_for.is_some(),
         };
         let Err(e) = db::nics::insert(conn, &form) else {
             return Ok(Some(form.network_interface_id));

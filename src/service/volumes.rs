@@ -75,6 +75,7 @@ pub fn create(
         attach_time: None,
         create_time: db::now(),
         project_id: project_id.to_string(),
+        delete_with_instance: false,
     };
     backed::create(ctx, form, size_gib * GIB)
 }

@@ -309,19 +309,20 @@ async fn attach_detach_on_a_running_guest() {
     let (p, l) = macs(&inst);
     assert!(p.contains(&mac) && l.contains(&mac));
 
-    // Destroy releases the NICs (the auto-made one too).
+    // Destroy releases the NIC that existed before; the one create made goes with it.
     let r = post(
         &app,
         "/api/v1/instance/destroy",
         json!({"instance_id": inst}),
     )
     .await;
-    assert_eq!(r.ok()["released_network_interfaces"], 2);
+    assert_eq!(r.ok()["released_network_interfaces"], 1);
+    assert_eq!(r.ok()["deleted_network_interfaces"], 1);
     assert_eq!(
         get(&app, "/api/v1/network/list?status=available")
             .await
             .ok()["total"],
-        3
+        2
     );
     drop_image(&app, &image).await;
 }

@@ -519,14 +519,27 @@ async fn instance_create_attaches_volumes_at_boot() {
         r.assert_error(status, code);
     }
     assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM instance"), 1);
+    assert_eq!(vols[1]["delete_with_instance"], false);
+    assert_eq!(vols[2]["delete_with_instance"], true);
+    // Destroy deletes the volume create made and gives back the one that existed before.
     let r = post(
         &app,
         "/api/v1/instance/destroy",
-        json!({"instance_id": inst, "delete_attached": true}),
+        json!({"instance_id": inst}),
     )
     .await;
-    assert_eq!(r.ok()["deleted_volumes"], 2);
-    assert_eq!(rbd_size(&format!("{}/{v1}", t.volumes_pool())), None);
-    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
+    assert_eq!(r.ok()["deleted_volumes"], 1);
+    assert_eq!(r.ok()["released_volumes"], 1);
+    assert_eq!(rbd_size(&format!("{}/{v2}", t.volumes_pool())), None);
+    assert_eq!(
+        rbd_size(&format!("{}/{v1}", t.volumes_pool())),
+        Some(1 << 30)
+    );
+    let v = get(&app, "/api/v1/volume/list?filter_name=first").await;
+    assert_eq!(v.ok()["items"][0]["status"], "available");
+    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 1);
+    get(&app, &format!("/api/v1/volume/delete?volume_id={v1}"))
+        .await
+        .ok();
     drop_image(&app, &image).await;
 }

@@ -290,6 +290,7 @@ fn clone_root(b: &mut Build, inst: &Instance, image: &Image) -> Step<VolumeId> {
         attach_time: Some(now),
         create_time: now,
         project_id: inst.project_id.clone(),
+        delete_with_instance: true,
     };
     let vid = root.volume_id.clone();
     b.about_to(

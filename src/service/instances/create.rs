@@ -262,6 +262,7 @@ fn reserve_volumes(conn: &mut DbConn, id: &InstanceId, req: &NewInstance) -> Api
             attach_time: None,
             create_time: now,
             project_id: req.project_id.clone(),
+            delete_with_instance: true,
         };
         db::volumes::insert(conn, &form)?;
     }

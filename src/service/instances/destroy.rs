@@ -1,6 +1,7 @@
-//! Destroy: `running | stopped | error -> destroying`, then power off, undefine, remove the root
-//! disk (and the attached volumes and NICs with `delete_attached`, else give them back), drop the
-//! row. A failed step leaves the instance `error` saying where it stopped; a retry goes on. A
+//! Destroy: `running | paused | stopped | error -> destroying`, then power off, undefine, remove
+//! what instance create made for the instance (root disk, the volume from `data_volume_size`,
+//! the NIC made when none was given), give back the volumes and NICs that existed before and
+//! were attached (or delete them too with `delete_attached`), drop the row. A failed step leaves the instance `error` saying where it stopped; a retry goes on. A
 //! step that failed while libvirt or Ceph is out leaves it `destroying` instead: the takeover
 //! carries on once the backend answers.
 //!
@@ -111,11 +112,11 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     }
 }
 
-/// `running | stopped | error -> destroying`, or the 409 that says why not.
+/// `running | paused | stopped | error -> destroying`, or the 409 that says why not.
 fn claim(conn: &mut DbConn, id: &InstanceId) -> ApiResult<()> {
     let inst = load::<Instance>(conn, id)?;
     let from = inst.status;
-    if !matches!(from, St::Running | St::Stopped | St::Error) {
+    if !(from.is_settled() || from == St::Error) {
         return Err(busy(&inst));
     }
     if !set_status(conn, id, from, St::Destroying, None)? {
@@ -152,7 +153,8 @@ fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, state: &DestroyState) -> Result<De
                 let (released, deleted) = if delete_attached {
                     (0, db::nics::delete_all_of(c, id)?)
                 } else {
-                    (db::nics::release_all_of(c, id, now)?, 0)
+                    let made = db::nics::delete_made_for(c, id)?;
+                    (db::nics::release_all_of(c, id, now)?, made)
                 };
                 db::instances::delete_in_status(c, id, St::Destroying)?;
                 Ok((vols, released, deleted))
@@ -170,8 +172,9 @@ fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, state: &DestroyState) -> Result<De
     })
 }
 
-/// Removes the root disk, and the data volumes with `delete_attached`, from Ceph and MySQL;
-/// returns how many data volumes went.
+/// Removes the root disk, the data volumes instance create made (`delete_with_instance`), and
+/// with `delete_attached` every other data volume, from Ceph and MySQL; returns how many data
+/// volumes went.
 fn remove_disks(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<usize, Failed> {
     let pool = &ctx.cfg.ceph.volumes_pool;
     let volumes = record(ctx, "reading volumes", |c| {
@@ -179,7 +182,10 @@ fn remove_disks(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<usi
     })
     .map_err(at("reading volumes"))?;
     let mut deleted = 0;
-    for v in volumes.iter().filter(|v| v.is_root || delete_attached) {
+    for v in volumes
+        .iter()
+        .filter(|v| v.is_root || v.delete_with_instance || delete_attached)
+    {
         ctx.ceph
             .remove_image(pool, v.volume_id.as_str())
             .map_err(at("removing a disk from Ceph"))?;
