@@ -153,30 +153,33 @@ fn run(
     let r = (|| {
         op.save(ctx, a.step, &())?;
         let name = id.as_str();
-        if ctx.hv.power(name).map_err(libvirt)?.is_none() {
-            return Err(vanished(ctx, id, a.via));
-        }
-        let done = act(name);
+        let done = match ctx.hv.power(name) {
+            Ok(None) => return Err(vanished(ctx, id, a.via)),
+            Ok(Some(_)) => act(name),
+            // libvirt does not answer: nothing was asked of it; the row goes back (settle).
+            Err(e) => Err(libvirt(e)),
+        };
         // A call libvirt refused stays on the row for the user to read (`error_message`).
         let said = done
             .as_ref()
             .err()
             .filter(|e| e.code().status() == 503)
             .map(|e| e.to_string());
-        settle(ctx, id, a.via, said.as_deref())?;
+        settle(ctx, id, a, said.as_deref())?;
         done?;
         load(&mut ctx.conn()?, id)
     })();
     op.conclude(ctx, r)
 }
 
-/// The row leaves `via` for what libvirt reports now (`running` when libvirt cannot say: the
-/// next reconciliation pass corrects it).
-fn settle(ctx: &Ctx, id: &InstanceId, via: St, said: Option<&str>) -> ApiResult<()> {
+/// The row leaves `a.via` for what libvirt reports now (where the action started when libvirt
+/// cannot say: the next reconciliation pass corrects it).
+fn settle(ctx: &Ctx, id: &InstanceId, a: &Action, said: Option<&str>) -> ApiResult<()> {
+    let via = a.via;
     let (to, msg) = match ctx.hv.power(id.as_str()) {
         Ok(Some(p)) => (status_of(p), said.map(str::to_string)),
         Ok(None) => (St::Error, Some(super::vanished_message(id))),
-        Err(_) => (St::Running, None),
+        Err(_) => (a.from[0], None),
     };
     record(ctx, "recording a power change", |c| {
         set_status(c, id, via, to, msg.as_deref())
