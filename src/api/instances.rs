@@ -195,18 +195,6 @@ pub struct IdBody {
     instance_id: String,
 }
 
-pub async fn turnon(
-    ctx: Data<Ctx>,
-    caller: Caller,
-    body: Json<IdBody>,
-) -> ApiResult<Success<InstanceView>> {
-    check(&*body)?;
-    let id = InstanceId::new(body.into_inner().instance_id);
-    caller.may::<Instance>(&ctx, &id, Access::Write).await?;
-    let i = blocking(move || svc::turnon(&ctx, &id)).await?;
-    Ok(Success(i.into()))
-}
-
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct TurnoffBody {
@@ -229,7 +217,7 @@ pub async fn turnoff(
     Ok(Success(i.into()))
 }
 
-/// Pause, resume and reset: the instance alone.
+/// Turnon, pause, resume and reset: the instance alone.
 macro_rules! power_handler {
     ($($name:ident),+) => {$(
         pub async fn $name(
@@ -245,7 +233,7 @@ macro_rules! power_handler {
         }
     )+};
 }
-power_handler!(pause, resume, reset);
+power_handler!(turnon, pause, resume, reset);
 
 #[derive(Serialize)]
 pub struct RebootView {

@@ -90,7 +90,7 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     load(&mut conn, &id)
 }
 
-fn bounded(name: &str, v: u64, min: u64, max: u64, unit: &str) -> ApiResult<()> {
+pub(super) fn bounded(name: &str, v: u64, min: u64, max: u64, unit: &str) -> ApiResult<()> {
     if (min..=max).contains(&v) {
         return Ok(());
     }

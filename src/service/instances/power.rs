@@ -191,16 +191,21 @@ fn libvirt(e: VirtError) -> ApiError {
     ApiError::unavailable(Backend::Libvirt, format!("libvirt: {}", e.message()))
 }
 
+/// The 503 of a libvirt call of `a` that failed.
+fn refused(id: &InstanceId, a: &Action, e: VirtError) -> ApiError {
+    ApiError::unavailable(
+        Backend::Libvirt,
+        format!("could not {} instance {id}: {}", a.verb, e.message()),
+    )
+}
+
 /// A libvirt call of `a` that failed: unless the domain already is where `a` leads (done
-/// behind our back), a 503 saying what failed.
+/// behind our back), its 503.
 fn failed(ctx: &Ctx, id: &InstanceId, a: &Action, e: VirtError, goal: Power) -> ApiResult<()> {
     if ctx.hv.power(id.as_str()).ok().flatten() == Some(goal) {
         return Ok(());
     }
-    Err(ApiError::unavailable(
-        Backend::Libvirt,
-        format!("could not {} instance {id}: {}", a.verb, e.message()),
-    ))
+    Err(refused(id, a, e))
 }
 
 pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
@@ -297,15 +302,15 @@ pub fn reboot(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<(Instance, R
     let i = run(ctx, id, &REBOOT, |name| {
         let hv = &ctx.hv;
         if force {
-            return hv.reset(name).map_err(|e| reboot_failed(id, e));
+            return hv.reset(name).map_err(|e| refused(id, &REBOOT, e));
         }
         let Some(seen) = hv.reboots(name) else {
             how = Rebooted::AcpiUnconfirmed;
-            return hv.reboot(name).map_err(|e| reboot_failed(id, e));
+            return hv.reboot(name).map_err(|e| refused(id, &REBOOT, e));
         };
         let end = Instant::now() + timeout;
         loop {
-            hv.reboot(name).map_err(|e| reboot_failed(id, e))?;
+            hv.reboot(name).map_err(|e| refused(id, &REBOOT, e))?;
             let left = end.saturating_duration_since(Instant::now());
             if hv.await_reboot(name, seen, left.min(retry)) {
                 how = Rebooted::Acpi;
@@ -316,29 +321,17 @@ pub fn reboot(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<(Instance, R
                     "instance {id}: the guest ignored the ACPI reboot for {}s; resetting it",
                     timeout.as_secs()
                 );
-                return hv.reset(name).map_err(|e| reboot_failed(id, e));
+                return hv.reset(name).map_err(|e| refused(id, &REBOOT, e));
             }
         }
     })?;
     Ok((i, how))
 }
 
-fn reboot_failed(id: &InstanceId, e: VirtError) -> ApiError {
-    ApiError::unavailable(
-        Backend::Libvirt,
-        format!("could not reboot instance {id}: {}", e.message()),
-    )
-}
-
 /// `running -> rebooting -> running` by the reset button, at once.
 pub fn reset(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
     run(ctx, id, &RESET, |name| {
-        ctx.hv.reset(name).map_err(|e| {
-            ApiError::unavailable(
-                Backend::Libvirt,
-                format!("could not reset instance {id}: {}", e.message()),
-            )
-        })
+        ctx.hv.reset(name).map_err(|e| refused(id, &RESET, e))
     })
 }
 

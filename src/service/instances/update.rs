@@ -7,6 +7,7 @@
 //! domain never starts between the check and the change. libvirt is changed first, the row
 //! second: a libvirt refusal changes nothing.
 
+use super::create::bounded;
 use super::{busy, in_error, MAX_CPU, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 use crate::db::instances::{Instance, InstanceUpdate};
 use crate::db::{self, DbConn};
@@ -26,18 +27,10 @@ pub struct Changes {
 
 pub fn update(ctx: &Ctx, id: &InstanceId, ch: Changes) -> ApiResult<Instance> {
     if let Some(cpu) = ch.cpu {
-        if cpu == 0 || cpu > MAX_CPU {
-            return Err(ApiError::invalid(format!(
-                "cpu must be between 1 and {MAX_CPU}"
-            )));
-        }
+        bounded("cpu", cpu.into(), 1, MAX_CPU.into(), "")?;
     }
     if let Some(m) = ch.memory {
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&m) {
-            return Err(ApiError::invalid(format!(
-                "memory must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB} MiB"
-            )));
-        }
+        bounded("memory", m, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")?;
     }
     let mut conn = ctx.conn()?;
     let row = load::<Instance>(&mut conn, id)?;
