@@ -94,6 +94,17 @@ pub enum ErrorCode {
     VolumeAttachedElsewhere,
     /// The instance has no free disk target.
     NoFreeDevice,
+    /// No snapshot of that id (or another project's).
+    SnapshotNotFound,
+    /// The snapshot is being made, deleted or restored, or is in error.
+    SnapshotBusy,
+    /// Restore: the snapshot is not of this instance, or the disks attached now differ from
+    /// the ones it holds.
+    SnapshotMismatch,
+    /// Delete or destroy: snapshots hold the volume (delete them first).
+    VolumeHasSnapshots,
+    /// Destroy: snapshots of the instance exist (delete them first).
+    InstanceHasSnapshots,
     /// No network interface of that id (or another project's).
     NetworkInterfaceNotFound,
     /// Attached, attaching or detaching.
@@ -143,6 +154,7 @@ impl ErrorCode {
             | ImageNotInPool
             | InstanceNotFound
             | VolumeNotFound
+            | SnapshotNotFound
             | NetworkInterfaceNotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
@@ -161,6 +173,10 @@ impl ErrorCode {
             | VolumeNotAttached
             | VolumeAttachedElsewhere
             | NoFreeDevice
+            | SnapshotBusy
+            | SnapshotMismatch
+            | VolumeHasSnapshots
+            | InstanceHasSnapshots
             | NetworkInterfaceInUse
             | NetworkInterfaceBusy
             | NetworkInterfaceNotAttached
@@ -223,6 +239,11 @@ impl ErrorCode {
         ErrorCode::VolumeNotAttached,
         ErrorCode::VolumeAttachedElsewhere,
         ErrorCode::NoFreeDevice,
+        ErrorCode::SnapshotNotFound,
+        ErrorCode::SnapshotBusy,
+        ErrorCode::SnapshotMismatch,
+        ErrorCode::VolumeHasSnapshots,
+        ErrorCode::InstanceHasSnapshots,
         ErrorCode::NetworkInterfaceNotFound,
         ErrorCode::NetworkInterfaceInUse,
         ErrorCode::NetworkInterfaceBusy,
@@ -286,6 +307,11 @@ impl ErrorCode {
             ErrorCode::VolumeNotAttached => "volume_not_attached",
             ErrorCode::VolumeAttachedElsewhere => "volume_attached_elsewhere",
             ErrorCode::NoFreeDevice => "no_free_device",
+            ErrorCode::SnapshotNotFound => "snapshot_not_found",
+            ErrorCode::SnapshotBusy => "snapshot_busy",
+            ErrorCode::SnapshotMismatch => "snapshot_mismatch",
+            ErrorCode::VolumeHasSnapshots => "volume_has_snapshots",
+            ErrorCode::InstanceHasSnapshots => "instance_has_snapshots",
             ErrorCode::NetworkInterfaceNotFound => "network_interface_not_found",
             ErrorCode::NetworkInterfaceInUse => "network_interface_in_use",
             ErrorCode::NetworkInterfaceBusy => "network_interface_busy",

@@ -7,6 +7,10 @@ use libc::{c_char, c_int, c_void, size_t};
 pub type rados_t = *mut c_void;
 pub type rados_ioctx_t = *mut c_void;
 pub type rbd_image_t = *mut c_void;
+/// `rbd_snap_create2` flag: do not ask the image's watchers (QEMU) to quiesce first.
+pub const RBD_SNAP_CREATE_SKIP_QUIESCE: u32 = 1 << 0;
+/// `int (*)(uint64_t offset, uint64_t total, void *ptr)`: a non-zero return cancels.
+pub type librbd_progress_fn_t = extern "C" fn(offset: u64, total: u64, ptr: *mut c_void) -> c_int;
 
 #[repr(C)]
 pub struct rbd_image_spec_t {
@@ -86,6 +90,13 @@ extern "C" {
     ) -> c_int;
     pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);
     pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    pub fn rbd_snap_create2(
+        image: rbd_image_t,
+        snap_name: *const c_char,
+        flags: u32,
+        cb: Option<librbd_progress_fn_t>,
+        cbdata: *mut c_void,
+    ) -> c_int;
     pub fn rbd_snap_remove(image: rbd_image_t, snapname: *const c_char) -> c_int;
     pub fn rbd_snap_protect(image: rbd_image_t, snap_name: *const c_char) -> c_int;
     pub fn rbd_snap_unprotect(image: rbd_image_t, snap_name: *const c_char) -> c_int;
@@ -95,6 +106,7 @@ extern "C" {
         is_protected: *mut c_int,
     ) -> c_int;
     pub fn rbd_snap_set(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    pub fn rbd_snap_rollback(image: rbd_image_t, snapname: *const c_char) -> c_int;
     pub fn rbd_list_children3(
         image: rbd_image_t,
         images: *mut rbd_linked_image_spec_t,

@@ -9,6 +9,7 @@ pub mod nics;
 pub mod operations;
 pub mod quotas;
 pub mod schema;
+pub mod snapshots;
 pub mod volumes;
 
 use diesel::connection::SimpleConnection;

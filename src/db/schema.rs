@@ -174,5 +174,31 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_key,
     api_user,
     quota,
-    audit_log
+    audit_log,
+    snapshot,
+    snapshot_volume
 );
+
+diesel::table! {
+    snapshot (snapshot_id) {
+        snapshot_id -> Varchar,
+        snapshot_name -> Varchar,
+        instance_id -> Nullable<Varchar>,
+        volume_id -> Nullable<Varchar>,
+        status -> Varchar,
+        suspended_ms -> Nullable<Unsigned<Bigint>>,
+        error_message -> Nullable<Varchar>,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
+        project_id -> Varchar,
+    }
+}
+
+diesel::table! {
+    snapshot_volume (snapshot_id, volume_id) {
+        snapshot_id -> Varchar,
+        volume_id -> Varchar,
+        volume_size -> Unsigned<Bigint>,
+        is_root -> Bool,
+    }
+}

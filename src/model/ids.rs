@@ -94,6 +94,12 @@ id_type!(
     "i-"
 );
 id_type!(
+    /// A snapshot of an instance's disks or of one volume: `snap-...`; also the name of its
+    /// RBD snapshot on each volume it covers.
+    SnapshotId,
+    "snap-"
+);
+id_type!(
     /// A long operation (service::operations): `op-...`.
     OperationId,
     "op-"

@@ -6,10 +6,10 @@
 pub mod ids;
 pub mod status;
 
-pub use ids::{ImageId, InstanceId, NicId, OperationId, VolumeId};
+pub use ids::{ImageId, InstanceId, NicId, OperationId, SnapshotId, VolumeId};
 pub use status::{
     IllegalTransition, ImageStatus, InstanceStatus, Lifecycle, NicStatus, OperationStatus,
-    VolumeStatus,
+    SnapshotStatus, VolumeStatus,
 };
 
 /// Implements diesel's text mapping for a type with `as_str()` and `parse(&str) -> Option<Self>`.

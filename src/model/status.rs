@@ -140,6 +140,11 @@ status_enum!(
     /// reset); each of these ends in what libvirt then reports (`running | paused | stopped`, or
     /// `error` when the domain has vanished). Between the settled statuses (`running`,
     /// `stopped`, `paused`) any move libvirt reports (a change made outside api-web) is allowed.
+    /// `stopped -> restoring -> stopped`: its disks rolled back to a snapshot (a failed rollback
+    /// ends `stopped` too, saying so: a restore again completes it).
+    /// `running | paused | stopped -> snapshotting -> running | paused | stopped | error`: its
+    /// disks snapshotted together (a running guest suspended meanwhile); it ends in what
+    /// libvirt then reports.
     /// Any settled status (and `error`) `-> destroying`; `destroying -> error` when a step fails
     /// (a retry goes `error -> destroying`).
     InstanceStatus, "instance" {
@@ -152,6 +157,8 @@ status_enum!(
         Pausing => "pausing",
         Resuming => "resuming",
         Rebooting => "rebooting",
+        Restoring => "restoring",
+        Snapshotting => "snapshotting",
         Destroying => "destroying",
         Error => "error",
     }
@@ -167,14 +174,26 @@ impl InstanceStatus {
             // between settled statuses directly: a power change made outside api-web, observed.
             Running => matches!(
                 to,
-                Stopping | Pausing | Rebooting | Destroying | Stopped | Paused | Error
+                Stopping
+                    | Pausing
+                    | Rebooting
+                    | Snapshotting
+                    | Destroying
+                    | Stopped
+                    | Paused
+                    | Error
             ),
             Paused => matches!(
                 to,
-                Resuming | Stopping | Destroying | Running | Stopped | Error
+                Resuming | Stopping | Snapshotting | Destroying | Running | Stopped | Error
             ),
-            Stopped => matches!(to, Starting | Destroying | Running | Paused | Error),
-            Starting | Stopping | Pausing | Resuming | Rebooting => {
+            Stopped => matches!(
+                to,
+                Starting | Restoring | Snapshotting | Destroying | Running | Paused | Error
+            ),
+            // A rollback of every disk to a snapshot, of a stopped instance.
+            Restoring => matches!(to, Stopped | Error),
+            Starting | Stopping | Pausing | Resuming | Rebooting | Snapshotting => {
                 matches!(to, Running | Paused | Stopped | Error)
             }
             Destroying => matches!(to, Error),
@@ -278,6 +297,33 @@ impl OperationStatus {
     }
 }
 
+status_enum!(
+    /// `creating -> available | error`; `available -> restoring -> available` (its disks rolled
+    /// back to it; a delete waits); `available | error -> deleting -> (gone) | available |
+    /// error` (a delete that could not remove every RBD snapshot goes back).
+    SnapshotStatus, "snapshot" {
+        Creating => "creating",
+        Available => "available",
+        Restoring => "restoring",
+        Deleting => "deleting",
+        Error => "error",
+    }
+);
+
+impl SnapshotStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
+        use SnapshotStatus::*;
+        match self {
+            Creating => matches!(to, Available | Error),
+            Available => matches!(to, Restoring | Deleting),
+            Restoring => matches!(to, Available),
+            Deleting => matches!(to, Available | Error),
+            Error => matches!(to, Deleting),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +342,7 @@ mod tests {
         round_trip::<InstanceStatus>();
         round_trip::<VolumeStatus>();
         round_trip::<NicStatus>();
+        round_trip::<SnapshotStatus>();
         assert_eq!(VolumeStatus::InUse.as_str(), "in-use");
         assert_eq!(
             serde_json::to_string(&VolumeStatus::InUse).unwrap(),

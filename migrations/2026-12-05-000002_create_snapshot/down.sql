@@ -1,0 +1,2 @@
+DROP TABLE `snapshot_volume`;
+DROP TABLE `snapshot`;
