@@ -10,6 +10,7 @@ mod instances;
 mod middleware;
 mod nics;
 mod quotas;
+mod snapshots;
 pub mod views;
 mod volumes;
 
@@ -68,6 +69,7 @@ route_table! {
     "/api/v1/instance/reboot" => post instances::reboot;
     "/api/v1/instance/reset" => post instances::reset;
     "/api/v1/instance/update" => post instances::update;
+    "/api/v1/instance/restore" => post snapshots::restore;
     // "destory" is the original design's spelling, kept for its clients.
     "/api/v1/instance/destroy" => post instances::destroy;
     "/api/v1/instance/destory" => post instances::destroy;
@@ -80,6 +82,10 @@ route_table! {
     "/api/v1/volume/resize" => post volumes::resize;
     // The design deletes with a GET (the portal calls it so); POST is accepted too.
     "/api/v1/volume/delete" => get volumes::delete_get, post volumes::delete_post;
+    "/api/v1/snapshot/create" => post snapshots::create;
+    "/api/v1/snapshot/list" => get snapshots::list;
+    "/api/v1/snapshot/detail" => get snapshots::detail;
+    "/api/v1/snapshot/delete" => post snapshots::delete;
     "/api/v1/network/list" => get nics::list;
     "/api/v1/network/search" => get nics::list;
     "/api/v1/network/create" => post nics::create;

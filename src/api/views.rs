@@ -5,9 +5,11 @@
 use crate::db::images::Image;
 use crate::db::instances::Instance;
 use crate::db::nics::Nic;
+use crate::db::snapshots::Covered;
 use crate::db::volumes::Volume;
 use crate::model::{
-    ImageId, ImageStatus, InstanceId, InstanceStatus, NicId, NicStatus, VolumeId, VolumeStatus,
+    ImageId, ImageStatus, InstanceId, InstanceStatus, NicId, NicStatus, SnapshotId, SnapshotStatus,
+    VolumeId, VolumeStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -186,6 +188,60 @@ impl NicView {
     }
 }
 
+/// One volume a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotVolumeView {
+    pub volume_id: VolumeId,
+    /// GiB when the snapshot was taken (a restore gives the volume this size back).
+    pub volume_size: u64,
+    pub is_root: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    pub snapshot_id: SnapshotId,
+    pub snapshot_name: String,
+    /// An instance snapshot: every disk of this instance, taken together.
+    pub instance_id: Option<InstanceId>,
+    /// A volume snapshot: this volume alone.
+    pub volume_id: Option<VolumeId>,
+    pub status: SnapshotStatus,
+    /// How long the guest was suspended while its disks were snapshotted (a running instance).
+    pub suspended_ms: Option<u64>,
+    pub volumes: Vec<SnapshotVolumeView>,
+    pub error_message: Option<String>,
+    pub create_time: u64,
+    pub update_time: u64,
+    pub project_id: String,
+}
+
+impl SnapshotView {
+    pub fn new(d: crate::service::snapshots::Detail) -> Self {
+        let s = d.snapshot;
+        SnapshotView {
+            snapshot_id: s.snapshot_id,
+            snapshot_name: s.snapshot_name,
+            instance_id: s.instance_id,
+            volume_id: s.volume_id,
+            status: s.status,
+            suspended_ms: s.suspended_ms,
+            volumes: d
+                .volumes
+                .into_iter()
+                .map(|c: Covered| SnapshotVolumeView {
+                    volume_id: c.volume_id,
+                    volume_size: c.volume_size,
+                    is_root: c.is_root,
+                })
+                .collect(),
+            error_message: message(s.error_message),
+            create_time: s.create_time,
+            update_time: s.update_time,
+            project_id: s.project_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +337,23 @@ mod tests {
         assert_eq!(
             keys(&nic).join(","),
             "attach_time,bridge,create_time,delete_with_instance,describe,error_message,instance_id,instance_name,ip,mac,network_interface_id,network_interface_name,project_id,status"
+        );
+        let snapshot = SnapshotView {
+            snapshot_id: SnapshotId::new("snap-1"),
+            snapshot_name: "n".into(),
+            instance_id: None,
+            volume_id: None,
+            status: SnapshotStatus::Available,
+            suspended_ms: None,
+            volumes: vec![],
+            error_message: None,
+            create_time: 0,
+            update_time: 0,
+            project_id: "prj-1".into(),
+        };
+        assert_eq!(
+            keys(&snapshot).join(","),
+            "create_time,error_message,instance_id,project_id,snapshot_id,snapshot_name,status,suspended_ms,update_time,volume_id,volumes"
         );
         // And each reads back as itself (the tests rely on it).
         let back: VolumeView =

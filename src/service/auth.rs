@@ -479,6 +479,15 @@ impl Owned for crate::db::volumes::Volume {
     }
 }
 
+impl Owned for crate::db::snapshots::Snapshot {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+    fn id_str(&self) -> String {
+        self.snapshot_id.to_string()
+    }
+}
+
 impl Owned for crate::db::nics::Nic {
     fn project_id(&self) -> &str {
         &self.project_id

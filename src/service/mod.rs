@@ -13,6 +13,7 @@ pub mod nics;
 pub mod operations;
 pub mod quotas;
 pub mod reconcile;
+pub mod snapshots;
 pub mod volumes;
 pub mod watch;
 
@@ -155,6 +156,10 @@ pub const RESOURCES: &[Kind] = &[
     Kind {
         table: "network_interface",
         reconcile: nics::reconcile,
+    },
+    Kind {
+        table: "snapshot",
+        reconcile: snapshots::reconcile,
     },
     Kind {
         table: "operation",

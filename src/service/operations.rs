@@ -138,6 +138,16 @@ pub const STEPS: &[(&str, &[&str])] = &[
     (super::instances::RESUME, &["resuming the domain"]),
     (super::instances::REBOOT, &["rebooting the domain"]),
     (super::instances::RESET, &["resetting the domain"]),
+    (
+        super::snapshots::CREATE,
+        &[
+            "suspending the domain",
+            "taking the RBD snapshots",
+            "resuming the domain",
+        ],
+    ),
+    (super::snapshots::DELETE, &["removing the RBD snapshots"]),
+    (super::snapshots::RESTORE, &["rolling back the disks"]),
     (Volume::KIND_ATTACH, &["plugging"]),
     (Volume::KIND_DETACH, &["unplugging"]),
     (Nic::KIND_ATTACH, &["plugging"]),
@@ -512,6 +522,9 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         k if super::instances::power::ACTIONS.iter().any(|a| a.kind == k) => {
             super::instances::power::recover(ctx, held, op)
         }
+        super::snapshots::CREATE => super::snapshots::recover_create(ctx, held, op),
+        super::snapshots::DELETE => super::snapshots::recover_delete(ctx, held, op),
+        super::snapshots::RESTORE => super::snapshots::recover_restore(ctx, held, op),
         k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {
             super::backed::recover::<Image>(ctx, held, op)
         }

@@ -255,6 +255,10 @@ pub fn delete(ctx: &Ctx, volume_id: &VolumeId) -> ApiResult<crate::ceph::Removal
         return Err(not_available(&v));
     }
     let claim = |c: &mut DbConn| {
+        // Locked first: a snapshot of the volume (which locks it too) is either committed and
+        // seen here, or waits and then finds the volume gone.
+        db::volumes::lock(c, volume_id)?;
+        super::snapshots::check_volume_free(c, volume_id)?;
         if !transition::<Volume>(c, volume_id, from, St::Deleting, None)? {
             return Err(not_available(&load(c, volume_id)?));
         }

@@ -270,7 +270,8 @@ impl TestApp {
                     "volume",
                     "image",
                     "network_interface",
-                    "operation"
+                    "operation",
+                    "snapshot"
                 ]
                 .contains(&kind.table),
                 "clean_backends does not know what a {} row owns in libvirt or Ceph",
@@ -282,6 +283,7 @@ impl TestApp {
             let _ = self.ctx.hv.force_off(&i);
             let _ = self.ctx.hv.undefine(&i);
         }
+        // Snapshots are RBD snapshots of volumes: removing a volume's image removes them.
         for v in ids(&mut c, "SELECT volume_id AS id FROM volume") {
             let _ = self
                 .ctx

@@ -19,5 +19,6 @@ mod reconcile;
 mod schema;
 mod secrets;
 mod server;
+mod snapshots;
 mod sweep;
 mod volumes;

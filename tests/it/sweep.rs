@@ -28,6 +28,9 @@ const SUBSET: &[&str] = &[
     "instance.turnon:starting_the_domain",
     "instance.turnoff:finishing",
     "instance.pause:suspending_the_domain",
+    "snapshot.create:resuming_the_domain",
+    "snapshot.delete:removing_the_RBD_snapshots",
+    "instance.restore:rolling_back_the_disks",
     "volume.attach:plugging",
     "volume.detach:finishing",
     "nic.attach:finishing",
@@ -77,7 +80,8 @@ fn unsettled(t: &TestApp) -> i64 {
     count(
         &t.db,
         "SELECT (SELECT COUNT(*) FROM operation WHERE status = 'running') \
-         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'rebooting')) \
+         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'rebooting', 'snapshotting', 'restoring')) \
+         + (SELECT COUNT(*) FROM snapshot WHERE status IN ('creating', 'deleting', 'restoring')) \
          + (SELECT COUNT(*) FROM volume WHERE status IN ('creating', 'deleting', 'attaching', 'detaching')) \
          + (SELECT COUNT(*) FROM network_interface WHERE status IN ('attaching', 'detaching')) \
          + (SELECT COUNT(*) FROM image WHERE status IN ('creating', 'deleting')) AS n",
@@ -211,6 +215,41 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
             let v = c.volume_create("doomed", 1).await.volume_id.to_string();
             ("/api/v1/volume/delete", json!({"volume_id": v}))
         }
+        "snapshot.create" => {
+            let id = running_instance(c, image).await;
+            (
+                "/api/v1/snapshot/create",
+                json!({"instance_id": id, "snapshot_name": "swept"}),
+            )
+        }
+        "snapshot.delete" => {
+            let v = c.volume_create("held", 1).await.volume_id.to_string();
+            let s = c
+                .post::<Value>(
+                    "/api/v1/snapshot/create",
+                    json!({"volume_id": v, "snapshot_name": "doomed"}),
+                )
+                .await
+                .good();
+            (
+                "/api/v1/snapshot/delete",
+                json!({"snapshot_id": s["snapshot_id"]}),
+            )
+        }
+        "instance.restore" => {
+            let id = stopped_instance(c, image).await;
+            let s = c
+                .post::<Value>(
+                    "/api/v1/snapshot/create",
+                    json!({"instance_id": id, "snapshot_name": "kept"}),
+                )
+                .await
+                .good();
+            (
+                "/api/v1/instance/restore",
+                json!({"instance_id": id, "snapshot_id": s["snapshot_id"]}),
+            )
+        }
         other => panic!("the sweep does not know how to run a {other}: add it to prepare()"),
     };
     Request { path, body }
@@ -218,6 +257,11 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
 
 /// Removes every row (and so what it names) but the test image, through the API.
 async fn wipe<A: App>(c: &Client<A>, t: &TestApp, image: &str) {
+    for id in ids(t, "SELECT snapshot_id AS id FROM snapshot") {
+        c.post::<Value>("/api/v1/snapshot/delete", json!({"snapshot_id": id}))
+            .await
+            .good();
+    }
     for id in ids(t, "SELECT instance_id AS id FROM instance") {
         c.post::<Value>(
             "/api/v1/instance/destroy",
@@ -308,6 +352,50 @@ fn assert_outcome(t: &TestApp, kind: &str, step: &str, req: &Request) {
             );
             let id = req.body["instance_id"].as_str().unwrap();
             assert!(!domain_exists(id), "{at}");
+        }
+        "snapshot.create" => {
+            let id = req.body["instance_id"].as_str().unwrap();
+            let status = ids(t, "SELECT status AS id FROM snapshot");
+            let want = if step == FINISHING {
+                "available"
+            } else {
+                "error"
+            };
+            assert_eq!(status, [want], "{at}");
+            // The guest runs again, and an undone snapshot left no RBD snapshot behind.
+            let inst = ids(
+                t,
+                &format!("SELECT status AS id FROM instance WHERE instance_id = '{id}'"),
+            );
+            assert_eq!(inst, ["running"], "{at}");
+            assert_eq!(crate::instances::domstate(id), "running", "{at}");
+            let kept = count(&t.db, "SELECT COUNT(*) AS n FROM snapshot_volume");
+            assert_eq!(kept, if step == FINISHING { 1 } else { 0 }, "{at}");
+            for v in ids(t, "SELECT volume_id AS id FROM volume") {
+                let (_, out) = rbd(&["snap", "ls", &format!("{}/{v}", t.volumes_pool())]);
+                assert_eq!(out.contains("snap-"), step == FINISHING, "{at}: {out}");
+            }
+        }
+        "snapshot.delete" => {
+            assert_eq!(
+                count(&t.db, "SELECT COUNT(*) AS n FROM snapshot"),
+                0,
+                "{at}"
+            );
+            for v in ids(t, "SELECT volume_id AS id FROM volume") {
+                let (_, out) = rbd(&["snap", "ls", &format!("{}/{v}", t.volumes_pool())]);
+                assert!(!out.contains("snap-"), "{at}: {out}");
+            }
+        }
+        "instance.restore" => {
+            let id = req.body["instance_id"].as_str().unwrap();
+            let inst = ids(
+                t,
+                &format!("SELECT status AS id FROM instance WHERE instance_id = '{id}'"),
+            );
+            assert_eq!(inst, ["stopped"], "{at}");
+            let snap = ids(t, "SELECT status AS id FROM snapshot");
+            assert_eq!(snap, ["available"], "{at}");
         }
         _ => {}
     }

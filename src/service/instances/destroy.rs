@@ -43,7 +43,7 @@ pub fn destroy(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> ApiResult<D
         super::DESTROY,
         id.as_str(),
         &state,
-        |c| claim(c, id),
+        |c| claim(c, id, delete_attached),
     )?;
     conclude(ctx, id, op, &state)
 }
@@ -112,13 +112,20 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     }
 }
 
-/// `running | paused | stopped | error -> destroying`, or the 409 that says why not.
-fn claim(conn: &mut DbConn, id: &InstanceId) -> ApiResult<()> {
+/// `running | paused | stopped | error -> destroying`, or the 409 that says why not (also
+/// when snapshots of the instance, or of a volume the destroy deletes, exist).
+fn claim(conn: &mut DbConn, id: &InstanceId, delete_attached: bool) -> ApiResult<()> {
     let inst = load::<Instance>(conn, id)?;
     let from = inst.status;
     if !(from.is_settled() || from == St::Error) {
         return Err(busy(&inst));
     }
+    let deleted: Vec<_> = db::volumes::of_instance(conn, id)?
+        .into_iter()
+        .filter(|v| v.is_root || v.delete_with_instance || delete_attached)
+        .map(|v| v.volume_id)
+        .collect();
+    crate::service::snapshots::check_instance_free(conn, id, &deleted)?;
     if !set_status(conn, id, from, St::Destroying, None)? {
         return Err(busy(&load(conn, id)?));
     }

@@ -196,7 +196,7 @@ pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
 }
 
 /// What an instance whose domain was removed outside api-web says.
-fn vanished_message(id: &InstanceId) -> String {
+pub(crate) fn vanished_message(id: &InstanceId) -> String {
     format!(
         "the domain of instance {id} no longer exists in libvirt (removed outside api-web); destroy the instance"
     )
