@@ -27,6 +27,7 @@ const ID_FIELDS: &[&str] = &[
     "instance_id",
     "volume_id",
     "network_interface_id",
+    "snapshot_id",
     "image_id",
     "project_id",
 ];

@@ -80,6 +80,7 @@ route_table! {
     "/api/v1/volume/mount" => post volumes::mount;
     "/api/v1/volume/unmount" => post volumes::unmount;
     "/api/v1/volume/resize" => post volumes::resize;
+    "/api/v1/volume/restore" => post snapshots::restore_volume;
     // The design deletes with a GET (the portal calls it so); POST is accepted too.
     "/api/v1/volume/delete" => get volumes::delete_get, post volumes::delete_post;
     "/api/v1/snapshot/create" => post snapshots::create;
@@ -279,14 +280,14 @@ pub fn list_filter<S: crate::model::Lifecycle>(
     })
 }
 
-/// The query of a list of what attaches to instances (volumes, NICs).
+/// The query of a list of what belongs to instances (volumes, NICs, snapshots).
 #[derive(serde::Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct AttachedListQuery {
     #[validate(length(max = 255, message = "must be at most 255 characters"))]
     filter_name: Option<String>,
     status: Option<String>,
-    /// Only what is attached to this instance.
+    /// Only what is attached to (snapshots: taken of) this instance.
     #[validate(custom(function = "valid_filter_id"))]
     instance_id: Option<String>,
     /// Admins: only this project's (a member sees its own project's).

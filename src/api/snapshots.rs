@@ -2,8 +2,10 @@
 //! one volume, and an instance rolled back to one.
 
 use super::auth::Caller;
-use super::views::{InstanceView, SnapshotView};
-use super::{check, list_filter, paging, valid_filter_id, valid_id, valid_name, PageView, Success};
+use super::views::{InstanceNames, InstanceView, SnapshotView, VolumeView};
+use super::{
+    check, list_filter, paging, valid_id, valid_name, AttachedListQuery, PageView, Success,
+};
 use crate::context::blocking;
 use crate::db::instances::Instance;
 use crate::db::snapshots::Snapshot;
@@ -58,26 +60,10 @@ pub async fn create(
     Ok(Success(SnapshotView::new(d)))
 }
 
-#[derive(Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[validate(length(max = 255, message = "must be at most 255 characters"))]
-    filter_name: Option<String>,
-    status: Option<String>,
-    /// Only the snapshots of this instance.
-    #[validate(custom(function = "valid_filter_id"))]
-    instance_id: Option<String>,
-    /// Admins: only this project's (a member sees its own project's).
-    #[validate(custom(function = "valid_filter_id"))]
-    project_id: Option<String>,
-    page_num: Option<u32>,
-    page_size: Option<u32>,
-}
-
 pub async fn list(
     ctx: Data<Ctx>,
     caller: Caller,
-    q: Query<ListQuery>,
+    q: Query<AttachedListQuery>,
 ) -> ApiResult<Success<PageView<SnapshotView>>> {
     check(&*q)?;
     let p = paging(q.page_num, q.page_size)?;
@@ -150,4 +136,27 @@ pub async fn restore(
     caller.may::<Snapshot>(&ctx, &s, Access::Read).await?;
     let row = blocking(move || svc::restore(&ctx, &i, &s)).await?;
     Ok(Success(row.into()))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRestoreBody {
+    #[validate(custom(function = "valid_id"))]
+    volume_id: String,
+    #[validate(custom(function = "valid_id"))]
+    snapshot_id: String,
+}
+
+pub async fn restore_volume(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    b: Json<VolumeRestoreBody>,
+) -> ApiResult<Success<VolumeView>> {
+    check(&*b)?;
+    let b = b.into_inner();
+    let (v, s) = (VolumeId::new(b.volume_id), SnapshotId::new(b.snapshot_id));
+    caller.may::<Volume>(&ctx, &v, Access::Write).await?;
+    caller.may::<Snapshot>(&ctx, &s, Access::Read).await?;
+    let row = blocking(move || svc::restore_volume(&ctx, &v, &s)).await?;
+    Ok(Success(VolumeView::new(row, &InstanceNames::new())))
 }

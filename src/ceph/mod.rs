@@ -487,24 +487,7 @@ impl Ceph {
             match Self::open(io, pool, name) {
                 Ok(img) => {
                     for snap in Self::snapshots(&img, &target)? {
-                        let s = cstr(&snap)?;
-                        let mut protected: c_int = 0;
-                        let r = unsafe {
-                            ffi::rbd_snap_is_protected(img.0, s.as_ptr(), &mut protected)
-                        };
-                        if r < 0 {
-                            return Err(CephError::op("inspect snapshot", &target, r));
-                        }
-                        if protected != 0 {
-                            let r = unsafe { ffi::rbd_snap_unprotect(img.0, s.as_ptr()) };
-                            if r < 0 {
-                                return Err(CephError::op("unprotect snapshot", &target, r));
-                            }
-                        }
-                        let r = unsafe { ffi::rbd_snap_remove(img.0, s.as_ptr()) };
-                        if r < 0 && r != -libc::ENOENT {
-                            return Err(CephError::op("remove snapshot", &target, r));
-                        }
+                        Self::drop_snapshot(&img, &cstr(&snap)?, &target)?;
                     }
                 }
                 // Gone, or half-removed by an interrupted removal (still listed in the pool's
@@ -631,26 +614,32 @@ impl Ceph {
                 Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
                 Err(e) => return Err(e),
             };
-            let mut protected: c_int = 0;
-            let r = unsafe { ffi::rbd_snap_is_protected(img.0, s.as_ptr(), &mut protected) };
-            if r == -libc::ENOENT {
-                return Ok(Removal::AlreadyGone);
-            }
-            if r < 0 {
-                return Err(CephError::op("inspect snapshot", &target, r));
-            }
-            if protected != 0 {
-                let r = unsafe { ffi::rbd_snap_unprotect(img.0, s.as_ptr()) };
-                if r < 0 {
-                    return Err(CephError::op("unprotect snapshot", &target, r));
-                }
-            }
-            match unsafe { ffi::rbd_snap_remove(img.0, s.as_ptr()) } {
-                0 => Ok(Removal::Removed),
-                r if r == -libc::ENOENT => Ok(Removal::AlreadyGone),
-                r => Err(CephError::op("remove snapshot", &target, r)),
-            }
+            Self::drop_snapshot(&img, &s, &target)
         })
+    }
+
+    /// Removes one snapshot of an open image, unprotecting it first; one that is gone is
+    /// reported, not an error.
+    fn drop_snapshot(img: &Image, s: &CStr, target: &str) -> Result<Removal> {
+        let mut protected: c_int = 0;
+        let r = unsafe { ffi::rbd_snap_is_protected(img.0, s.as_ptr(), &mut protected) };
+        if r == -libc::ENOENT {
+            return Ok(Removal::AlreadyGone);
+        }
+        if r < 0 {
+            return Err(CephError::op("inspect snapshot", target, r));
+        }
+        if protected != 0 {
+            let r = unsafe { ffi::rbd_snap_unprotect(img.0, s.as_ptr()) };
+            if r < 0 {
+                return Err(CephError::op("unprotect snapshot", target, r));
+            }
+        }
+        match unsafe { ffi::rbd_snap_remove(img.0, s.as_ptr()) } {
+            0 => Ok(Removal::Removed),
+            r if r == -libc::ENOENT => Ok(Removal::AlreadyGone),
+            r => Err(CephError::op("remove snapshot", target, r)),
+        }
     }
 
     /// Rolls an image's data and size back to snapshot `snap`. Nobody may have the image open

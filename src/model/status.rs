@@ -221,13 +221,15 @@ status_enum!(
     /// create, or `-> in-use` for an instance's root disk; `available -> attaching -> in-use`
     /// (back to `available` if the attach fails); `in-use -> detaching -> available` (stays
     /// `detaching` while the guest holds the disk; a retry goes on from there, or back to
-    /// `in-use` if the guest kept it); `available | error -> deleting -> (gone) | back`.
+    /// `in-use` if the guest kept it); `available -> restoring -> available` (rolled back to a
+    /// snapshot); `available | error -> deleting -> (gone) | back`.
     VolumeStatus, "volume" {
         Creating => "creating",
         Available => "available",
         Attaching => "attaching",
         InUse => "in-use",
         Detaching => "detaching",
+        Restoring => "restoring",
         Deleting => "deleting",
         Error => "error",
     }
@@ -239,7 +241,9 @@ impl VolumeStatus {
         use VolumeStatus::*;
         match self {
             Creating => matches!(to, Available | Error | Attaching | InUse),
-            Available => matches!(to, Attaching | Deleting),
+            Available => matches!(to, Attaching | Restoring | Deleting),
+            // Rolled back to a snapshot (a failed rollback goes back too, saying so).
+            Restoring => matches!(to, Available),
             Attaching => matches!(to, InUse | Available),
             InUse => matches!(to, Detaching),
             Detaching => matches!(to, Available | InUse),

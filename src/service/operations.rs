@@ -148,6 +148,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ),
     (super::snapshots::DELETE, &["removing the RBD snapshots"]),
     (super::snapshots::RESTORE, &["rolling back the disks"]),
+    (
+        super::snapshots::RESTORE_VOLUME,
+        &["rolling back the volume"],
+    ),
     (Volume::KIND_ATTACH, &["plugging"]),
     (Volume::KIND_DETACH, &["unplugging"]),
     (Nic::KIND_ATTACH, &["plugging"]),
@@ -525,6 +529,7 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         super::snapshots::CREATE => super::snapshots::recover_create(ctx, held, op),
         super::snapshots::DELETE => super::snapshots::recover_delete(ctx, held, op),
         super::snapshots::RESTORE => super::snapshots::recover_restore(ctx, held, op),
+        super::snapshots::RESTORE_VOLUME => super::snapshots::recover_volume_restore(ctx, held, op),
         k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {
             super::backed::recover::<Image>(ctx, held, op)
         }

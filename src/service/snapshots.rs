@@ -7,9 +7,10 @@
 //! last, and resumed; `suspended_ms` records how long. A paused or stopped guest writes nothing
 //! anyway. A volume snapshot is one RBD snapshot, atomic on its own: its guest runs on.
 //!
-//! Create, delete and restore are operations (`service::operations`): a takeover undoes a
-//! create (its RBD snapshots removed, the guest resumed, the snapshot `error`), carries a
-//! delete on, and takes a restore's rollbacks again (a rollback is idempotent).
+//! Create, delete and the restores (of an instance, of one volume) are operations
+//! (`service::operations`): a takeover undoes a create (its RBD snapshots removed, the guest
+//! resumed, the snapshot `error`), carries a delete on, and takes a restore's rollbacks again
+//! (a rollback is idempotent).
 //!
 //! A snapshot stops what would break it: deleting a volume it covers, destroying its instance
 //! (409 naming the snapshots); a restore waits for nothing (the instance is stopped) and a
@@ -37,6 +38,7 @@ use std::time::Instant;
 pub const CREATE: &str = "snapshot.create";
 pub const DELETE: &str = "snapshot.delete";
 pub const RESTORE: &str = "instance.restore";
+pub const RESTORE_VOLUME: &str = "volume.restore";
 
 impl Resource for Snapshot {
     const NOT_FOUND: ErrorCode = ErrorCode::SnapshotNotFound;
@@ -693,18 +695,29 @@ pub fn restore(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<Insta
         })?;
     let r = op
         .save(ctx, "rolling back the disks", &state)
-        .and_then(|_| roll_back(ctx, id, snap))
+        .and_then(|_| roll_back_instance(ctx, id, snap))
         .and_then(|_| load(&mut ctx.conn()?, id));
     op.conclude(ctx, r)
 }
 
-/// The restore's steps once both rows are `restoring`: every rollback, then the sizes, the
-/// snapshot `available` and the instance `stopped` in one transaction. A failed rollback leaves
-/// the instance `stopped` saying so (its disks may be partly rolled back; the same restore
-/// again completes it).
-fn roll_back(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<()> {
+fn roll_back_instance(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<()> {
     let cover = q::covered(&mut *ctx.conn()?, snap)?;
-    for c in &cover {
+    roll_back(ctx, snap, &cover, |c, msg| {
+        transition::<Instance>(c, id, Is::Restoring, Is::Stopped, msg)
+    })
+}
+
+/// A restore's steps once the rows are `restoring`: the rollback of each of `cover`, then the
+/// sizes, the snapshot `available` and `settle` (the restored row leaves `restoring`) in one
+/// transaction. A failed rollback settles the row saying so (its disks may be partly rolled
+/// back; the same restore again completes it).
+fn roll_back(
+    ctx: &Ctx,
+    snap: &SnapshotId,
+    cover: &[Covered],
+    settle: impl Fn(&mut DbConn, Option<&str>) -> ApiResult<bool>,
+) -> ApiResult<()> {
+    for c in cover {
         if let Err(e) = ctx
             .ceph
             .rollback(pool(ctx), c.volume_id.as_str(), snap.as_str())
@@ -716,7 +729,7 @@ fn roll_back(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<()> {
             record(ctx, "recording a failed restore", |conn| {
                 conn.transaction(|conn| {
                     transition::<Snapshot>(conn, snap, St::Restoring, St::Available, None)?;
-                    transition::<Instance>(conn, id, Is::Restoring, Is::Stopped, Some(&msg))
+                    settle(conn, Some(&msg))
                 })
             })?;
             return Err(ceph_failed(msg));
@@ -724,11 +737,11 @@ fn roll_back(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<()> {
     }
     record(ctx, "recording a restore", |conn| {
         conn.transaction(|conn| {
-            for c in &cover {
+            for c in cover {
                 db::volumes::set_size(conn, &c.volume_id, c.volume_size, db::now())?;
             }
             transition::<Snapshot>(conn, snap, St::Restoring, St::Available, None)?;
-            transition::<Instance>(conn, id, Is::Restoring, Is::Stopped, None)
+            settle(conn, None)
         })
     })?;
     Ok(())
@@ -745,7 +758,109 @@ pub fn recover_restore(ctx: &Ctx, held: Op, op: &Operation) {
     match record(ctx, "reading the instance", |c| {
         Ok(db::instances::get(c, &id)?.map(|i| i.status))
     }) {
-        Ok(Some(Is::Restoring)) => match roll_back(ctx, &id, &state.snapshot_id) {
+        Ok(Some(Is::Restoring)) => match roll_back_instance(ctx, &id, &state.snapshot_id) {
+            Ok(()) => held.finish(ctx, Ok(())),
+            Err(e) => held.finish(ctx, Err(&e.to_string())),
+        },
+        Ok(_) => held.finish(ctx, Ok(())),
+        Err(e) => log::warn!("operation {}: {e}", op.operation_id),
+    }
+}
+
+/// In the claim's transaction: the volume (locked) `available -> restoring` and the snapshot
+/// `available -> restoring`, after checking that the snapshot holds the volume.
+fn claim_volume_restore(c: &mut DbConn, id: &VolumeId, snap: &SnapshotId) -> ApiResult<()> {
+    let v = db::volumes::lock(c, id)?.ok_or_else(|| super::not_found::<Volume>(id))?;
+    let s = load::<Snapshot>(c, snap)?;
+    let cover = q::covered(c, snap)?;
+    if !cover.iter().any(|c| &c.volume_id == id) {
+        let held: Vec<&str> = cover.iter().map(|c| c.volume_id.as_str()).collect();
+        return Err(ApiError::conflict(
+            ErrorCode::SnapshotMismatch,
+            format!(
+                "snapshot {snap} does not hold volume {id} (it holds {})",
+                held.join(", ")
+            ),
+        ));
+    }
+    match v.status {
+        Vs::Available => {}
+        Vs::InUse | Vs::Attaching | Vs::Detaching => {
+            return Err(ApiError::conflict(
+                ErrorCode::VolumeInUse,
+                format!(
+                    "volume {id} is {} on instance {}; unmount it first (or restore the instance)",
+                    v.status,
+                    v.instance_id.as_ref().map_or("?", |i| i.as_str())
+                ),
+            ))
+        }
+        other => {
+            return Err(ApiError::conflict(
+                ErrorCode::VolumeBusy,
+                format!("volume {id} is {other}; retry when it is available"),
+            ))
+        }
+    }
+    if s.status != St::Available {
+        return Err(busy(&s));
+    }
+    if !transition::<Volume>(c, id, Vs::Available, Vs::Restoring, None)? {
+        return Err(ApiError::conflict(
+            ErrorCode::VolumeBusy,
+            format!("volume {id} changed meanwhile; retry"),
+        ));
+    }
+    if !transition::<Snapshot>(c, snap, St::Available, St::Restoring, None)? {
+        return Err(busy(&load(c, snap)?));
+    }
+    Ok(())
+}
+
+/// Rolls one available volume back to a snapshot that holds it (its own, or an instance
+/// snapshot it was part of): `available -> restoring -> available`, its data and size as then.
+pub fn restore_volume(ctx: &Ctx, id: &VolumeId, snap: &SnapshotId) -> ApiResult<Volume> {
+    ctx.ceph.ensure_up()?;
+    let state = Of {
+        snapshot_id: snap.clone(),
+    };
+    let op = operations::claim_and_start(
+        ctx,
+        &mut ctx.conn()?,
+        RESTORE_VOLUME,
+        id.as_str(),
+        &state,
+        |c| claim_volume_restore(c, id, snap),
+    )?;
+    let r = op
+        .save(ctx, "rolling back the volume", &state)
+        .and_then(|_| roll_back_volume(ctx, id, snap))
+        .and_then(|_| load(&mut ctx.conn()?, id));
+    op.conclude(ctx, r)
+}
+
+fn roll_back_volume(ctx: &Ctx, id: &VolumeId, snap: &SnapshotId) -> ApiResult<()> {
+    let cover: Vec<Covered> = q::covered(&mut *ctx.conn()?, snap)?
+        .into_iter()
+        .filter(|c| &c.volume_id == id)
+        .collect();
+    roll_back(ctx, snap, &cover, |c, msg| {
+        transition::<Volume>(c, id, Vs::Restoring, Vs::Available, msg)
+    })
+}
+
+/// Takes over a volume restore whose process died: a volume still `restoring` is rolled back
+/// again.
+pub fn recover_volume_restore(ctx: &Ctx, held: Op, op: &Operation) {
+    let id = VolumeId::new(op.resource_id.as_str());
+    let state: Of = match state_of(op) {
+        Ok(s) => s,
+        Err(e) => return held.finish(ctx, Err(&e.to_string())),
+    };
+    match record(ctx, "reading the volume", |c| {
+        Ok(db::volumes::get(c, &id)?.map(|v| v.status))
+    }) {
+        Ok(Some(Vs::Restoring)) => match roll_back_volume(ctx, &id, &state.snapshot_id) {
             Ok(()) => held.finish(ctx, Ok(())),
             Err(e) => held.finish(ctx, Err(&e.to_string())),
         },

@@ -331,6 +331,52 @@ async fn snapshot_requests_are_checked() {
         .good();
     assert_eq!(l.total, 1);
     c.volume_delete(&v).await.error(409, "volume_has_snapshots");
+
+    // A volume rolled back to it: data and size as then.
+    let then = content_hash(&format!("{spec}@{}", s.snapshot_id));
+    rbd_ok(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "65536",
+        "--io-total",
+        "1048576",
+        &spec,
+    ]);
+    assert_ne!(content_hash(&spec), then);
+    c.post::<Value>(
+        "/api/v1/volume/resize",
+        json!({"volume_id": v, "volume_size": 2}),
+    )
+    .await
+    .good();
+    let restore = json!({"volume_id": v, "snapshot_id": s.snapshot_id});
+    let r = c
+        .post::<VolumeView>("/api/v1/volume/restore", restore.clone())
+        .await
+        .good();
+    assert_eq!(r.status.as_str(), "available");
+    assert_eq!(r.volume_size, 1);
+    assert_eq!(rbd_size(&spec), Some(1 << 30));
+    assert_eq!(content_hash(&spec), then);
+    // Only with a snapshot that holds it.
+    let other = c.volume_create("other", 1).await.volume_id.to_string();
+    let msg = c
+        .post::<Value>(
+            "/api/v1/volume/restore",
+            json!({"volume_id": other, "snapshot_id": s.snapshot_id}),
+        )
+        .await
+        .error(409, "snapshot_mismatch");
+    assert!(msg.contains(&other), "{msg}");
+    c.post::<Value>(
+        "/api/v1/volume/restore",
+        json!({"volume_id": v, "snapshot_id": "snap-00000000"}),
+    )
+    .await
+    .error(404, "snapshot_not_found");
+
     c.post::<Value>(
         "/api/v1/snapshot/delete",
         json!({"snapshot_id": s.snapshot_id}),
@@ -339,4 +385,5 @@ async fn snapshot_requests_are_checked() {
     .good();
     assert!(rbd_snaps(&spec).is_empty());
     c.volume_delete(&v).await.good();
+    c.volume_delete(&other).await.good();
 }

@@ -31,6 +31,7 @@ const SUBSET: &[&str] = &[
     "snapshot.create:resuming_the_domain",
     "snapshot.delete:removing_the_RBD_snapshots",
     "instance.restore:rolling_back_the_disks",
+    "volume.restore:rolling_back_the_volume",
     "volume.attach:plugging",
     "volume.detach:finishing",
     "nic.attach:finishing",
@@ -82,7 +83,7 @@ fn unsettled(t: &TestApp) -> i64 {
         "SELECT (SELECT COUNT(*) FROM operation WHERE status = 'running') \
          + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'rebooting', 'snapshotting', 'restoring')) \
          + (SELECT COUNT(*) FROM snapshot WHERE status IN ('creating', 'deleting', 'restoring')) \
-         + (SELECT COUNT(*) FROM volume WHERE status IN ('creating', 'deleting', 'attaching', 'detaching')) \
+         + (SELECT COUNT(*) FROM volume WHERE status IN ('creating', 'deleting', 'attaching', 'detaching', 'restoring')) \
          + (SELECT COUNT(*) FROM network_interface WHERE status IN ('attaching', 'detaching')) \
          + (SELECT COUNT(*) FROM image WHERE status IN ('creating', 'deleting')) AS n",
     )
@@ -250,6 +251,26 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
                 json!({"instance_id": id, "snapshot_id": s["snapshot_id"]}),
             )
         }
+        "volume.restore" => {
+            let v = c.volume_create("rolled", 1).await.volume_id.to_string();
+            let s = c
+                .post::<Value>(
+                    "/api/v1/snapshot/create",
+                    json!({"volume_id": v, "snapshot_name": "then"}),
+                )
+                .await
+                .good();
+            c.post::<Value>(
+                "/api/v1/volume/resize",
+                json!({"volume_id": v, "volume_size": 2}),
+            )
+            .await
+            .good();
+            (
+                "/api/v1/volume/restore",
+                json!({"volume_id": v, "snapshot_id": s["snapshot_id"]}),
+            )
+        }
         other => panic!("the sweep does not know how to run a {other}: add it to prepare()"),
     };
     Request { path, body }
@@ -396,6 +417,20 @@ fn assert_outcome(t: &TestApp, kind: &str, step: &str, req: &Request) {
             assert_eq!(inst, ["stopped"], "{at}");
             let snap = ids(t, "SELECT status AS id FROM snapshot");
             assert_eq!(snap, ["available"], "{at}");
+        }
+        "volume.restore" => {
+            // Rolled back to its 1 GiB, in the row and in Ceph.
+            let v = req.body["volume_id"].as_str().unwrap();
+            let row = ids(
+                t,
+                &format!("SELECT CONCAT(status, ' ', volume_size) AS id FROM volume WHERE volume_id = '{v}'"),
+            );
+            assert_eq!(row, ["available 1"], "{at}");
+            assert_eq!(
+                rbd_size(&format!("{}/{v}", t.volumes_pool())),
+                Some(1 << 30),
+                "{at}"
+            );
         }
         _ => {}
     }
