@@ -275,7 +275,7 @@ pub fn create(ctx: &Ctx, source: &Source, name: &str) -> ApiResult<Detail> {
                 })
             });
             let r = done.and_then(|_| detail(ctx, &id));
-            op.conclude(ctx, r)
+            end(ctx, op, r)
         }
         Err(e) if op.is_halted() => {
             // This process may no longer hold the operation: undo nothing but the suspension
@@ -285,9 +285,47 @@ pub fn create(ctx: &Ctx, source: &Source, name: &str) -> ApiResult<Detail> {
         }
         Err(e) => {
             let msg = format!("the snapshot failed: {e}");
-            undo(ctx, source, &state, &id, &msg);
+            if !undo(ctx, source, &state, &id, &msg) {
+                // The undo is not recorded: the takeover undoes it again and records it.
+                op.abandon(ctx, &msg);
+                return Err(e);
+            }
             op.conclude(ctx, Err(e))
         }
+    }
+}
+
+/// Ends a taken-over `held` with `r`, unless MySQL could not record the outcome: then its lease
+/// runs out and a later takeover pass tries again.
+fn taken_over(ctx: &Ctx, held: Op, r: ApiResult<()>) {
+    match r {
+        Ok(()) => held.finish(ctx, Ok(())),
+        Err(ApiError::Unavailable {
+            backend: Backend::Database,
+            message,
+        }) => log::warn!("operation {}: not settled: {message}", held.id),
+        Err(e) => held.finish(ctx, Err(&e.to_string())),
+    }
+}
+
+/// Ends `op` with `r`, or hands it to the takeover when MySQL could not record the outcome
+/// (its rows may still be transitional; the takeover settles them once MySQL answers).
+fn end<T>(ctx: &Ctx, op: Op, r: ApiResult<T>) -> ApiResult<T> {
+    match r {
+        Err(e)
+            if !op.is_halted()
+                && matches!(
+                    e,
+                    ApiError::Unavailable {
+                        backend: Backend::Database,
+                        ..
+                    }
+                ) =>
+        {
+            op.abandon(ctx, &e.to_string());
+            Err(e)
+        }
+        r => op.conclude(ctx, r),
     }
 }
 
@@ -409,8 +447,8 @@ fn resume_if_suspended(ctx: &Ctx, source: &Source, state: &Taking) {
 
 /// A failed create: the guest resumed, its RBD snapshots removed (those that cannot be stay
 /// covered, for the snapshot's delete to remove), the snapshot `error` saying why, the
-/// instance back to what libvirt reports.
-fn undo(ctx: &Ctx, source: &Source, state: &Taking, id: &SnapshotId, msg: &str) {
+/// instance back to what libvirt reports. False when MySQL could not record it.
+fn undo(ctx: &Ctx, source: &Source, state: &Taking, id: &SnapshotId, msg: &str) -> bool {
     resume_if_suspended(ctx, source, state);
     let volumes: Vec<VolumeId> = match record(ctx, "reading a snapshot's volumes", |c| {
         Ok(q::covered(c, id)?)
@@ -418,7 +456,7 @@ fn undo(ctx: &Ctx, source: &Source, state: &Taking, id: &SnapshotId, msg: &str) 
         Ok(cover) => cover.into_iter().map(|c| c.volume_id).collect(),
         Err(e) => {
             log::error!("snapshot {id}: cannot read its volumes to undo it: {e}");
-            return;
+            return false;
         }
     };
     let mut kept = vec![];
@@ -439,7 +477,9 @@ fn undo(ctx: &Ctx, source: &Source, state: &Taking, id: &SnapshotId, msg: &str) 
     });
     if let Err(e) = r {
         log::error!("snapshot {id}: cannot record its failure: {e}");
+        return false;
     }
+    true
 }
 
 /// Takes over a create whose process died: a snapshot still `creating` is undone.
@@ -461,14 +501,17 @@ pub fn recover_create(ctx: &Ctx, held: Op, op: &Operation) {
     });
     match status {
         Ok(Some(St::Creating)) => {
-            undo(
+            let recorded = undo(
                 ctx,
                 &source,
                 &state,
                 &id,
                 "api-web stopped while taking this snapshot; its RBD snapshots were removed: delete it",
             );
-            held.finish(ctx, Err("undone after its process stopped"));
+            if recorded {
+                held.finish(ctx, Err("undone after its process stopped"));
+            }
+            // Else its lease runs out and a later pass undoes it again.
         }
         Ok(_) => held.finish(ctx, Ok(())),
         Err(e) => log::warn!("operation {}: {e}", op.operation_id),
@@ -498,7 +541,7 @@ pub fn delete(ctx: &Ctx, id: &SnapshotId) -> ApiResult<()> {
     let r = op
         .save(ctx, "removing the RBD snapshots", &state)
         .and_then(|_| remove(ctx, id, from));
-    op.conclude(ctx, r)
+    end(ctx, op, r)
 }
 
 /// The delete's steps once the row is `deleting`.
@@ -534,10 +577,7 @@ pub fn recover_delete(ctx: &Ctx, held: Op, op: &Operation) {
     match record(ctx, "reading the snapshot", |c| {
         Ok(q::get(c, &id)?.map(|s| s.status))
     }) {
-        Ok(Some(St::Deleting)) => match remove(ctx, &id, St::Error) {
-            Ok(()) => held.finish(ctx, Ok(())),
-            Err(e) => held.finish(ctx, Err(&e.to_string())),
-        },
+        Ok(Some(St::Deleting)) => taken_over(ctx, held, remove(ctx, &id, St::Error)),
         Ok(_) => held.finish(ctx, Ok(())),
         Err(e) => log::warn!("operation {}: {e}", op.operation_id),
     }
@@ -697,7 +737,7 @@ pub fn restore(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<Insta
         .save(ctx, "rolling back the disks", &state)
         .and_then(|_| roll_back_instance(ctx, id, snap))
         .and_then(|_| load(&mut ctx.conn()?, id));
-    op.conclude(ctx, r)
+    end(ctx, op, r)
 }
 
 fn roll_back_instance(ctx: &Ctx, id: &InstanceId, snap: &SnapshotId) -> ApiResult<()> {
@@ -758,10 +798,9 @@ pub fn recover_restore(ctx: &Ctx, held: Op, op: &Operation) {
     match record(ctx, "reading the instance", |c| {
         Ok(db::instances::get(c, &id)?.map(|i| i.status))
     }) {
-        Ok(Some(Is::Restoring)) => match roll_back_instance(ctx, &id, &state.snapshot_id) {
-            Ok(()) => held.finish(ctx, Ok(())),
-            Err(e) => held.finish(ctx, Err(&e.to_string())),
-        },
+        Ok(Some(Is::Restoring)) => {
+            taken_over(ctx, held, roll_back_instance(ctx, &id, &state.snapshot_id))
+        }
         Ok(_) => held.finish(ctx, Ok(())),
         Err(e) => log::warn!("operation {}: {e}", op.operation_id),
     }
@@ -836,7 +875,7 @@ pub fn restore_volume(ctx: &Ctx, id: &VolumeId, snap: &SnapshotId) -> ApiResult<
         .save(ctx, "rolling back the volume", &state)
         .and_then(|_| roll_back_volume(ctx, id, snap))
         .and_then(|_| load(&mut ctx.conn()?, id));
-    op.conclude(ctx, r)
+    end(ctx, op, r)
 }
 
 fn roll_back_volume(ctx: &Ctx, id: &VolumeId, snap: &SnapshotId) -> ApiResult<()> {
@@ -860,10 +899,9 @@ pub fn recover_volume_restore(ctx: &Ctx, held: Op, op: &Operation) {
     match record(ctx, "reading the volume", |c| {
         Ok(db::volumes::get(c, &id)?.map(|v| v.status))
     }) {
-        Ok(Some(Vs::Restoring)) => match roll_back_volume(ctx, &id, &state.snapshot_id) {
-            Ok(()) => held.finish(ctx, Ok(())),
-            Err(e) => held.finish(ctx, Err(&e.to_string())),
-        },
+        Ok(Some(Vs::Restoring)) => {
+            taken_over(ctx, held, roll_back_volume(ctx, &id, &state.snapshot_id))
+        }
         Ok(_) => held.finish(ctx, Ok(())),
         Err(e) => log::warn!("operation {}: {e}", op.operation_id),
     }
