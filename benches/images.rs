@@ -34,6 +34,9 @@ fn main() {
                 create_time: now - (i as u64),
                 project_id: "prj-00000000".into(),
                 visibility: "public".into(),
+                progress: None,
+                source_snapshot_id: None,
+                source_volume_id: None,
             };
             db::images::insert(conn, &form)?;
         }

@@ -21,11 +21,15 @@ CREATE TABLE `image` (
   `update_time` BIGINT UNSIGNED NOT NULL,
   `project_id` VARCHAR(32) NOT NULL DEFAULT 'prj-00000000',
   `visibility` VARCHAR(16) NOT NULL DEFAULT 'public',
+  `progress` TINYINT UNSIGNED NULL,
+  `source_snapshot_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+  `source_volume_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
   PRIMARY KEY (`image_id`),
   KEY `idx_image_name` (`image_name`),
   KEY `idx_image_status` (`status`),
   KEY `idx_image_create_time` (`create_time`, `image_id`),
-  KEY `idx_image_project` (`project_id`)
+  KEY `idx_image_project` (`project_id`),
+  KEY `idx_image_source_snapshot` (`source_snapshot_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `instance` (
@@ -265,4 +269,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261129000001'),
   ('20261130000001'),
   ('20261205000001'),
-  ('20261205000002');
+  ('20261205000002'),
+  ('20261206000001');

@@ -5,9 +5,11 @@ use super::views::ImageView;
 use super::{check, list_filter, paging, valid_describe, valid_id, valid_name, PageView, Success};
 use crate::context::blocking;
 use crate::db::images::Image;
+use crate::db::snapshots::Snapshot;
 use crate::error::ApiResult;
-use crate::model::{ImageId, ImageStatus};
+use crate::model::{ImageId, ImageStatus, SnapshotId, VolumeId};
 use crate::service::auth::Access;
+use crate::service::image_copy::{self, FromSnapshot};
 use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -95,6 +97,48 @@ pub async fn create(
     let c = ctx.clone();
     let row = blocking(move || svc::create(&c, req)).await?;
     Ok(Success(ImageView::new(row, &ctx.cfg.ceph.images_pool)))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct FromSnapshotBody {
+    #[validate(custom(function = "valid_id"))]
+    snapshot_id: String,
+    /// Which disk of an instance snapshot (default: its root disk).
+    #[validate(custom(function = "valid_id"))]
+    volume_id: Option<String>,
+    #[validate(custom(function = "valid_name"))]
+    image_name: String,
+    os_type: String,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+}
+
+/// Answers the image `creating` at once; the copy goes on in the background (`progress`).
+pub async fn create_from_snapshot(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<FromSnapshotBody>,
+) -> ApiResult<Success<ImageView>> {
+    check(&*body)?;
+    let b = body.into_inner();
+    let snapshot_id = SnapshotId::new(b.snapshot_id);
+    caller
+        .may::<Snapshot>(&ctx, &snapshot_id, Access::Read)
+        .await?;
+    let req = FromSnapshot {
+        snapshot_id,
+        volume_id: b.volume_id.map(VolumeId::new),
+        image_name: b.image_name,
+        os_type: OsType::parse(&b.os_type)?,
+        describe: b.describe.unwrap_or_default(),
+        project_id: caller.project(),
+        public: caller.is_admin(),
+    };
+    let pool = ctx.cfg.ceph.images_pool.clone();
+    let c = ctx.into_inner();
+    let row = blocking(move || image_copy::create_from_snapshot(c, req)).await?;
+    Ok(Success(ImageView::new(row, &pool)))
 }
 
 #[derive(Deserialize, Validate)]

@@ -37,6 +37,11 @@ pub struct ImageView {
     pub project_id: String,
     /// `public` (every project may boot it) or `private` (its project's only).
     pub visibility: String,
+    /// Percent done of the copy that makes it (`images/create_from_snapshot`), while it runs.
+    pub progress: Option<u8>,
+    /// The snapshot (and its volume) it was copied from, if any.
+    pub source_snapshot_id: Option<SnapshotId>,
+    pub source_volume_id: Option<VolumeId>,
 }
 
 impl ImageView {
@@ -54,6 +59,9 @@ impl ImageView {
             update_time: i.update_time,
             project_id: i.project_id,
             visibility: i.visibility,
+            progress: i.progress,
+            source_snapshot_id: i.source_snapshot_id,
+            source_volume_id: i.source_volume_id,
         }
     }
 }
@@ -270,10 +278,13 @@ mod tests {
             update_time: 0,
             project_id: "prj-1".into(),
             visibility: "public".into(),
+            progress: None,
+            source_snapshot_id: None,
+            source_volume_id: None,
         };
         assert_eq!(
             keys(&image).join(","),
-            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,project_id,status,update_time,visibility"
+            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,progress,project_id,source_snapshot_id,source_volume_id,status,update_time,visibility"
         );
         let instance = InstanceView {
             instance_id: InstanceId::new("i-1"),

@@ -73,7 +73,38 @@ extern "C" {
         image: *mut rbd_image_t,
         snap_name: *const c_char,
     ) -> c_int;
+    pub fn rbd_open_read_only(
+        io: rados_ioctx_t,
+        name: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
     pub fn rbd_close(image: rbd_image_t) -> c_int;
+    pub fn rbd_read2(
+        image: rbd_image_t,
+        ofs: u64,
+        len: size_t,
+        buf: *mut c_char,
+        op_flags: c_int,
+    ) -> isize;
+    pub fn rbd_write2(
+        image: rbd_image_t,
+        ofs: u64,
+        len: size_t,
+        buf: *const c_char,
+        op_flags: c_int,
+    ) -> isize;
+    pub fn rbd_flush(image: rbd_image_t) -> c_int;
+    pub fn rbd_diff_iterate2(
+        image: rbd_image_t,
+        fromsnapname: *const c_char,
+        ofs: u64,
+        len: u64,
+        include_parent: u8,
+        whole_object: u8,
+        cb: extern "C" fn(offset: u64, len: size_t, exists: c_int, arg: *mut c_void) -> c_int,
+        arg: *mut c_void,
+    ) -> c_int;
     pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
     pub fn rbd_metadata_get(
         image: rbd_image_t,

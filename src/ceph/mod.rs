@@ -13,6 +13,7 @@ use crate::config::CephConfig;
 use libc::c_int;
 use std::ffi::{CStr, CString};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,23 @@ pub struct Ceph {
 /// librados timeouts of the health probe's connection (seconds): a stopped OSD shows as a
 /// failed probe within this, where the service's own connection waits `op_timeout_secs`.
 const PROBE_TIMEOUT_SECS: u64 = 1;
+
+/// Bytes a copy reads and writes at a time (an RBD object).
+const COPY_CHUNK: usize = 4 << 20;
+/// Threads a copy reads and writes with (each with one chunk in flight).
+const COPY_THREADS: usize = 4;
+
+/// An open image's handle, used from the copy's threads at once (librbd is thread-safe).
+#[derive(Clone, Copy)]
+struct SharedImage(ffi::rbd_image_t);
+unsafe impl Send for SharedImage {}
+unsafe impl Sync for SharedImage {}
+impl SharedImage {
+    /// (A method, so that closures capture the whole, thread-safe value, not its pointer.)
+    fn get(self) -> ffi::rbd_image_t {
+        self.0
+    }
+}
 
 /// The image metadata key that names the deployment that made an image.
 pub const OWNER_KEY: &str = "api-web.deployment";
@@ -655,6 +673,199 @@ impl Ceph {
             }
             Ok(())
         })
+    }
+
+    /// Size in bytes of snapshot `snap` of an image.
+    pub fn snapshot_size(&self, pool: &str, name: &str, snap: &str) -> Result<u64> {
+        let target = format!("{pool}/{name}@{snap}");
+        self.with_pool(pool, |io| {
+            let img = Self::open_snapshot(io, name, snap, &target)?;
+            let mut size = 0u64;
+            let r = unsafe { ffi::rbd_get_size(img.0, &mut size) };
+            if r < 0 {
+                return Err(CephError::op("stat snapshot", &target, r));
+            }
+            Ok(size)
+        })
+    }
+
+    /// An image opened read-only at snapshot `snap`: it takes no lock, so a running QEMU that
+    /// holds the image's exclusive lock is not disturbed.
+    fn open_snapshot(io: &IoCtx, name: &str, snap: &str, target: &str) -> Result<Image> {
+        let (n, s) = (cstr(name)?, cstr(snap)?);
+        let mut img: ffi::rbd_image_t = ptr::null_mut();
+        let r = unsafe { ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, s.as_ptr()) };
+        if r < 0 {
+            return Err(CephError::op("open snapshot", target, r));
+        }
+        Ok(Image(img))
+    }
+
+    /// Copies snapshot `snap` of `src_pool/src` into a new image `dst_pool/dst` of the same
+    /// size, marked as made by `owner`. The copy is flat: it reads through the source's parent
+    /// (a root disk is a clone of its image), so it depends on nothing. Only the extents that
+    /// hold data (in the image or its parent) are read, and zero chunks are not written, so a
+    /// mostly empty disk copies fast and stays thin.
+    ///
+    /// (librbd's own `rbd_copy` is not used: in Ceph 16 a copy from a snapshot of a clone
+    /// leaves out the parent's data, an image of zeros; `rbd cp` shows the same.)
+    ///
+    /// `progress(done, total)` (bytes of data extents) is called every 50 ms while the copy
+    /// runs, on the calling thread; returning false cancels the copy (ECANCELED). A copy that fails leaves what it wrote: the caller
+    /// removes `dst`. EEXIST if `dst` exists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_snapshot(
+        &self,
+        src_pool: &str,
+        src: &str,
+        snap: &str,
+        dst_pool: &str,
+        dst: &str,
+        owner: &str,
+        progress: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<()> {
+        let target = format!("{src_pool}/{src}@{snap} -> {dst_pool}/{dst}");
+        let d = cstr(dst)?;
+        self.with_pool(src_pool, |sio| {
+            let from = Self::open_snapshot(sio, src, snap, &target)?;
+            let mut size = 0u64;
+            let r = unsafe { ffi::rbd_get_size(from.0, &mut size) };
+            if r < 0 {
+                return Err(CephError::op("stat snapshot", &target, r));
+            }
+            let extents = Self::data_extents(&from, size, &target)?;
+            let total: u64 = extents.iter().map(|e| e.1).sum();
+            self.with_pool(dst_pool, |dio| {
+                let mut order: c_int = 0;
+                let r = unsafe { ffi::rbd_create(dio.0, d.as_ptr(), size, &mut order) };
+                if r < 0 {
+                    return Err(CephError::op("create image", &target, r));
+                }
+                Self::mark(dio, dst_pool, dst, owner);
+                let to = Self::open(dio, dst_pool, dst)?;
+                // The chunks, shared out among COPY_THREADS threads (librbd's image handles
+                // take I/O from several threads); this thread reports the progress.
+                let chunks: Vec<(u64, usize)> = extents
+                    .iter()
+                    .flat_map(|&(start, len)| {
+                        (start..start + len).step_by(COPY_CHUNK).map(move |off| {
+                            (off, (start + len - off).min(COPY_CHUNK as u64) as usize)
+                        })
+                    })
+                    .collect();
+                let next = AtomicUsize::new(0);
+                let done = AtomicU64::new(0);
+                let stop = AtomicBool::new(false);
+                let failed: Mutex<Option<CephError>> = Mutex::new(None);
+                let (src_img, dst_img) = (SharedImage(from.0), SharedImage(to.0));
+                let worker = || {
+                    let mut buf = vec![0u8; COPY_CHUNK];
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(&(off, n)) = chunks.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            return;
+                        };
+                        let r = unsafe {
+                            ffi::rbd_read2(src_img.get(), off, n, buf.as_mut_ptr().cast(), 0)
+                        };
+                        let err = if r < 0 {
+                            Some(CephError::op("read snapshot", &target, r as c_int))
+                        } else {
+                            let chunk = &buf[..r as usize];
+                            let w = if chunk.iter().any(|b| *b != 0) {
+                                unsafe {
+                                    ffi::rbd_write2(
+                                        dst_img.get(),
+                                        off,
+                                        chunk.len(),
+                                        chunk.as_ptr().cast(),
+                                        0,
+                                    )
+                                }
+                            } else {
+                                0
+                            };
+                            (w < 0).then(|| CephError::op("write copy", &target, w as c_int))
+                        };
+                        if let Some(e) = err {
+                            stop.store(true, Ordering::Relaxed);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
+                        done.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                };
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = (0..COPY_THREADS).map(|_| scope.spawn(worker)).collect();
+                    while !workers.iter().all(|w| w.is_finished()) {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        if !stop.load(Ordering::Relaxed)
+                            && !progress(done.load(Ordering::Relaxed), total)
+                        {
+                            stop.store(true, Ordering::Relaxed);
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(CephError::op(
+                                    "copy snapshot",
+                                    &target,
+                                    -libc::ECANCELED,
+                                ));
+                        }
+                    }
+                });
+                if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                    return Err(e);
+                }
+                progress(total, total);
+                let r = unsafe { ffi::rbd_flush(to.0) };
+                if r < 0 {
+                    return Err(CephError::op("flush copy", &target, r));
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// The extents `(offset, length)` of an open image that hold data, in it or in its parent,
+    /// merged where they touch.
+    fn data_extents(img: &Image, size: u64, target: &str) -> Result<Vec<(u64, u64)>> {
+        extern "C" fn add(
+            off: u64,
+            len: libc::size_t,
+            exists: c_int,
+            arg: *mut libc::c_void,
+        ) -> c_int {
+            // SAFETY: `arg` is the vector below, alive for the whole call.
+            let out = unsafe { &mut *(arg as *mut Vec<(u64, u64)>) };
+            if exists != 0 {
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == off => last.1 += len as u64,
+                    _ => out.push((off, len as u64)),
+                }
+            }
+            0
+        }
+        let mut out: Vec<(u64, u64)> = vec![];
+        let r = unsafe {
+            ffi::rbd_diff_iterate2(
+                img.0,
+                ptr::null(),
+                0,
+                size,
+                1,
+                1,
+                add,
+                (&mut out as *mut Vec<(u64, u64)>).cast(),
+            )
+        };
+        if r < 0 {
+            return Err(CephError::op("list the extents of", target, r));
+        }
+        Ok(out)
     }
 
     /// Grows (or shrinks) an image to `size` bytes.

@@ -1,7 +1,7 @@
 //! Rows of `image`: the row, its insert form and its update form.
 
 use super::schema::image;
-use crate::model::{ImageId, ImageStatus};
+use crate::model::{ImageId, ImageStatus, SnapshotId, VolumeId};
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -21,6 +21,12 @@ pub struct Image {
     pub project_id: String,
     /// `public` (every project may boot it) or `private` (its project's only).
     pub visibility: String,
+    /// Percent done of the copy that makes it (`None` when none runs).
+    pub progress: Option<u8>,
+    /// The snapshot it is (being) copied from...
+    pub source_snapshot_id: Option<SnapshotId>,
+    /// ...and the volume of that snapshot.
+    pub source_volume_id: Option<VolumeId>,
 }
 
 /// The `visibility` of an image every project may boot (else `private`: its project's only).
@@ -40,6 +46,10 @@ pub struct ImageForm {
     pub project_id: String,
     /// `public` (every project may boot it) or `private` (its project's only).
     pub visibility: String,
+    /// Percent done of the copy that makes it (copies only).
+    pub progress: Option<u8>,
+    pub source_snapshot_id: Option<SnapshotId>,
+    pub source_volume_id: Option<VolumeId>,
 }
 
 /// Fields an update may change; `None` leaves a column as it is.
@@ -77,3 +87,77 @@ crate::db::table_queries!(
     id = "image_id",
     name = "image_name"
 );
+
+/// `creating -> available` of a copied image, with its real size; false if the row is no
+/// longer `creating` (a takeover settled it).
+pub fn finish_copy(
+    conn: &mut MysqlConnection,
+    id: &ImageId,
+    size: u64,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        image::table
+            .find(id)
+            .filter(image::status.eq(ImageStatus::Creating)),
+    )
+    .set((
+        image::status.eq(ImageStatus::Available),
+        image::image_size.eq(size),
+        image::progress.eq(None::<u8>),
+        image::error_message.eq(None::<String>),
+        image::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// `creating -> error` of a copy that failed, saying why; false if the row is no longer
+/// `creating`.
+pub fn fail_copy(
+    conn: &mut MysqlConnection,
+    id: &ImageId,
+    msg: &str,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        image::table
+            .find(id)
+            .filter(image::status.eq(ImageStatus::Creating)),
+    )
+    .set((
+        image::status.eq(ImageStatus::Error),
+        image::progress.eq(None::<u8>),
+        image::error_message.eq(Some(crate::db::fit_message(msg))),
+        image::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Records how far the copy of a `creating` image is.
+pub fn set_progress(
+    conn: &mut MysqlConnection,
+    id: &ImageId,
+    pct: u8,
+    now: u64,
+) -> QueryResult<usize> {
+    diesel::update(
+        image::table
+            .find(id)
+            .filter(image::status.eq(ImageStatus::Creating)),
+    )
+    .set((image::progress.eq(Some(pct)), image::update_time.eq(now)))
+    .execute(conn)
+}
+
+/// Images being copied from snapshot `snap`, read with a locking read (the latest committed
+/// rows, whatever the transaction's snapshot): what a delete of the snapshot must wait for.
+pub fn copying_from(conn: &mut MysqlConnection, snap: &SnapshotId) -> QueryResult<Vec<ImageId>> {
+    image::table
+        .filter(image::source_snapshot_id.eq(snap))
+        .filter(image::status.eq(ImageStatus::Creating))
+        .select(image::image_id)
+        .for_update()
+        .load(conn)
+}

@@ -14,6 +14,9 @@ diesel::table! {
         update_time -> Unsigned<Bigint>,
         project_id -> Varchar,
         visibility -> Varchar,
+        progress -> Nullable<Unsigned<Tinyint>>,
+        source_snapshot_id -> Nullable<Varchar>,
+        source_volume_id -> Nullable<Varchar>,
     }
 }
 

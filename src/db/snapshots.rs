@@ -137,3 +137,16 @@ crate::db::table_queries!(
     id = "snapshot_id",
     name = "snapshot_name"
 );
+
+/// Touches an `available` snapshot (a locking write: a concurrent delete of it waits for this
+/// transaction); false if it is not `available`.
+pub fn hold_available(conn: &mut MysqlConnection, id: &SnapshotId, now: u64) -> QueryResult<bool> {
+    let n = diesel::update(
+        snapshot::table
+            .find(id)
+            .filter(snapshot::status.eq(SnapshotStatus::Available)),
+    )
+    .set(snapshot::update_time.eq(now))
+    .execute(conn)?;
+    Ok(n == 1)
+}

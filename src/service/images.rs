@@ -99,6 +99,9 @@ pub fn create(ctx: &Ctx, req: NewImage) -> ApiResult<Image> {
         create_time: db::now(),
         project_id: req.project_id.clone(),
         visibility: visibility(req.public).into(),
+        progress: None,
+        source_snapshot_id: None,
+        source_volume_id: None,
     };
     backed::create(ctx, form, req.image_size)
 }
@@ -176,6 +179,9 @@ pub fn register(ctx: &Ctx, req: Registration) -> ApiResult<Image> {
         create_time: db::now(),
         project_id: req.project_id,
         visibility: visibility(true).into(),
+        progress: None,
+        source_snapshot_id: None,
+        source_volume_id: None,
     };
     let ask = super::quotas::Ask {
         images: 1,

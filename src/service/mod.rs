@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backed;
 pub mod health;
 pub mod hotplug;
+pub mod image_copy;
 pub mod images;
 pub mod instances;
 pub mod nics;

@@ -157,6 +157,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     (Nic::KIND_ATTACH, &["plugging"]),
     (Nic::KIND_DETACH, &["unplugging"]),
     (Image::KIND_CREATE, &["creating the RBD image"]),
+    (super::image_copy::COPY, &[super::image_copy::STEP]),
     (
         <Volume as RbdBacked>::KIND_CREATE,
         &["creating the RBD image"],
@@ -530,6 +531,7 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         super::snapshots::DELETE => super::snapshots::recover_delete(ctx, held, op),
         super::snapshots::RESTORE => super::snapshots::recover_restore(ctx, held, op),
         super::snapshots::RESTORE_VOLUME => super::snapshots::recover_volume_restore(ctx, held, op),
+        super::image_copy::COPY => super::image_copy::recover(ctx, held, op),
         k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {
             super::backed::recover::<Image>(ctx, held, op)
         }

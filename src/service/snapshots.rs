@@ -536,7 +536,8 @@ pub fn delete(ctx: &Ctx, id: &SnapshotId) -> ApiResult<()> {
             if !transition::<Snapshot>(c, id, s.status, St::Deleting, None)? {
                 return Err(busy(&load(c, id)?));
             }
-            Ok(())
+            // After the write above: a copy that held the snapshot first has committed its row.
+            super::image_copy::check_snapshot_free(c, id)
         })?;
     let r = op
         .save(ctx, "removing the RBD snapshots", &state)

@@ -1,6 +1,7 @@
 //! Snapshots: of an instance's three disks taken together while its guest runs (suspended for
 //! the duration), of one volume alone, what they stop (a volume delete, a destroy), and a
-//! restore that rolls every disk back (data and size), checked in MySQL, libvirt and Ceph.
+//! restore that rolls every disk back (data and size), and an image copied from a snapshot,
+//! checked in MySQL, libvirt and Ceph.
 
 use crate::client::client;
 use crate::common::*;
@@ -386,4 +387,174 @@ async fn snapshot_requests_are_checked() {
     assert!(rbd_snaps(&spec).is_empty());
     c.volume_delete(&v).await.good();
     c.volume_delete(&other).await.good();
+}
+
+/// Polls an image until it leaves `creating`; returns its last view and every progress seen.
+async fn wait_copied(app: &impl App, id: &str) -> (Value, Vec<u64>) {
+    let end = Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = vec![];
+    loop {
+        let r = get(app, &format!("/api/v1/images/inspect?image_id={id}")).await;
+        let v = r.ok().clone();
+        if v["status"] != "creating" {
+            return (v, seen);
+        }
+        let p = v["progress"]
+            .as_u64()
+            .expect("a copy under way shows its progress");
+        assert!(p <= 99, "{v}");
+        if seen.last() != Some(&p) {
+            seen.push(p);
+        }
+        assert!(Instant::now() < end, "image {id} still creating: {v}");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// An image made from the root disk of a running guest's snapshot: a flat copy (no parent) with
+/// the snapshot's content and size, shown with its progress and source, that instance/create
+/// boots at once; the snapshot cannot be deleted while an image is copied from it.
+#[actix_web::test]
+async fn image_from_snapshot_is_a_flat_copy_that_boots() {
+    let t = TestApp::new();
+    let c = client(&t).await;
+    let app = &c.app;
+    let image = test_image(app, &t).await;
+    let (vpool, ipool) = (t.volumes_pool(), t.images_pool());
+    let r = c
+        .post::<Value>(
+            "/api/v1/instance/create",
+            json!({"instance_name": "origin", "image_id": image, "cpu": 1, "memory": 256,
+                   "root_size": 1, "data_volume_size": 1}),
+        )
+        .await
+        .good();
+    let id = r["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_created(app, &id).await["status"], "running");
+    wait_console(app, &id, "API-WEB-GUEST-BOOTED").await;
+    let s = c
+        .post::<SnapshotView>(
+            "/api/v1/snapshot/create",
+            json!({"instance_id": id, "snapshot_name": "golden"}),
+        )
+        .await
+        .good();
+    let sid = s.snapshot_id.to_string();
+    let root = s.volumes[0].volume_id.to_string();
+    let data = s.volumes[1].volume_id.to_string();
+
+    // Bad input.
+    let from = |extra: Value| {
+        let mut b = json!({"snapshot_id": sid, "image_name": "from-snap", "os_type": "Linux"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let path = "/api/v1/images/create_from_snapshot";
+    for bad in [
+        json!({"snapshot_id": sid, "image_name": "x"}),
+        from(json!({"os_type": "Plan9"})),
+        from(json!({"image_name": ""})),
+        from(json!({"extra": 1})),
+    ] {
+        c.post::<Value>(path, bad).await.error(400, "invalid_param");
+    }
+    c.post::<Value>(path, from(json!({"snapshot_id": "snap-00000000"})))
+        .await
+        .error(404, "snapshot_not_found");
+    let other = c.volume_create("elsewhere", 1).await.volume_id.to_string();
+    let msg = c
+        .post::<Value>(path, from(json!({"volume_id": other})))
+        .await
+        .error(409, "snapshot_mismatch");
+    assert!(msg.contains(&other) && msg.contains(&root), "{msg}");
+    c.volume_delete(&other).await.good();
+
+    // The root disk (default), copied while the guest runs on.
+    let t0 = Instant::now();
+    let made = c.post::<Value>(path, from(json!({}))).await.good();
+    let img = made["image_id"].as_str().unwrap().to_string();
+    assert_eq!(made["status"], "creating", "{made}");
+    assert_eq!(made["progress"], 0);
+    assert_eq!(made["source_snapshot_id"], sid.as_str());
+    assert_eq!(made["source_volume_id"], root.as_str());
+    assert_eq!(made["image_size"], 1u64 << 30);
+    let (done, seen) = wait_copied(app, &img).await;
+    eprintln!(
+        "image from the snapshot of a 1 GiB root disk: available after {:?} (progress seen: {seen:?})",
+        t0.elapsed()
+    );
+    assert_eq!(done["status"], "available", "{done}");
+    assert!(
+        done["progress"].is_null() && done["error_message"].is_null(),
+        "{done}"
+    );
+    assert_eq!(domstate(&id), "running");
+    // Ceph: flat, the snapshot's size and content, marked as this deployment's.
+    let spec = format!("{ipool}/{img}");
+    let info: Value = serde_json::from_str(&rbd_ok(&["info", "--format", "json", &spec])).unwrap();
+    assert!(info.get("parent").is_none(), "not flat: {info}");
+    assert_eq!(info["size"], 1u64 << 30);
+    assert_eq!(
+        content_hash(&spec),
+        content_hash(&format!("{vpool}/{root}@{sid}"))
+    );
+    assert_eq!(
+        t.ctx.ceph.owner(&ipool, &img).unwrap(),
+        Some(t.ctx.deployment().unwrap())
+    );
+
+    // Bootable at once.
+    let r = c
+        .post::<Value>(
+            "/api/v1/instance/create",
+            json!({"instance_name": "offspring", "image_id": img, "cpu": 1, "memory": 256}),
+        )
+        .await
+        .good();
+    let child = r["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_created(app, &child).await["status"], "running");
+    wait_console(app, &child, "API-WEB-GUEST-BOOTED").await;
+
+    // Another disk, by another api-web process held before its copy: the snapshot refuses its
+    // delete meanwhile, naming the image.
+    let held = crate::operations::ApiWeb::start(&t, "image.copy:copying_the_snapshot=sleep(3000)");
+    let r = held
+        .call(
+            "POST",
+            path,
+            &from(json!({"volume_id": data, "image_name": "data-copy"})).to_string(),
+        )
+        .expect("an answer");
+    let second = r["data"]["image_id"]
+        .as_str()
+        .expect("an image")
+        .to_string();
+    held.wait_failpoint("image.copy:copying_the_snapshot", 30);
+    let msg = c
+        .post::<Value>("/api/v1/snapshot/delete", json!({"snapshot_id": sid}))
+        .await
+        .error(409, "snapshot_busy");
+    assert!(msg.contains(&second), "{msg}");
+    let (done, _) = wait_copied(app, &second).await;
+    assert_eq!(done["status"], "available", "{done}");
+    assert_eq!(done["source_volume_id"], data.as_str());
+    drop(held);
+
+    // Now the snapshot goes; the images stay, depending on nothing.
+    c.post::<Value>("/api/v1/snapshot/delete", json!({"snapshot_id": sid}))
+        .await
+        .good();
+    for i in [&child, &id] {
+        c.post::<Value>(
+            "/api/v1/instance/destroy",
+            json!({"instance_id": i, "delete_attached": true}),
+        )
+        .await
+        .good();
+    }
+    drop_image(app, &img).await;
+    drop_image(app, &second).await;
+    drop_image(app, &image).await;
 }

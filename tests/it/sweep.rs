@@ -32,6 +32,7 @@ const SUBSET: &[&str] = &[
     "snapshot.delete:removing_the_RBD_snapshots",
     "instance.restore:rolling_back_the_disks",
     "volume.restore:rolling_back_the_volume",
+    "image.copy:copying_the_snapshot",
     "volume.attach:plugging",
     "volume.detach:finishing",
     "nic.attach:finishing",
@@ -271,6 +272,20 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
                 json!({"volume_id": v, "snapshot_id": s["snapshot_id"]}),
             )
         }
+        "image.copy" => {
+            let v = c.volume_create("copied", 1).await.volume_id.to_string();
+            let s = c
+                .post::<Value>(
+                    "/api/v1/snapshot/create",
+                    json!({"volume_id": v, "snapshot_name": "source"}),
+                )
+                .await
+                .good();
+            (
+                "/api/v1/images/create_from_snapshot",
+                json!({"snapshot_id": s["snapshot_id"], "image_name": "copy", "os_type": "Linux"}),
+            )
+        }
         other => panic!("the sweep does not know how to run a {other}: add it to prepare()"),
     };
     Request { path, body }
@@ -431,6 +446,22 @@ fn assert_outcome(t: &TestApp, kind: &str, step: &str, req: &Request) {
                 Some(1 << 30),
                 "{at}"
             );
+        }
+        "image.copy" => {
+            // Killed before its copy ended: the image is error with no RBD image; at
+            // `finishing` it is available.
+            let rows = ids(
+                t,
+                "SELECT CONCAT(image_id, ' ', status) AS id FROM image WHERE source_snapshot_id IS NOT NULL",
+            );
+            assert_eq!(rows.len(), 1, "{at}: {rows:?}");
+            let (img, status) = rows[0].split_once(' ').unwrap();
+            let exists = crate::common::rbd_size(&format!("{}/{img}", t.images_pool())).is_some();
+            if step == FINISHING {
+                assert_eq!((status, exists), ("available", true), "{at}");
+            } else {
+                assert_eq!((status, exists), ("error", false), "{at}");
+            }
         }
         _ => {}
     }
