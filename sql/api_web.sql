@@ -24,6 +24,7 @@ CREATE TABLE `image` (
   `progress` TINYINT UNSIGNED NULL,
   `source_snapshot_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
   `source_volume_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+  `sha256` CHAR(64) CHARACTER SET ascii NULL,
   PRIMARY KEY (`image_id`),
   KEY `idx_image_name` (`image_name`),
   KEY `idx_image_status` (`status`),
@@ -270,4 +271,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261130000001'),
   ('20261205000001'),
   ('20261205000002'),
-  ('20261206000001');
+  ('20261206000001'),
+  ('20261206000002');

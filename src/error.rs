@@ -58,6 +58,9 @@ pub enum ErrorCode {
     ImageAlreadyRegistered,
     /// Register: the size disagrees with the RBD image.
     ImageSizeMismatch,
+    /// Upload: the file is neither raw nor qcow2, or is a qcow2 that names a backing file or an
+    /// external data file, or is encrypted, or is damaged.
+    ImageFormatRefused,
     /// The image is not available for this request.
     ImageBusy,
     /// Delete: clones or instances depend on it.
@@ -190,8 +193,8 @@ impl ErrorCode {
             LengthRequired => 411,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
-            ImageSizeMismatch | RootSizeTooSmall | VolumeCannotShrink | BridgeNotAllowed
-            | BridgeMissing | AttachFailed => 422,
+            ImageSizeMismatch | ImageFormatRefused | RootSizeTooSmall | VolumeCannotShrink
+            | BridgeNotAllowed | BridgeMissing | AttachFailed => 422,
             RateLimited => 429,
             HeadersTooLarge => 431,
             InternalError => 500,
@@ -221,6 +224,7 @@ impl ErrorCode {
         ErrorCode::ImageNotInPool,
         ErrorCode::ImageAlreadyRegistered,
         ErrorCode::ImageSizeMismatch,
+        ErrorCode::ImageFormatRefused,
         ErrorCode::ImageBusy,
         ErrorCode::ImageHasClones,
         ErrorCode::InstanceNotFound,
@@ -289,6 +293,7 @@ impl ErrorCode {
             ErrorCode::ImageNotInPool => "image_not_in_pool",
             ErrorCode::ImageAlreadyRegistered => "image_already_registered",
             ErrorCode::ImageSizeMismatch => "image_size_mismatch",
+            ErrorCode::ImageFormatRefused => "image_format_refused",
             ErrorCode::ImageBusy => "image_busy",
             ErrorCode::ImageHasClones => "image_has_clones",
             ErrorCode::InstanceNotFound => "instance_not_found",

@@ -57,10 +57,16 @@ pub async fn middleware(
         req.match_pattern()
             .unwrap_or_else(|| req.path().to_string())
     );
-    // The body is read here and handed on unchanged (bounded by the same limit the handler has).
-    let body = match read_body(&mut req).await {
-        Ok(b) => b,
-        Err(e) => return Ok(refuse(req, e)),
+    // The body is read here and handed on unchanged (bounded by the same limit the handler has);
+    // an upload's body is the image, streamed by its handler, and is not read here.
+    let streamed = req.path() == super::images::UPLOAD_PATH;
+    let body = if streamed {
+        web::Bytes::new()
+    } else {
+        match read_body(&mut req).await {
+            Ok(b) => b,
+            Err(e) => return Ok(refuse(req, e)),
+        }
     };
     let mut named = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -74,7 +80,9 @@ pub async fn middleware(
             .unwrap_or_default();
         named = id_in(&serde_json::Value::Object(query));
     }
-    req.set_payload(actix_http::Payload::from(body));
+    if !streamed {
+        req.set_payload(actix_http::Payload::from(body));
+    }
     let ctx = req.app_data::<Data<Ctx>>().cloned();
     let res = next.call(req).await?.map_into_boxed_body();
     let Some(ctx) = ctx else {

@@ -107,7 +107,11 @@ pub async fn middleware(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if form && req.method() == actix_web::http::Method::POST {
+    // An upload's body is the image itself (curl --data-binary says it is a form).
+    if form
+        && req.method() == actix_web::http::Method::POST
+        && req.path() != super::images::UPLOAD_PATH
+    {
         let body = match super::middleware::read_body(&mut req).await {
             Ok(b) => b,
             Err(e) => return Ok(super::middleware::refuse(req, e)),

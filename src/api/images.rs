@@ -7,12 +7,18 @@ use crate::context::blocking;
 use crate::db::images::Image;
 use crate::db::snapshots::Snapshot;
 use crate::error::ApiResult;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::{ImageId, ImageStatus, SnapshotId, VolumeId};
 use crate::service::auth::Access;
 use crate::service::image_copy::{self, FromSnapshot};
+use crate::service::image_format;
 use crate::service::images::{self as svc, Changes, FileOutcome, NewImage, OsType, Registration};
+use crate::service::upload::{self, Chunk, NewUpload};
 use crate::service::Ctx;
-use actix_web::web::{Data, Json, Query};
+use actix_web::http::header;
+use actix_web::web::{BytesMut, Data, Json, Payload, Query};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -278,4 +284,122 @@ pub async fn unregistered(
         .map(|image_id| UnregisteredView { image_id })
         .collect();
     Ok(Success(PageView::new(total, p, items)))
+}
+
+/// The path whose POST body is the image itself (read as a stream: the audit and the form
+/// compatibility leave it alone).
+pub const UPLOAD_PATH: &str = "/api/v1/images/upload";
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    #[validate(custom(function = "valid_name"))]
+    image_name: String,
+    os_type: String,
+    #[validate(custom(function = "valid_describe"))]
+    describe: Option<String>,
+}
+
+/// `POST /api/v1/images/upload?image_name=...&os_type=...`: the body is the image (raw or
+/// qcow2, told by its content), streamed into Ceph; answers the image once it is `available`.
+pub async fn upload(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    req: HttpRequest,
+    q: Query<UploadQuery>,
+    mut body: Payload,
+) -> ApiResult<Success<ImageView>> {
+    check(&*q)?;
+    let q = q.into_inner();
+    let os_type = OsType::parse(&q.os_type)?;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Its first bytes say what it is, before anything is made.
+    let mut head = BytesMut::new();
+    let mut ended = false;
+    while head.len() < image_format::HEAD {
+        match body.next().await {
+            Some(Ok(b)) => head.extend_from_slice(&b),
+            Some(Err(e)) => {
+                return Err(ApiError::invalid(format!(
+                    "the upload was interrupted: {e}"
+                )))
+            }
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    let format = image_format::sniff(&head[..head.len().min(image_format::HEAD)])
+        .map_err(|why| ApiError::unprocessable(ErrorCode::ImageFormatRefused, why))?;
+    let new = NewUpload {
+        image_name: q.image_name,
+        os_type,
+        describe: q.describe.unwrap_or_default(),
+        project_id: caller.project(),
+        public: caller.is_admin(),
+        format: format.clone(),
+        length,
+    };
+    let c = ctx.clone().into_inner();
+    let (row, op, size) = blocking(move || upload::begin(&c, &new)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
+    let c = ctx.clone().into_inner();
+    let work = blocking(move || upload::receive(&c, op, row, format, length, size, rx));
+    let feed = async move {
+        if tx.send(Chunk::Data(head.freeze())).await.is_err() {
+            return;
+        }
+        if !ended {
+            while let Some(item) = body.next().await {
+                let chunk = match item {
+                    Ok(b) => Chunk::Data(b),
+                    Err(e) => {
+                        let _ = tx.send(Chunk::Failed(e.to_string())).await;
+                        return;
+                    }
+                };
+                // The receiver gone: the upload failed; the rest of the body is not read.
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Chunk::End).await;
+    };
+    let ((), row) = futures_util::future::join(feed, work).await;
+    Ok(Success(ImageView::new(row?, &ctx.cfg.ceph.images_pool)))
+}
+
+/// `GET /api/v1/images/download?image_id=...`: the image's bytes (raw), streamed from Ceph.
+pub async fn download(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    q: Query<IdQuery>,
+) -> ApiResult<HttpResponse> {
+    check(&*q)?;
+    let id = ImageId::new(q.into_inner().image_id);
+    caller.may::<Image>(&ctx, &id, Access::Read).await?;
+    let c = ctx.clone().into_inner();
+    let name = id.to_string();
+    let (img, size) = blocking(move || upload::open_for_download(&c, &id)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    crate::context::spawn_named(format!("download-{name}"), move || {
+        upload::send_image(img, size, tx)
+    })
+    .map_err(|e| ApiError::Internal(format!("cannot start the download: {e}")))?;
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}.raw\""),
+        ))
+        .no_chunking(size)
+        .streaming(stream))
 }

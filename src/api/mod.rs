@@ -54,6 +54,8 @@ route_table! {
     "/api/v1/images/inspect" => get images::inspect;
     "/api/v1/images/create" => post images::create;
     "/api/v1/images/create_from_snapshot" => post images::create_from_snapshot;
+    "/api/v1/images/upload" => post images::upload;
+    "/api/v1/images/download" => get images::download;
     "/api/v1/images/register" => post images::register;
     "/api/v1/images/update" => post images::update;
     "/api/v1/images/delete" => post images::delete;

@@ -42,6 +42,8 @@ pub struct ImageView {
     /// The snapshot (and its volume) it was copied from, if any.
     pub source_snapshot_id: Option<SnapshotId>,
     pub source_volume_id: Option<VolumeId>,
+    /// SHA-256 (hex) of the file an upload received.
+    pub sha256: Option<String>,
 }
 
 impl ImageView {
@@ -62,6 +64,7 @@ impl ImageView {
             progress: i.progress,
             source_snapshot_id: i.source_snapshot_id,
             source_volume_id: i.source_volume_id,
+            sha256: i.sha256,
         }
     }
 }
@@ -281,10 +284,11 @@ mod tests {
             progress: None,
             source_snapshot_id: None,
             source_volume_id: None,
+            sha256: None,
         };
         assert_eq!(
             keys(&image).join(","),
-            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,progress,project_id,source_snapshot_id,source_volume_id,status,update_time,visibility"
+            "create_time,describe,error_message,image_id,image_location,image_name,image_size,os_type,progress,project_id,sha256,source_snapshot_id,source_volume_id,status,update_time,visibility"
         );
         let instance = InstanceView {
             instance_id: InstanceId::new("i-1"),

@@ -118,6 +118,48 @@ impl Drop for Image {
     }
 }
 
+/// An open image (`Ceph::writer`, `Ceph::reader`). Fields drop in order: the image before
+/// its I/O context, the context before the connection.
+pub struct ImageHandle {
+    img: Image,
+    _io: IoCtx,
+    _cluster: Arc<Cluster>,
+    target: String,
+}
+// librbd image handles are thread-safe: an upload writes through one from several threads.
+unsafe impl Send for ImageHandle {}
+unsafe impl Sync for ImageHandle {}
+
+impl ImageHandle {
+    /// Writes `buf` at `offset`.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let w = unsafe { ffi::rbd_write2(self.img.0, offset, buf.len(), buf.as_ptr().cast(), 0) };
+        if w < 0 {
+            return Err(CephError::op("write", &self.target, w as c_int));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; how many were read.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let r =
+            unsafe { ffi::rbd_read2(self.img.0, offset, buf.len(), buf.as_mut_ptr().cast(), 0) };
+        if r < 0 {
+            return Err(CephError::op("read", &self.target, r as c_int));
+        }
+        Ok(r as usize)
+    }
+
+    /// Waits until what was written is stored.
+    pub fn flush(&self) -> Result<()> {
+        let r = unsafe { ffi::rbd_flush(self.img.0) };
+        if r < 0 {
+            return Err(CephError::op("flush", &self.target, r));
+        }
+        Ok(())
+    }
+}
+
 fn cstr(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| CephError::BadName(s.to_string()))
 }
@@ -866,6 +908,59 @@ impl Ceph {
             return Err(CephError::op("list the extents of", target, r));
         }
         Ok(out)
+    }
+
+    /// An image opened for writing at offsets (an upload): the connection, the pool's I/O
+    /// context and the image stay open until it is dropped.
+    pub fn writer(&self, pool: &str, name: &str) -> Result<ImageHandle> {
+        self.handle(pool, name, false)
+    }
+
+    /// An image opened read-only (a download).
+    pub fn reader(&self, pool: &str, name: &str) -> Result<ImageHandle> {
+        self.handle(pool, name, true)
+    }
+
+    fn handle(&self, pool: &str, name: &str, read_only: bool) -> Result<ImageHandle> {
+        let cluster = self.connect()?;
+        let p = cstr(pool)?;
+        let mut io: ffi::rados_ioctx_t = ptr::null_mut();
+        let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
+        if r < 0 {
+            return Err(CephError::op("open pool", pool, r));
+        }
+        let io = IoCtx(io);
+        let n = cstr(name)?;
+        let mut img: ffi::rbd_image_t = ptr::null_mut();
+        let r = unsafe {
+            if read_only {
+                ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null())
+            } else {
+                ffi::rbd_open(io.0, n.as_ptr(), &mut img, ptr::null())
+            }
+        };
+        if r < 0 {
+            return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
+        }
+        Ok(ImageHandle {
+            img: Image(img),
+            _io: io,
+            _cluster: cluster,
+            target: format!("{pool}/{name}"),
+        })
+    }
+
+    /// Marks an image made by another program (`qemu-img convert`) as this deployment's.
+    pub fn set_owner(&self, pool: &str, name: &str, owner: &str) -> Result<()> {
+        self.with_pool(pool, |io| {
+            let img = Self::open(io, pool, name)?;
+            let (k, v) = (cstr(OWNER_KEY)?, cstr(owner)?);
+            let r = unsafe { ffi::rbd_metadata_set(img.0, k.as_ptr(), v.as_ptr()) };
+            if r < 0 {
+                return Err(CephError::op("set metadata", &format!("{pool}/{name}"), r));
+            }
+            Ok(())
+        })
     }
 
     /// Grows (or shrinks) an image to `size` bytes.

@@ -27,6 +27,8 @@ pub struct Image {
     pub source_snapshot_id: Option<SnapshotId>,
     /// ...and the volume of that snapshot.
     pub source_volume_id: Option<VolumeId>,
+    /// SHA-256 (hex) of the file an upload received.
+    pub sha256: Option<String>,
 }
 
 /// The `visibility` of an image every project may boot (else `private`: its project's only).
@@ -160,4 +162,30 @@ pub fn copying_from(conn: &mut MysqlConnection, snap: &SnapshotId) -> QueryResul
         .select(image::image_id)
         .for_update()
         .load(conn)
+}
+
+/// `creating -> available` of an uploaded image, with its size and SHA-256; false if the row
+/// is no longer `creating`.
+pub fn finish_upload(
+    conn: &mut MysqlConnection,
+    id: &ImageId,
+    size: u64,
+    sha256: &str,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        image::table
+            .find(id)
+            .filter(image::status.eq(ImageStatus::Creating)),
+    )
+    .set((
+        image::status.eq(ImageStatus::Available),
+        image::image_size.eq(size),
+        image::sha256.eq(Some(sha256)),
+        image::progress.eq(None::<u8>),
+        image::error_message.eq(None::<String>),
+        image::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }

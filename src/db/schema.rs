@@ -17,6 +17,7 @@ diesel::table! {
         progress -> Nullable<Unsigned<Tinyint>>,
         source_snapshot_id -> Nullable<Varchar>,
         source_volume_id -> Nullable<Varchar>,
+        sha256 -> Nullable<Varchar>,
     }
 }
 

@@ -251,7 +251,7 @@ fn copy(ctx: &Ctx, id: &ImageId, state: &Copying) -> Result<(), String> {
 
 /// A copy that failed: its partial RBD image removed and the row `error` saying why; when the
 /// removal fails, the operation goes to the takeover (which removes it once Ceph answers).
-fn fail(ctx: &Ctx, op: Op, id: &ImageId, why: &str) {
+pub fn fail(ctx: &Ctx, op: Op, id: &ImageId, why: &str) {
     log::warn!("image {id}: {why}");
     if let Err(e) = ctx
         .ceph
@@ -271,10 +271,12 @@ fn fail(ctx: &Ctx, op: Op, id: &ImageId, why: &str) {
     }
 }
 
-/// Takes over a copy whose process died (or that handed itself over): a row still `creating`
-/// loses its partial RBD image and ends `error`.
+/// Takes over a copy or an upload whose process died (or that handed itself over): a row
+/// still `creating` loses its partial RBD image (and an upload its spool file, if this host
+/// has it) and ends `error`.
 pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
     let id = ImageId::new(op.resource_id.as_str());
+    let _ = std::fs::remove_file(super::upload::spool_path(&id));
     let status = record(ctx, "reading the image", |c| {
         Ok(db::images::get(c, &id)?.map(|i| i.status))
     });
@@ -284,7 +286,7 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
                 .error_message
                 .clone()
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "api-web stopped while copying this image".into());
+                .unwrap_or_else(|| "api-web stopped while making this image".into());
             let pool = &ctx.cfg.ceph.images_pool;
             match ctx.ceph.remove_image(pool, id.as_str()) {
                 Ok(Removal::Removed | Removal::AlreadyGone) => {}

@@ -8,6 +8,7 @@ pub mod backed;
 pub mod health;
 pub mod hotplug;
 pub mod image_copy;
+pub mod image_format;
 pub mod images;
 pub mod instances;
 pub mod nics;
@@ -15,6 +16,7 @@ pub mod operations;
 pub mod quotas;
 pub mod reconcile;
 pub mod snapshots;
+pub mod upload;
 pub mod volumes;
 pub mod watch;
 

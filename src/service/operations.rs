@@ -159,6 +159,10 @@ pub const STEPS: &[(&str, &[&str])] = &[
     (Image::KIND_CREATE, &["creating the RBD image"]),
     (super::image_copy::COPY, &[super::image_copy::STEP]),
     (
+        super::upload::UPLOAD,
+        &[super::upload::RECEIVING, super::upload::CONVERTING],
+    ),
+    (
         <Volume as RbdBacked>::KIND_CREATE,
         &["creating the RBD image"],
     ),
@@ -531,7 +535,9 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
         super::snapshots::DELETE => super::snapshots::recover_delete(ctx, held, op),
         super::snapshots::RESTORE => super::snapshots::recover_restore(ctx, held, op),
         super::snapshots::RESTORE_VOLUME => super::snapshots::recover_volume_restore(ctx, held, op),
-        super::image_copy::COPY => super::image_copy::recover(ctx, held, op),
+        super::image_copy::COPY | super::upload::UPLOAD => {
+            super::image_copy::recover(ctx, held, op)
+        }
         k if k == Image::KIND_CREATE || k == Image::KIND_DELETE => {
             super::backed::recover::<Image>(ctx, held, op)
         }

@@ -21,4 +21,5 @@ mod secrets;
 mod server;
 mod snapshots;
 mod sweep;
+mod uploads;
 mod volumes;

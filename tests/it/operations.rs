@@ -111,13 +111,19 @@ impl ApiWeb {
 
 /// One HTTP/1.1 request (connection: close): the answer's JSON, or None if nothing answered.
 fn http(addr: &str, key: &str, method: &str, path: &str, body: &str) -> Option<Value> {
+    http_bytes(addr, key, method, path, body.as_bytes())
+}
+
+/// `http` with any body (an upload's file).
+pub fn http_bytes(addr: &str, key: &str, method: &str, path: &str, body: &[u8]) -> Option<Value> {
     let mut s = TcpStream::connect(addr).ok()?;
     write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .ok()?;
+    s.write_all(body).ok()?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
     while r.read_line(&mut line).ok()? > 0 && line != "\r\n" {
@@ -233,8 +239,18 @@ fn operation_status(t: &TestApp, resource: &str) -> String {
 
 /// Sends a request that will not be answered (the process is held, then killed).
 pub fn send_and_forget(child: &ApiWeb, method: &'static str, path: &'static str, body: String) {
+    send_bytes_and_forget(child, method, path, body.into_bytes());
+}
+
+/// `send_and_forget` with any body (an upload's file).
+pub fn send_bytes_and_forget(
+    child: &ApiWeb,
+    method: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+) {
     let addr = child.addr.clone();
-    std::thread::spawn(move || http(&addr, TEST_KEY, method, path, &body));
+    std::thread::spawn(move || http_bytes(&addr, TEST_KEY, method, path, &body));
 }
 
 /// Waits until the operation of `kind` on `resource` is held at `step`.

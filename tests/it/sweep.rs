@@ -12,7 +12,7 @@
 use crate::client::{client, Client};
 use crate::common::*;
 use crate::instances::{count, domain_exists, test_image, wait_for};
-use crate::operations::{send_and_forget, ApiWeb};
+use crate::operations::{send_and_forget, send_bytes_and_forget, ApiWeb};
 use api_web::service::operations::{FINISHING, STEPS};
 use api_web::service::reconcile::{self, Orphan};
 use diesel::prelude::*;
@@ -33,6 +33,7 @@ const SUBSET: &[&str] = &[
     "instance.restore:rolling_back_the_disks",
     "volume.restore:rolling_back_the_volume",
     "image.copy:copying_the_snapshot",
+    "image.upload:converting_the_image",
     "volume.attach:plugging",
     "volume.detach:finishing",
     "nic.attach:finishing",
@@ -94,6 +95,8 @@ fn unsettled(t: &TestApp) -> i64 {
 struct Request {
     path: &'static str,
     body: Value,
+    /// A body that is a file (an upload), sent instead of `body`.
+    file: Option<Vec<u8>>,
 }
 
 async fn running_instance<A: App>(c: &Client<A>, image: &str) -> String {
@@ -121,6 +124,13 @@ async fn stopped_instance<A: App>(c: &Client<A>, image: &str) -> String {
 }
 
 async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
+    if kind == "image.upload" {
+        return Request {
+            path: "/api/v1/images/upload?image_name=swept&os_type=Linux",
+            body: Value::Null,
+            file: Some(crate::uploads::test_qcow2()),
+        };
+    }
     let (path, body) = match kind {
         "instance.create" => {
             let v = c.volume_create("given", 1).await.volume_id.to_string();
@@ -288,7 +298,11 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
         }
         other => panic!("the sweep does not know how to run a {other}: add it to prepare()"),
     };
-    Request { path, body }
+    Request {
+        path,
+        body,
+        file: None,
+    }
 }
 
 /// Removes every row (and so what it names) but the test image, through the API.
@@ -447,6 +461,24 @@ fn assert_outcome(t: &TestApp, kind: &str, step: &str, req: &Request) {
                 "{at}"
             );
         }
+        "image.upload" => {
+            // Killed before the end: the image is error with no RBD image and no spool file;
+            // at `finishing` it is available.
+            let rows = ids(
+                t,
+                "SELECT CONCAT(image_id, ' ', status) AS id FROM image WHERE image_name = 'swept'",
+            );
+            assert_eq!(rows.len(), 1, "{at}: {rows:?}");
+            let (img, status) = rows[0].split_once(' ').unwrap();
+            let exists = crate::common::rbd_size(&format!("{}/{img}", t.images_pool())).is_some();
+            if step == FINISHING {
+                assert_eq!((status, exists), ("available", true), "{at}");
+            } else {
+                assert_eq!((status, exists), ("error", false), "{at}");
+            }
+            let spool = api_web::service::upload::spool_path(&api_web::model::ImageId::new(img));
+            assert!(!spool.exists(), "{at}: {} left", spool.display());
+        }
         "image.copy" => {
             // Killed before its copy ended: the image is error with no RBD image; at
             // `finishing` it is available.
@@ -491,7 +523,10 @@ async fn kill_at<A: App>(
         &format!("{at}=sleep(120000)"),
         &[("API_WEB_CONFIG", config)],
     );
-    send_and_forget(&child, "POST", req.path, req.body.to_string());
+    match &req.file {
+        Some(f) => send_bytes_and_forget(&child, "POST", req.path, f.clone()),
+        None => send_and_forget(&child, "POST", req.path, req.body.to_string()),
+    }
     child.wait_failpoint(&at, 90);
     drop(child); // SIGKILL
     let killed = Instant::now();

@@ -1,0 +1,2 @@
+ALTER TABLE `image`
+  DROP COLUMN `sha256`;
