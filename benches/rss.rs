@@ -4,35 +4,13 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
 const INSTANCES: usize = 50;
 
-/// A field of `/proc/<pid>/smaps_rollup` in MiB: `Rss` (what VmRSS says), `Anonymous` (heap,
-/// stacks, buffers: what api-web itself holds), the rest is mapped library code.
-fn mib(pid: u32, field: &str) -> f64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    let kb: f64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 fn rss_mib(pid: u32) -> (f64, f64) {
-    (mib(pid, "Rss"), mib(pid, "Anonymous"))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    (smaps_mib(pid, "Rss"), smaps_mib(pid, "Anonymous"))
 }
 
 fn main() {
@@ -40,36 +18,11 @@ fn main() {
     let log = std::env::temp_dir().join(format!("{dbname}.log"));
     println!("api-web's log: {}", log.display());
     let cfg = config(&url);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_api-web"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("serve")
-            .env("DATABASE_URL", &url)
-            .env("API_WEB_LISTEN", addr.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = server.0.id();
+    let server = Server::start(&url, &log);
+    let (pid, addr) = (server.pid(), server.addr);
     let image = format!("rssimg-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut made = vec![];
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "api-web did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let mut http = Http::connect(addr);
         // Start-up, the first passes and the backend probes are behind it.
         std::thread::sleep(Duration::from_secs(12));
