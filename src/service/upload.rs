@@ -3,7 +3,7 @@
 //! An upload is the operation `image.upload` on a row `creating` (progress on the row, a
 //! SHA-256 of the bytes received recorded at the end). The request handler passes the body on
 //! in chunks over a bounded channel (`Chunk`) to the thread that runs `receive`, so memory stays
-//! bounded whatever the size: a few chunks in the channel and one 4 MiB write buffer.
+//! bounded whatever the size: a few chunks in the channel and `BUFFERS` 4 MiB write buffers.
 //! - raw: its size is the body's Content-Length (required), checked before anything is made;
 //!   the RBD image is created at that size and written as the bytes arrive (zero chunks
 //!   skipped, so it stays thin).
