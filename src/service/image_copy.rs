@@ -7,7 +7,8 @@
 //! admits the image into the project's quota, inserts the row `creating` (progress 0, its
 //! source named) and starts the operation `image.copy` on it. It answers that row. A thread
 //! then copies the RBD snapshot (opened read-only, so a running guest is not disturbed) with
-//! `rbd_copy_with_progress`, writes the progress at most every `PROGRESS_EVERY`, and ends the
+//! `Ceph::copy_snapshot`'s own extent-wise copy (librbd 16's `rbd_copy` loses a clone's parent
+//! data), writes the progress at most every `PROGRESS_EVERY`, and ends the
 //! row `available` with the snapshot's size. A copy that fails loses its partial RBD image and
 //! ends the row `error`, saying why; when the partial image cannot be removed (Ceph gone) the
 //! operation goes to the takeover, which removes it once Ceph answers.
