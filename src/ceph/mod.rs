@@ -103,6 +103,18 @@ impl Drop for Cluster {
 }
 
 struct IoCtx(ffi::rados_ioctx_t);
+impl IoCtx {
+    /// An I/O context on `pool`.
+    fn create(cluster: &Cluster, pool: &str) -> Result<IoCtx> {
+        let p = cstr(pool)?;
+        let mut io: ffi::rados_ioctx_t = ptr::null_mut();
+        let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
+        if r < 0 {
+            return Err(CephError::op("open pool", pool, r));
+        }
+        Ok(IoCtx(io))
+    }
+}
 impl Drop for IoCtx {
     fn drop(&mut self) {
         unsafe { ffi::rados_ioctx_destroy(self.0) }
@@ -304,13 +316,7 @@ impl Ceph {
     /// Runs `f` with an I/O context on `pool`; forgets the connection if the cluster went away.
     fn with_pool<T>(&self, pool: &str, f: impl FnOnce(&IoCtx) -> Result<T>) -> Result<T> {
         let cluster = self.connect()?;
-        let p = cstr(pool)?;
-        let mut io: ffi::rados_ioctx_t = ptr::null_mut();
-        let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
-        if r < 0 {
-            return Err(CephError::op("open pool", pool, r));
-        }
-        let io = IoCtx(io);
+        let io = IoCtx::create(&cluster, pool)?;
         let out = f(&io);
         if let Err(e) = &out {
             if e.connection_lost() {
@@ -341,13 +347,7 @@ impl Ceph {
         let cluster = self.connect_with(&self.probe_cluster, PROBE_TIMEOUT_SECS)?;
         let obj = cstr(PROBE_OBJECT)?;
         for pool in pools {
-            let p = cstr(pool)?;
-            let mut io: ffi::rados_ioctx_t = ptr::null_mut();
-            let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
-            if r < 0 {
-                return Err(forget(CephError::op("open pool", pool, r)));
-            }
-            let io = IoCtx(io);
+            let io = IoCtx::create(&cluster, pool).map_err(forget)?;
             let (mut size, mut mtime) = (0u64, 0 as libc::time_t);
             let r = unsafe { ffi::rados_stat(io.0, obj.as_ptr(), &mut size, &mut mtime) };
             if r < 0 && -r != libc::ENOENT {
@@ -923,27 +923,20 @@ impl Ceph {
 
     fn handle(&self, pool: &str, name: &str, read_only: bool) -> Result<ImageHandle> {
         let cluster = self.connect()?;
-        let p = cstr(pool)?;
-        let mut io: ffi::rados_ioctx_t = ptr::null_mut();
-        let r = unsafe { ffi::rados_ioctx_create(cluster.0, p.as_ptr(), &mut io) };
-        if r < 0 {
-            return Err(CephError::op("open pool", pool, r));
-        }
-        let io = IoCtx(io);
-        let n = cstr(name)?;
-        let mut img: ffi::rbd_image_t = ptr::null_mut();
-        let r = unsafe {
-            if read_only {
-                ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null())
-            } else {
-                ffi::rbd_open(io.0, n.as_ptr(), &mut img, ptr::null())
+        let io = IoCtx::create(&cluster, pool)?;
+        let img = if read_only {
+            let n = cstr(name)?;
+            let mut img: ffi::rbd_image_t = ptr::null_mut();
+            let r = unsafe { ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null()) };
+            if r < 0 {
+                return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
             }
+            Image(img)
+        } else {
+            Self::open(&io, pool, name)?
         };
-        if r < 0 {
-            return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
-        }
         Ok(ImageHandle {
-            img: Image(img),
+            img,
             _io: io,
             _cluster: cluster,
             target: format!("{pool}/{name}"),

@@ -90,12 +90,14 @@ crate::db::table_queries!(
     name = "image_name"
 );
 
-/// `creating -> available` of a copied image, with its real size; false if the row is no
-/// longer `creating` (a takeover settled it).
-pub fn finish_copy(
+/// `creating -> available` of a copied or uploaded image, with its real size and (an upload)
+/// the SHA-256 of what was received; false if the row is no longer `creating` (a takeover
+/// settled it).
+pub fn finish(
     conn: &mut MysqlConnection,
     id: &ImageId,
     size: u64,
+    sha256: Option<&str>,
     now: u64,
 ) -> QueryResult<bool> {
     let n = diesel::update(
@@ -106,6 +108,7 @@ pub fn finish_copy(
     .set((
         image::status.eq(ImageStatus::Available),
         image::image_size.eq(size),
+        image::sha256.eq(sha256),
         image::progress.eq(None::<u8>),
         image::error_message.eq(None::<String>),
         image::update_time.eq(now),
@@ -162,30 +165,4 @@ pub fn copying_from(conn: &mut MysqlConnection, snap: &SnapshotId) -> QueryResul
         .select(image::image_id)
         .for_update()
         .load(conn)
-}
-
-/// `creating -> available` of an uploaded image, with its size and SHA-256; false if the row
-/// is no longer `creating`.
-pub fn finish_upload(
-    conn: &mut MysqlConnection,
-    id: &ImageId,
-    size: u64,
-    sha256: &str,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(
-        image::table
-            .find(id)
-            .filter(image::status.eq(ImageStatus::Creating)),
-    )
-    .set((
-        image::status.eq(ImageStatus::Available),
-        image::image_size.eq(size),
-        image::sha256.eq(Some(sha256)),
-        image::progress.eq(None::<u8>),
-        image::error_message.eq(None::<String>),
-        image::update_time.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
 }

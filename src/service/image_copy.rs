@@ -181,7 +181,7 @@ fn run(ctx: &Ctx, op: Op, id: &ImageId, state: &Copying, size: u64) {
     match r {
         Ok(()) => {
             let done = record(ctx, "recording a copied image", |c| {
-                Ok(db::images::finish_copy(c, id, size, db::now())?)
+                Ok(db::images::finish(c, id, size, None, db::now())?)
             });
             match done {
                 Ok(true) => {

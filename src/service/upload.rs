@@ -216,7 +216,7 @@ pub fn receive(
         }
     };
     let done = record(ctx, "recording an uploaded image", |c| {
-        Ok(db::images::finish_upload(c, &id, size, &sha, db::now())?)
+        Ok(db::images::finish(c, &id, size, Some(&sha), db::now())?)
     });
     match done {
         Ok(true) => {
