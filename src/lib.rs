@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod iso9660;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
