@@ -280,6 +280,32 @@ pub struct AddressPool {
     /// First and last address handed out (inclusive).
     pub first: std::net::Ipv4Addr,
     pub last: std::net::Ipv4Addr,
+    /// The network's prefix length: what the guest's config drive gives with each address.
+    #[serde(default = "default_prefix")]
+    pub prefix: u8,
+    /// The default route given to guests (on their first NIC that has one); none: no route.
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// DNS servers given to guests with the addresses.
+    #[serde(default)]
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+}
+
+fn default_prefix() -> u8 {
+    24
+}
+
+impl AddressPool {
+    /// The network's mask.
+    pub fn mask(&self) -> u32 {
+        match self.prefix {
+            0 => 0,
+            p => u32::MAX << (32 - u32::from(p.min(32))),
+        }
+    }
+    fn same_network(&self, a: std::net::Ipv4Addr) -> bool {
+        u32::from(a) & self.mask() == u32::from(self.first) & self.mask()
+    }
 }
 
 impl NetworkConfig {
@@ -356,6 +382,9 @@ impl Default for NetworkConfig {
                 bridge: "apiwebbr0".into(),
                 first: std::net::Ipv4Addr::new(10, 77, 0, 10),
                 last: std::net::Ipv4Addr::new(10, 77, 0, 250),
+                prefix: 24,
+                gateway: Some(std::net::Ipv4Addr::new(10, 77, 0, 1)),
+                nameservers: vec![],
             }],
         }
     }
@@ -730,6 +759,36 @@ impl NetworkConfig {
             "network.pools",
             format!("pool {i}: first {} is after last {}", p.first, p.last),
         )?;
+        ensure(
+            (8..=30).contains(&p.prefix),
+            "network.pools",
+            format!("pool {i}: prefix {} is not between 8 and 30", p.prefix),
+        )?;
+        ensure(
+            p.same_network(p.last),
+            "network.pools",
+            format!(
+                "pool {i}: first {} and last {} are not in one /{} network",
+                p.first, p.last, p.prefix
+            ),
+        )?;
+        if let Some(g) = p.gateway {
+            ensure(
+                p.same_network(g),
+                "network.pools",
+                format!(
+                    "pool {i}: gateway {g} is outside the pool's /{} network",
+                    p.prefix
+                ),
+            )?;
+            ensure(
+                !(p.first..=p.last).contains(&g),
+                "network.pools",
+                format!(
+                    "pool {i}: gateway {g} is inside first..last, so it could be given to a NIC"
+                ),
+            )?;
+        }
         ensure(
             !self.pools[..i].iter().any(|q| q.bridge == p.bridge),
             "network.pools",
