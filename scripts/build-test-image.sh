@@ -6,6 +6,16 @@
 #
 # The guest's /init prints to the serial console:
 #   API-WEB-GUEST-BOOTED                  once the kernel and virtio drivers are up
+# then, from the NoCloud config drive (an IDE CD-ROM labelled cidata) api-web attaches:
+#   CIDATA <dev> label=cidata             found by its label and mounted (CIDATA none: no drive)
+#   HOSTNAME <name>                       meta-data's local-hostname, now the guest's hostname
+#   SSH-KEYS <n>                          how many keys meta-data's public-keys holds
+#   USER-DATA sha256=<hex>                the SHA-256 of user-data
+#   NET <if> ip=<addr>/<prefix>           network-config applied: the interface with that MAC
+#                                         is up with that address (NET <if> dhcp: it asks for
+#                                         DHCP, which this image does not run)
+#   ROUTE default via <gw> dev <if>       network-config's default route, applied
+# and then:
 #   DISK <dev> serial=<serial> size=<512-byte sectors>   one line per virtio disk
 #   NIC <if> mac=<mac>                    one line per network interface
 #   API-WEB-GUEST-REPORT <n>              after each report; a new report follows any change
@@ -21,7 +31,7 @@ OUT=${1:-${API_WEB_STACK_DIR:-$REPO/.dev-stack}/test-image}
 KERNEL=$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -1)
 [ -n "$KERNEL" ] || { echo "no /boot/vmlinuz-*-cloud-amd64: apt-get install linux-image-cloud-amd64" >&2; exit 1; }
 KVER=${KERNEL#/boot/vmlinuz-}
-MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net button evdev"
+MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net button evdev scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs"
 for c in busybox mkfs.vfat mcopy syslinux cpio; do
   command -v $c >/dev/null || { echo "missing $c: run scripts/dev-stack.sh up (it installs it)" >&2; exit 1; }
 done
@@ -39,10 +49,53 @@ cat >"$W/root/init" <<'EOF'
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net button evdev; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net button evdev scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
   insmod /lib/modules/$m.ko 2>/dev/null
 done
 echo "API-WEB-GUEST-BOOTED" >/dev/ttyS0
+# The NoCloud config drive (label cidata, an IDE CD-ROM): apply its network-config, report it.
+# The JSON is api-web's pretty-printed form (one value per line), which is what the awk reads.
+cidata() {
+  # The ISO 9660 volume identifier: 32 bytes at offset 40 of sector 16 (busybox's findfs
+  # does not read ISO 9660 labels).
+  label() { dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' '; }
+  d=""
+  for i in $(seq 1 30); do
+    for c in /dev/sr*; do [ -b "$c" ] && [ "$(label "$c")" = cidata ] && d=$c; done
+    [ -n "$d" ] && break; sleep 0.1
+  done
+  mkdir -p /mnt
+  [ -n "$d" ] && mount -t iso9660 -o ro "$d" /mnt 2>/dev/null || { echo "CIDATA none"; return; }
+  echo "CIDATA $d label=cidata"
+  h=$(sed -n 's/^ *"local-hostname": "\(.*\)",\{0,1\}$/\1/p' /mnt/meta-data)
+  [ -n "$h" ] && hostname "$h" && echo "HOSTNAME $(hostname)"
+  echo "SSH-KEYS $(awk '/"public-keys": \[$/ {k=1; next} k && /^ *\]/ {k=0} k {n++} END {print n+0}' /mnt/meta-data)"
+  echo "USER-DATA sha256=$(sha256sum /mnt/user-data | cut -d' ' -f1)"
+  # One "mac ip/prefix gateway dhcp" line per ethernet ("-" where absent).
+  awk '
+    function flush() { if (mac != "") print mac, (ip == "" ? "-" : ip), (gw == "" ? "-" : gw), dhcp; mac = ip = gw = ""; dhcp = "-" }
+    BEGIN { dhcp = "-" }
+    /^    "[^"]*": \{$/ { flush() }
+    /"macaddress":/ { split($0, a, "\""); mac = a[4] }
+    /^ *"[0-9.]+\/[0-9]+",?$/ { if (ip == "") { split($0, a, "\""); ip = a[2] } }
+    /"via":/ { split($0, a, "\""); gw = a[4] }
+    /"dhcp4": true/ { dhcp = "dhcp" }
+    END { flush() }
+  ' /mnt/network-config | while read mac ip gw dhcp; do
+    dev=""
+    for n in /sys/class/net/*; do [ "$(cat "$n/address")" = "$mac" ] && dev=$(basename "$n"); done
+    [ -n "$dev" ] || { echo "NET - mac=$mac not found"; continue; }
+    ip link set "$dev" up
+    if [ "$ip" != - ]; then
+      ip addr add "$ip" dev "$dev" && echo "NET $dev ip=$ip"
+      [ "$gw" != - ] && ip route add default via "$gw" dev "$dev" && echo "ROUTE default via $gw dev $dev"
+    elif [ "$dhcp" = dhcp ]; then
+      echo "NET $dev dhcp"
+    fi
+  done
+  umount /mnt
+}
+cidata >/dev/ttyS0 2>&1
 # Power button -> poweroff (what a graceful ACPI shutdown needs).
 for e in /sys/class/input/event*; do
   if grep -q "Power Button" "$e/device/name" 2>/dev/null; then

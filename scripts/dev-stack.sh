@@ -55,7 +55,7 @@ wait_for() { # wait_for <seconds> <description> <command...>
 need_packages() {
   local missing=0
   for c in mariadbd mariadb-install-db libvirtd virtlogd virsh qemu-system-x86_64 ceph ceph-mon ceph-osd \
-           ceph-authtool monmaptool rbd qemu-img ip busybox mcopy mkfs.vfat syslinux cpio pkg-config curl tini \
+           ceph-authtool monmaptool rbd qemu-img ip busybox mcopy mkfs.vfat syslinux cpio pkg-config curl tini genisoimage \
            chromium; do
     command -v "$c" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$c" >/dev/null 2>&1 || { log "missing: $c"; missing=1; }
   done
@@ -81,7 +81,7 @@ install_packages() {
     mariadb-server libmariadb-dev-compat bridge-utils iproute2 \
     ceph ceph-mon ceph-osd ceph-common librbd-dev librados-dev \
     busybox-static linux-image-cloud-amd64 syslinux syslinux-common mtools dosfstools cpio pkg-config curl \
-    tini chromium >&2
+    tini chromium genisoimage >&2
   need_packages || die "packages still missing after apt-get install"
 }
 

@@ -131,6 +131,13 @@ pub struct CreateBody {
     #[serde(default)]
     #[validate(custom(function = "super::valid_ids"))]
     network_interface_ids: Vec<String>,
+    /// The guest's host name (none: made from instance_name).
+    hostname: Option<String>,
+    /// cloud-init user data, passed to the guest byte for byte.
+    user_data: Option<String>,
+    /// authorized_keys lines for the guest.
+    #[serde(default)]
+    ssh_authorized_keys: Vec<String>,
 }
 
 pub async fn create(
@@ -155,6 +162,11 @@ pub async fn create(
             .map(NicId::new)
             .collect(),
         project_id: caller.project(),
+        guest: svc::GuestConfig {
+            hostname: b.hostname,
+            user_data: b.user_data,
+            ssh_authorized_keys: b.ssh_authorized_keys,
+        },
     };
     let ctx = ctx.into_inner();
     let row = blocking(move || svc::create(ctx, req)).await?;

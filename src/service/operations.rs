@@ -119,6 +119,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
             "recording the root volume",
             "cloning the root disk",
             "creating the data volume",
+            "writing the config drive",
             "defining the domain",
             "starting",
         ],

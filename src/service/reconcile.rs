@@ -14,7 +14,7 @@
 //!   attached. What cannot be proved (a device in only one of the two XMLs, a device held by
 //!   two instances, a root disk missing, a row whose RBD image is gone) is reported.
 //! - Orphans: domains marked with this deployment's id and RBD images with an id-shaped name
-//!   and no row. With `operations.orphan_grace_secs` > 0, an orphan still there after the grace
+//!   and no row, and config drives (`<instance_id>.cidata`) whose instance has no row. With `operations.orphan_grace_secs` > 0, an orphan still there after the grace
 //!   is removed, if it carries this deployment's mark (RBD image metadata, domain metadata).
 //!
 //! Every repair and every new finding is a log line naming the resource and the reason, and a
@@ -798,6 +798,22 @@ fn storage(
         };
     orphans(vpool, in_volumes, VolumeId::is_generated, &volume_ids);
     orphans(ipool, in_images, ImageId::is_generated, &image_ids);
+    // Config drives (`<instance_id>.cidata`) live in the volumes pool and belong to an instance.
+    let instance_ids: HashSet<&str> = rows
+        .instances
+        .iter()
+        .map(|i| i.instance_id.as_str())
+        .collect();
+    for n in in_volumes {
+        if let Some(id) = instances::guest::drive_of(n) {
+            if !instance_ids.contains(id.as_str()) {
+                out.push(Orphan::Rbd {
+                    pool: vpool.to_string(),
+                    name: n.clone(),
+                });
+            }
+        }
+    }
     out
 }
 
@@ -867,7 +883,9 @@ fn remove_orphan(ctx: &Ctx, deployment: &str, o: &Orphan) -> ApiResult<bool> {
         }
         Orphan::Rbd { pool, name } => {
             let mut conn = ctx.conn()?;
-            let has_row = if pool == &ctx.cfg.ceph.volumes_pool {
+            let has_row = if let Some(id) = instances::guest::drive_of(name) {
+                db::instances::get(&mut conn, &id)?.is_some()
+            } else if pool == &ctx.cfg.ceph.volumes_pool {
                 db::volumes::get(&mut conn, &VolumeId::new(name.as_str()))?.is_some()
             } else {
                 db::images::get(&mut conn, &ImageId::new(name.as_str()))?.is_some()

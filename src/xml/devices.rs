@@ -119,6 +119,18 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// A read-only CD-ROM reading the RBD image `pool/image` (a config drive), on `bus`
+    /// (`ide` for the `pc` machine, `sata` for `q35`).
+    pub fn rbd_cdrom(access: &RbdAccess, pool: &str, image: &str, dev: &str, bus: &str) -> Disk {
+        let mut d = Disk::rbd(access, pool, image, dev, image);
+        d.device = "cdrom".into();
+        d.target.bus = bus.to_string();
+        d.serial = None;
+        d
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename = "interface")]
 pub struct Interface {

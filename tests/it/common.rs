@@ -279,9 +279,16 @@ impl TestApp {
             );
         }
         // NICs live only in domain XML: undefining the domains removes them.
+        // An instance also owns its config drive, an RBD image in the volumes pool.
         for i in ids(&mut c, "SELECT instance_id AS id FROM instance") {
             let _ = self.ctx.hv.force_off(&i);
             let _ = self.ctx.hv.undefine(&i);
+            let _ = self.ctx.ceph.remove_image(
+                &self.ctx.cfg.ceph.volumes_pool,
+                &api_web::service::instances::guest::drive_name(&api_web::model::InstanceId::new(
+                    i.as_str(),
+                )),
+            );
         }
         // Snapshots are RBD snapshots of volumes: removing a volume's image removes them.
         for v in ids(&mut c, "SELECT volume_id AS id FROM volume") {

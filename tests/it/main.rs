@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod client;
 mod common;
+mod guest;
 mod images;
 mod instances;
 mod lifecycle;

@@ -220,19 +220,28 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
         pool: vpool.clone(),
         name: name.to_string(),
     };
-    for o in [Orphan::Domain(id.clone()), img(&root), img(&foreign)] {
+    // The instance's config drive is its instance's: an orphan once that row is gone.
+    let drive = format!("{id}.cidata");
+    for o in [
+        Orphan::Domain(id.clone()),
+        img(&root),
+        img(&foreign),
+        img(&drive),
+    ] {
         assert!(r.orphans.contains(&o), "{o} not listed: {r:#?}");
     }
     assert!(r.removed.is_empty(), "removed before the grace: {r:#?}");
     let r = settled_pass(&t);
     assert!(r.removed.contains(&Orphan::Domain(id.clone())), "{r:#?}");
     assert!(r.removed.contains(&img(&root)), "{r:#?}");
+    assert!(r.removed.contains(&img(&drive)), "{r:#?}");
     assert!(
         !r.removed.contains(&img(&foreign)),
         "an unmarked image was removed: {r:#?}"
     );
     assert!(!crate::instances::domain_exists(&id));
     assert!(!rbd(&["info", &format!("{vpool}/{root}")]).0);
+    assert!(!rbd(&["info", &format!("{vpool}/{drive}")]).0);
     // (The pools and libvirt are shared with concurrent tests, whose images are orphans here.)
     let r = settled_pass(&t);
     assert!(r.orphans.contains(&img(&foreign)), "{r:#?}");

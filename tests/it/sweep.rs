@@ -7,7 +7,7 @@
 //! this deployment made is left without a row.
 //!
 //! CI runs `SUBSET` (every kind once); `API_WEB_KILL_SWEEP=full scripts/test.sh --test it sweep`
-//! runs every kill point.
+//! runs every kill point, `API_WEB_KILL_SWEEP=<kind>:<step>[,...]` the ones named.
 
 use crate::client::{client, Client};
 use crate::common::*;
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 /// Kill points CI runs: each kind of operation once, at a step that makes something or at its
 /// end (`finishing`: everything made and recorded, the operation not ended).
 const SUBSET: &[&str] = &[
+    "instance.create:writing_the_config_drive",
     "instance.create:defining_the_domain",
     "instance.create:finishing",
     "instance.destroy:removing_disks",
@@ -382,9 +383,11 @@ fn assert_outcome(t: &TestApp, kind: &str, step: &str, req: &Request) {
                 assert_eq!(status, ["running"], "{at}");
             } else {
                 // Undone: no domain; the given volume available again; the new data volume,
-                // the root volume and the NIC the create made are gone.
+                // the root volume, the config drive and the NIC the create made are gone.
                 assert_eq!(status, ["error"], "{at}");
                 assert!(!domain_exists(id), "{at}: domain kept");
+                let drive = format!("{}/{id}.cidata", t.volumes_pool());
+                assert!(!rbd(&["info", &drive]).0, "{at}: config drive {drive} kept");
                 let vols = ids(t, "SELECT status AS id FROM volume");
                 assert_eq!(vols, ["available"], "{at}: volumes {vols:?}");
                 assert_eq!(
@@ -547,12 +550,17 @@ async fn kill_at<A: App>(
 
 #[actix_web::test]
 async fn kill_at_every_step_leaves_no_drift() {
-    let full = std::env::var("API_WEB_KILL_SWEEP").is_ok_and(|v| v == "full");
-    let points: Vec<(String, String)> = if full {
+    let chosen = std::env::var("API_WEB_KILL_SWEEP").unwrap_or_default();
+    let points: Vec<(String, String)> = if chosen == "full" {
         every_point()
     } else {
         let all = every_point();
-        SUBSET
+        let named: Vec<&str> = if chosen.is_empty() {
+            SUBSET.to_vec()
+        } else {
+            chosen.split(',').map(str::trim).collect()
+        };
+        named
             .iter()
             .map(|p| {
                 all.iter()
@@ -598,7 +606,11 @@ async fn kill_at_every_step_leaves_no_drift() {
     println!(
         "{} kill points ({}): settled after p50 {:?}, max {:?} (lease {LEASE_SECS} s)",
         points.len(),
-        if full { "full sweep" } else { "CI subset" },
+        match chosen.as_str() {
+            "full" => "full sweep",
+            "" => "CI subset",
+            _ => "the points named",
+        },
         times[times.len() / 2],
         times.last().unwrap()
     );

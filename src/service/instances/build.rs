@@ -1,6 +1,6 @@
 //! The background part of instance create: protected snapshot of the image, the root disk cloned
-//! from it (recorded as the root volume), resized, data volume made, domain defined and started,
-//! progress persisted after each step. A failed step undoes every step before it and leaves the
+//! from it (recorded as the root volume), resized, data volume made, config drive written
+//! (`guest`), domain defined and started, progress persisted after each step. A failed step undoes every step before it and leaves the
 //! instance `error` with the reason.
 //!
 //! It runs as an operation (service::operations): before each side effect it saves what it is
@@ -10,9 +10,11 @@
 //! stays `creating` and the takeover undoes it once they answer.
 
 use super::create::{release_nics, release_reserved};
+use super::guest::{self, GuestConfig};
 use super::{console_path, set_status, BASE_SNAPSHOT};
 use crate::db::images::{Image, ImageUpdate};
 use crate::db::instances::Instance;
+use crate::db::nics::Nic;
 use crate::db::operations::Operation;
 use crate::db::volumes::{Volume, VolumeForm};
 use crate::db::{self, DbConn};
@@ -39,6 +41,7 @@ enum Made {
     DataVolume(VolumeId),
     RootVolumeRow(VolumeId),
     RootClone(VolumeId),
+    ConfigDrive(InstanceId),
     Domain(InstanceId),
     Running(InstanceId),
 }
@@ -96,13 +99,20 @@ fn owner(ctx: &Ctx) -> Step<String> {
 
 /// Runs the build. Never panics into the void: every outcome lands in the row and ends the
 /// operation.
-pub fn run(ctx: &Ctx, id: &InstanceId, image: &Image, state: CreateState, op: Op) {
+pub fn run(
+    ctx: &Ctx,
+    id: &InstanceId,
+    image: &Image,
+    guest: &GuestConfig,
+    state: CreateState,
+    op: Op,
+) {
     let mut b = Build {
         ctx,
         op: &op,
         st: state,
     };
-    match steps(&mut b, id, image) {
+    match steps(&mut b, id, image, guest) {
         Ok(()) => {
             log::info!("instance {id} is running");
             op.finish(ctx, Ok(()));
@@ -220,6 +230,7 @@ fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
             }),
             Made::RootVolumeRow(v) if kept.contains(v) => Ok(()),
             Made::RootVolumeRow(v) => rm_row(v),
+            Made::ConfigDrive(i) => guest::remove(ctx, i).map_err(|e| e.to_string()),
             Made::DataVolume(v) => rm_image(v).and_then(|_| rm_row(v)),
         };
         if let Err(e) = r {
@@ -235,7 +246,7 @@ fn progress(ctx: &Ctx, id: &InstanceId, pct: u8, what: &str) -> Step {
     })
 }
 
-fn steps(b: &mut Build, id: &InstanceId, image: &Image) -> Step {
+fn steps(b: &mut Build, id: &InstanceId, image: &Image, g: &GuestConfig) -> Step {
     let ctx = b.ctx;
     let inst: Instance = write(ctx, "loading the instance", |c| load(c, id))?;
     progress(ctx, id, 10, "preparing the image snapshot")?;
@@ -243,9 +254,13 @@ fn steps(b: &mut Build, id: &InstanceId, image: &Image) -> Step {
     progress(ctx, id, 30, "cloning the root disk")?;
     let root = clone_root(b, &inst, image)?;
     let data = make_data_volumes(b, id)?;
+    let nics = nic_rows(ctx, &b.st.nics)?;
+    progress(ctx, id, 55, "writing the config drive")?;
+    b.about_to("writing the config drive", Made::ConfigDrive(id.clone()))?;
+    config_drive(ctx, &inst, g, &nics)?;
     progress(ctx, id, 60, "defining the domain")?;
     b.about_to("defining the domain", Made::Domain(id.clone()))?;
-    define(ctx, &inst, image, &root, &data, &b.st.nics)?;
+    define(ctx, &inst, image, &root, &data, &nics)?;
     progress(ctx, id, 80, "starting")?;
     b.about_to("starting", Made::Running(id.clone()))?;
     ctx.hv
@@ -356,6 +371,32 @@ fn make_data_volumes(b: &mut Build, id: &InstanceId) -> Step<Vec<Volume>> {
     Ok(data)
 }
 
+/// The rows of the NICs the instance boots with, in order.
+fn nic_rows(ctx: &Ctx, nics: &BootNics) -> Step<Vec<Nic>> {
+    let mut rows = vec![];
+    for n in &nics.ids {
+        let row = write(ctx, "loading a network interface", |c| {
+            Ok(db::nics::get(c, n)?)
+        })?
+        .ok_or_else(|| format!("network interface {n} vanished"))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Writes the NoCloud drive: the host name (given, or made from the instance name), the user
+/// data, the SSH keys and each NIC's address.
+fn config_drive(ctx: &Ctx, inst: &Instance, g: &GuestConfig, nics: &[Nic]) -> Step {
+    let id = &inst.instance_id;
+    let hostname = g
+        .hostname
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&inst.instance_name, id));
+    let files = guest::files(id, &hostname, g, nics, &ctx.cfg.network);
+    let iso = guest::image(&files, db::now())?;
+    guest::write(ctx, id, &iso, &owner(ctx)?)
+}
+
 /// Builds the domain XML from the OS template and defines the domain.
 fn define(
     ctx: &Ctx,
@@ -363,7 +404,7 @@ fn define(
     image: &Image,
     root: &VolumeId,
     data: &[Volume],
-    nics: &BootNics,
+    boot_nics: &[Nic],
 ) -> Step {
     let c = &ctx.cfg;
     let mut disks = vec![volumes::disk(ctx, root, "vda")];
@@ -371,14 +412,8 @@ fn define(
         let target = v.target_dev.as_deref().unwrap_or("vdb");
         disks.push(volumes::disk(ctx, &v.volume_id, target));
     }
-    let mut interfaces = vec![];
-    for n in &nics.ids {
-        let row = write(ctx, "loading a network interface", |c| {
-            Ok(db::nics::get(c, n)?)
-        })?
-        .ok_or_else(|| format!("network interface {n} vanished"))?;
-        interfaces.push(nics::interface(&row));
-    }
+    disks.push(guest::cdrom(ctx, &inst.instance_id));
+    let interfaces: Vec<_> = boot_nics.iter().map(nics::interface).collect();
     let uuid = uuid::Uuid::new_v4().to_string();
     let console = console_path(ctx, &inst.instance_id);
     let deployment = owner(ctx)?;

@@ -36,6 +36,8 @@ pub struct NewInstance {
     pub network_interface_ids: Vec<NicId>,
     /// Its project (and that of the root disk, the new data volume and the NIC it makes).
     pub project_id: String,
+    /// Host name, user data and SSH keys for the config drive.
+    pub guest: super::GuestConfig,
 }
 
 /// Disk devices of data volumes, in attach order (vda is the root disk).
@@ -74,9 +76,9 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             return Err(e);
         }
     };
-    let (bg, bid) = (ctx.clone(), id.clone());
+    let (bg, bid, guest) = (ctx.clone(), id.clone(), req.guest);
     let spawned = crate::context::spawn_named(format!("create-{id}"), move || {
-        build::run(&bg, &bid, &image, state, op)
+        build::run(&bg, &bid, &image, &guest, state, op)
     });
     if let Err(e) = spawned {
         // The operation went with the closure: no longer renewed, it is taken over (undone)
@@ -117,7 +119,8 @@ fn validate(req: &NewInstance) -> ApiResult<()> {
         )));
     }
     no_repeats("volume_ids", &req.volume_ids)?;
-    no_repeats("network_interface_ids", &req.network_interface_ids)
+    no_repeats("network_interface_ids", &req.network_interface_ids)?;
+    super::guest::validate(&req.guest)
 }
 
 fn no_repeats<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> ApiResult<()> {

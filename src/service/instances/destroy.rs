@@ -8,7 +8,7 @@
 //! It runs as an operation: every step is safe to take again, so when this process dies a
 //! takeover (`recover`) simply takes the remaining steps.
 
-use super::{busy, console_path, set_status};
+use super::{busy, console_path, guest, set_status};
 use crate::db::instances::Instance;
 use crate::db::operations::Operation;
 use crate::db::{self, DbConn};
@@ -188,6 +188,7 @@ fn remove_disks(ctx: &Ctx, id: &InstanceId, delete_attached: bool) -> Result<usi
         Ok(db::volumes::of_instance(c, id)?)
     })
     .map_err(at("reading volumes"))?;
+    guest::remove(ctx, id).map_err(at("removing the config drive from Ceph"))?;
     let mut deleted = 0;
     for v in volumes
         .iter()

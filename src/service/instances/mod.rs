@@ -1,13 +1,15 @@
 //! Instances: a libvirt domain booting by BIOS from a copy-on-write RBD clone of its image.
 //!
 //! By concern: `create` checks and reserves, then `build` takes the steps in the background;
-//! `power` starts and stops; `destroy` removes; `console` reads the serial log. Reading and
-//! start-up repair are here.
+//! `power` starts and stops; `destroy` removes; `console` reads the serial log; `guest` makes
+//! the config drive (NoCloud `cidata`) a new instance boots with. Reading and start-up repair
+//! are here.
 
 pub mod build;
 mod console;
 mod create;
 pub mod destroy;
+pub mod guest;
 pub mod power;
 mod update;
 
@@ -27,6 +29,7 @@ pub const RESET: &str = "instance.reset";
 pub use console::console;
 pub use create::{create, NewInstance};
 pub use destroy::{destroy, Destroyed};
+pub use guest::GuestConfig;
 pub use power::{pause, reboot, reset, resume, turnoff, turnon, Rebooted};
 pub use update::{update, Changes};
 
