@@ -336,6 +336,19 @@ impl Ceph {
         Ok(Image(img))
     }
 
+    /// Opens an image only to read it. A read-only open registers no watch, so it never makes a
+    /// concurrent remove of the image fail with EBUSY ("image has watchers"), as a read-write
+    /// open would (another api-web process reading an orphan's mark while a destroy removes it).
+    fn open_read_only(io: &IoCtx, pool: &str, name: &str) -> Result<Image> {
+        let n = cstr(name)?;
+        let mut img: ffi::rbd_image_t = ptr::null_mut();
+        let r = unsafe { ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null()) };
+        if r < 0 {
+            return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
+        }
+        Ok(Image(img))
+    }
+
     /// Whether the monitors and the OSDs of `pools` answer within `PROBE_TIMEOUT_SECS`: asks
     /// each pool for an object that does not exist, over a connection of its own (the service's
     /// connection waits much longer). "No such object" is a healthy answer.
@@ -397,7 +410,7 @@ impl Ceph {
     pub fn owner(&self, pool: &str, name: &str) -> Result<Option<String>> {
         let k = cstr(OWNER_KEY)?;
         self.with_pool(pool, |io| {
-            let img = Self::open(io, pool, name)?;
+            let img = Self::open_read_only(io, pool, name)?;
             let mut buf = vec![0u8; 64];
             loop {
                 let mut len: libc::size_t = buf.len();
@@ -455,7 +468,7 @@ impl Ceph {
     /// Size in bytes of an image (ENOENT if there is none).
     pub fn image_size(&self, pool: &str, name: &str) -> Result<u64> {
         self.with_pool(pool, |io| {
-            let img = Self::open(io, pool, name)?;
+            let img = Self::open_read_only(io, pool, name)?;
             let mut size = 0u64;
             let r = unsafe { ffi::rbd_get_size(img.0, &mut size) };
             if r < 0 {
@@ -496,7 +509,7 @@ impl Ceph {
     pub fn children(&self, pool: &str, name: &str) -> Result<Vec<Child>> {
         let target = format!("{pool}/{name}");
         self.with_pool(pool, |io| {
-            let img = match Self::open(io, pool, name) {
+            let img = match Self::open_read_only(io, pool, name) {
                 Ok(i) => i,
                 Err(e) if e.is_not_found() => return Ok(Vec::new()),
                 Err(e) => return Err(e),
@@ -925,13 +938,7 @@ impl Ceph {
         let cluster = self.connect()?;
         let io = IoCtx::create(&cluster, pool)?;
         let img = if read_only {
-            let n = cstr(name)?;
-            let mut img: ffi::rbd_image_t = ptr::null_mut();
-            let r = unsafe { ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null()) };
-            if r < 0 {
-                return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
-            }
-            Image(img)
+            Self::open_read_only(&io, pool, name)?
         } else {
             Self::open(&io, pool, name)?
         };

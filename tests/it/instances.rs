@@ -176,11 +176,17 @@ async fn boot_power_cycle_and_destroy() {
     let parsed = api_web::xml::domain::parse(&xml).unwrap();
     assert_eq!(parsed.metadata.unwrap().instance.unwrap().id, id);
     assert_eq!(parsed.title.as_deref(), Some(name));
-    assert_eq!(parsed.devices.disk.len(), 1);
+    // The root disk and the config drive.
+    assert_eq!(parsed.devices.disk.len(), 2);
     assert_eq!(
         parsed.devices.disk[0].serial.as_deref(),
         Some(root.as_str())
     );
+    let drive = format!("{}/{id}.cidata", t.volumes_pool());
+    assert_eq!(parsed.devices.disk[1].serial, None);
+    assert!(xml.contains("device='cdrom'"), "{xml}");
+    assert!(xml.contains(&format!("name='{drive}'")), "{xml}");
+    assert!(rbd(&["info", &drive]).0);
 
     // A live instance pins its image.
     post(
@@ -215,6 +221,10 @@ async fn boot_power_cycle_and_destroy() {
     assert_eq!(r.ok()["instance_id"], id.as_str());
     assert!(!domain_exists(&id));
     assert_eq!(rbd_size(&format!("{}/{root}", t.volumes_pool())), None);
+    assert!(
+        !rbd(&["info", &drive]).0,
+        "the config drive outlived its instance"
+    );
     assert!(clones_of(&t.images_pool(), &image).is_empty());
     get(&app, &format!("/api/v1/instance/detail?instance_id={id}"))
         .await

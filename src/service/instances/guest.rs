@@ -260,11 +260,22 @@ pub fn write(ctx: &Ctx, id: &InstanceId, iso: &[u8], owner: &str) -> Result<(), 
     h.flush().map_err(fail)
 }
 
-/// Removes the drive (gone already is fine).
+/// Removes the drive (gone already is fine). The drive has no snapshots or clones, so EBUSY
+/// means a client still watches it (the QEMU of a domain just stopped, another process reading
+/// it): asked again for up to 5 s.
 pub fn remove(ctx: &Ctx, id: &InstanceId) -> Result<(), crate::ceph::CephError> {
-    ctx.ceph
-        .remove_image(&ctx.cfg.ceph.volumes_pool, &drive_name(id))
-        .map(|_| ())
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match ctx
+            .ceph
+            .remove_image(&ctx.cfg.ceph.volumes_pool, &drive_name(id))
+        {
+            Err(e) if e.errno() == Some(libc::EBUSY) && std::time::Instant::now() < end => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            r => return r.map(|_| ()),
+        }
+    }
 }
 
 /// The drive as a CD-ROM: IDE on the `pc` machine, SATA (its built-in AHCI) on `q35`.
