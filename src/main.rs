@@ -73,7 +73,23 @@ enum Admin {
     },
 }
 
+/// glibc gives threads up to 8 malloc arenas per core, each keeping what was freed in it for
+/// later use there. api-web's transfers (uploads, downloads, copies) run on threads of their own
+/// and librbd's: with many arenas each transfer's buffers stay behind in arenas the next does not
+/// reuse. Four arenas hold the resident size of a 1 GiB upload to its buffers (README,
+/// Benchmarks); MALLOC_ARENA_MAX in the environment still decides when set.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt takes two integers; called before any thread is started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 4);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     // FAILPOINTS=<name>=<action>;... (only in builds with the `failpoints` feature: tests).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();

@@ -3,7 +3,7 @@
 //! An upload is the operation `image.upload` on a row `creating` (progress on the row, a
 //! SHA-256 of the bytes received recorded at the end). The request handler passes the body on
 //! in chunks over a bounded channel (`Chunk`) to the thread that runs `receive`, so memory stays
-//! bounded whatever the size: a few chunks in the channel and `BUFFERS` 4 MiB write buffers.
+//! bounded whatever the size: a few chunks in the channel and `BUFFERS` 1 MiB write buffers.
 //! - raw: its size is the body's Content-Length (required), checked before anything is made;
 //!   the RBD image is created at that size and written as the bytes arrive (zero chunks
 //!   skipped, so it stays thin).
@@ -41,9 +41,11 @@ pub const UPLOAD: &str = "image.upload";
 pub const RECEIVING: &str = "receiving the image";
 pub const CONVERTING: &str = "converting the image";
 
-/// Bytes written to Ceph at a time (an RBD object), by how many threads, from how many
-/// buffers (the memory a raw upload holds: BUFFERS x WRITE_CHUNK).
-const WRITE_CHUNK: usize = 4 << 20;
+/// Bytes written to Ceph at a time, by how many threads, from how many buffers (the memory a
+/// raw upload holds: BUFFERS x WRITE_CHUNK, and librbd's copy of each write in flight). 1 MiB
+/// (a quarter of an RBD object) keeps an upload's resident growth near 20 MiB; 2 MiB measured
+/// +37 MiB for some 10-20% more throughput, 8 writers +33 MiB for none (README, Benchmarks).
+const WRITE_CHUNK: usize = 1 << 20;
 const WRITERS: usize = 4;
 const BUFFERS: usize = WRITERS + 1;
 /// How often, at most, the progress is written to the row.
@@ -208,6 +210,7 @@ pub fn receive(
     };
     // The rest of the body is not wanted after a failure: the handler stops sending.
     drop(rx);
+    give_back_memory();
     let sha = match r {
         Ok(sha) => sha,
         Err(e) => {
@@ -535,6 +538,18 @@ fn convert(
     Ok(())
 }
 
+/// Returns the memory freed by a transfer to the system. The buffers of a transfer are freed
+/// in the arenas of the threads that made them (its writers, librbd's), which glibc keeps for
+/// the next allocation there; each transfer runs on new threads, so without this every upload
+/// would leave its peak behind in arenas no later one reuses.
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers; it only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -576,6 +591,15 @@ pub fn send_image(
     img: crate::ceph::ImageHandle,
     size: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    send_chunks(img, size, &tx);
+    give_back_memory();
+}
+
+fn send_chunks(
+    img: crate::ceph::ImageHandle,
+    size: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
     let mut at = 0u64;
     while at < size {
