@@ -327,22 +327,30 @@ impl Ceph {
     }
 
     fn open(io: &IoCtx, pool: &str, name: &str) -> Result<Image> {
-        let n = cstr(name)?;
-        let mut img: ffi::rbd_image_t = ptr::null_mut();
-        let r = unsafe { ffi::rbd_open(io.0, n.as_ptr(), &mut img, ptr::null()) };
-        if r < 0 {
-            return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
-        }
-        Ok(Image(img))
+        Self::open_with(ffi::rbd_open, io, pool, name)
     }
 
     /// Opens an image only to read it. A read-only open registers no watch, so it never makes a
     /// concurrent remove of the image fail with EBUSY ("image has watchers"), as a read-write
     /// open would (another api-web process reading an orphan's mark while a destroy removes it).
     fn open_read_only(io: &IoCtx, pool: &str, name: &str) -> Result<Image> {
+        Self::open_with(ffi::rbd_open_read_only, io, pool, name)
+    }
+
+    fn open_with(
+        how: unsafe extern "C" fn(
+            ffi::rados_ioctx_t,
+            *const libc::c_char,
+            *mut ffi::rbd_image_t,
+            *const libc::c_char,
+        ) -> c_int,
+        io: &IoCtx,
+        pool: &str,
+        name: &str,
+    ) -> Result<Image> {
         let n = cstr(name)?;
         let mut img: ffi::rbd_image_t = ptr::null_mut();
-        let r = unsafe { ffi::rbd_open_read_only(io.0, n.as_ptr(), &mut img, ptr::null()) };
+        let r = unsafe { how(io.0, n.as_ptr(), &mut img, ptr::null()) };
         if r < 0 {
             return Err(CephError::op("open image", &format!("{pool}/{name}"), r));
         }
