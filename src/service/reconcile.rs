@@ -13,9 +13,10 @@
 //!   given back (`available`); one the domain holds while its row says `available` is recorded
 //!   attached. What cannot be proved (a device in only one of the two XMLs, a device held by
 //!   two instances, a root disk missing, a row whose RBD image is gone) is reported.
-//! - Orphans: domains marked with this deployment's id and RBD images with an id-shaped name
-//!   and no row, and config drives (`<instance_id>.cidata`) whose instance has no row. With `operations.orphan_grace_secs` > 0, an orphan still there after the grace
-//!   is removed, if it carries this deployment's mark (RBD image metadata, domain metadata).
+//! - Orphans: domains marked with this deployment's id, RBD images with an id-shaped name and
+//!   no row, and config drives (`<instance_id>.cidata`) whose instance has no row. With
+//!   `operations.orphan_grace_secs` > 0, an orphan still there after the grace is removed, if
+//!   it carries this deployment's mark (RBD image metadata, domain metadata).
 //!
 //! Every repair and every new finding is a log line naming the resource and the reason, and a
 //! counter (`Reconciler`).

@@ -1,7 +1,7 @@
 //! The background part of instance create: protected snapshot of the image, the root disk cloned
 //! from it (recorded as the root volume), resized, data volume made, config drive written
-//! (`guest`), domain defined and started, progress persisted after each step. A failed step undoes every step before it and leaves the
-//! instance `error` with the reason.
+//! (`guest`), domain defined and started, progress persisted after each step. A failed step
+//! undoes every step before it and leaves the instance `error` with the reason.
 //!
 //! It runs as an operation (service::operations): before each side effect it saves what it is
 //! about to make, so that when this process dies a takeover (`recover`) undoes exactly that and
