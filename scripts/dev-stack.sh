@@ -5,6 +5,12 @@
 #   secret for QEMU, and a Linux bridge for guests' NICs.
 #
 #   scripts/dev-stack.sh up       install what is missing, start everything (idempotent)
+#   scripts/dev-stack.sh up --hosts N
+#                                 also N-1 more libvirt hosts on this machine, each its own
+#                                 libvirtd (own state, sockets, host UUID, TCP and migration
+#                                 ports, the same Ceph secret); `env` lists their URIs in
+#                                 API_WEB_EXTRA_HOST_URIS. Extra hosts beyond N are stopped;
+#                                 `up` without --hosts leaves them as they are.
 #   scripts/dev-stack.sh down     stop only what this script started
 #   scripts/dev-stack.sh status   say what runs
 #   scripts/dev-stack.sh env      print export lines: eval "$(scripts/dev-stack.sh env)"
@@ -28,6 +34,10 @@ IMAGES_POOL=images
 VOLUMES_POOL=volumes
 # Fixed so that config.toml's default works; only this stack defines a secret with this UUID.
 SECRET_UUID=${API_WEB_CEPH_SECRET_UUID:-8d3b6f2a-51c4-4e0b-9c1f-a9e0c0de0a01}
+# Extra libvirt host i (2, 3, ...) listens on 127.0.0.1:HOST_PORT_BASE+i and migrates on
+# MIGRATION_PORT_BASE+100*i .. +99.
+HOST_PORT_BASE=${API_WEB_HOST_PORT_BASE:-26500}
+MIGRATION_PORT_BASE=${API_WEB_MIGRATION_PORT_BASE:-27000}
 DB_USER=api_web
 DB_PASS=api_web
 QEMU_PIN=1:7.2+dfsg-7+deb12u18+b3
@@ -167,6 +177,116 @@ libvirt_down() {
       rm -f "$MARK.$d"
     fi
   done
+}
+
+# ---------------------------------------------------------------- extra libvirt hosts
+# Each is a libvirtd in a private mount namespace whose /etc/libvirt, /run/libvirt,
+# /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt are its own directories (see
+# ../shared/infra-recipes.md, several hosts). The binary is a copy named libvirtd-h, so that
+# `pgrep -x libvirtd` (and libvirt_down) never match an extra host.
+HOSTS=$STACK/hosts
+
+host_dir() { echo "$HOSTS/h$1"; }
+host_uri() { echo "qemu+tcp://127.0.0.1:$((HOST_PORT_BASE + $1))/system"; }
+host_ok() { virsh -c "$(host_uri "$1")" version >/dev/null 2>&1; }
+
+host_up() { # host_up <i>
+  local i=$1 d port mig
+  d=$(host_dir "$i"); port=$((HOST_PORT_BASE + i)); mig=$((MIGRATION_PORT_BASE + 100 * i))
+  [ -n "$d" ] && [ "$d" != / ] || die "no directory for host $i"
+  if alive "$d/reaper.pid" && host_ok "$i"; then log "host $i already answers on $(host_uri "$i")"; return 0; fi
+  log "starting libvirt host $i ($(host_uri "$i"))"
+  mkdir -p "$d/etc/qemu" "$d/etc/secrets" "$d/run" "$d/lib" "$d/log" "$d/cache/qemu/capabilities"
+  [ -f "$d/uuid" ] || cat /proc/sys/kernel/random/uuid >"$d/uuid"
+  cat >"$d/etc/libvirtd.conf" <<EOF
+listen_tls = 0
+listen_tcp = 1
+tcp_port = "$port"
+listen_addr = "127.0.0.1"
+# Throw-away test hosts on loopback only: no authentication.
+auth_tcp = "none"
+auth_unix_rw = "none"
+host_uuid = "$(cat "$d/uuid")"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+  cat >"$d/etc/qemu.conf" <<EOF
+user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+stdio_handler = "file"
+migration_port_min = $mig
+migration_port_max = $((mig + 99))
+EOF
+  # QEMU's capabilities, probed once by the main host: the extra host starts in 0.2 s.
+  cp -n /var/cache/libvirt/qemu/capabilities/*.xml "$d/cache/qemu/capabilities/" 2>/dev/null || true
+  [ -x "$HOSTS/libvirtd-h" ] || cp "$(command -v libvirtd)" "$HOSTS/libvirtd-h"
+  setsid unshare -m --propagation private -- sh -ec "
+    mount -n --bind '$d/etc' /etc/libvirt
+    mount -n --bind '$d/run' /run/libvirt
+    mount -n --bind '$d/lib' /var/lib/libvirt
+    mount -n --bind '$d/log' /var/log/libvirt
+    mount -n --bind '$d/cache' /var/cache/libvirt
+    exec tini -s -- '$HOSTS/libvirtd-h' --listen -p '$d/libvirtd.pid' -f /etc/libvirt/libvirtd.conf" \
+    </dev/null >"$d/libvirtd.out" 2>&1 &
+  echo $! >"$d/reaper.pid"
+  wait_for 90 "libvirt host $i" host_ok "$i"
+  # The same libvirt secret as the main host: RBD disks open (and migrate) on every host.
+  host_secret "$i"
+}
+
+host_secret() {
+  local uri xml=$STACK/secret.xml key=$STACK/libvirt.key
+  uri=$(host_uri "$1")
+  virsh -c "$uri" secret-define "$xml" >/dev/null
+  cephc auth get-key client.libvirt >"$key"
+  chmod 0600 "$key"
+  virsh -c "$uri" secret-set-value --secret "$SECRET_UUID" --file "$key" >/dev/null
+  rm -f "$key"
+}
+
+host_down() { # host_down <i>: its guests destroyed, then its libvirtd stopped
+  local i=$1 d pid uri dom
+  d=$(host_dir "$i"); uri=$(host_uri "$i")
+  alive "$d/reaper.pid" || { rm -f "$d/reaper.pid"; return 0; }
+  log "stopping libvirt host $i"
+  for dom in $(virsh -c "$uri" list --name 2>/dev/null); do virsh -c "$uri" destroy "$dom" >/dev/null 2>&1 || true; done
+  # tini passes SIGTERM on to its libvirtd and exits with it.
+  pid=$(cat "$d/reaper.pid"); kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$d/reaper.pid"
+}
+
+# hosts_up <N>: hosts 2..N up, any started beyond N down.
+hosts_up() {
+  local n=$1 i d
+  case "$n" in ''|*[!0-9]*) die "--hosts wants a number (1 or more)" ;; esac
+  [ "$n" -ge 1 ] || die "--hosts wants a number (1 or more)"
+  mkdir -p "$HOSTS"
+  for i in $(seq 2 "$n"); do host_up "$i"; done
+  for d in "$HOSTS"/h*; do
+    [ -d "$d" ] || continue
+    i=${d##*/h}
+    [ "$i" -le "$n" ] || host_down "$i"
+  done
+}
+
+hosts_down() {
+  local d
+  for d in "$HOSTS"/h*; do [ -d "$d" ] && host_down "${d##*/h}"; done
+  return 0
+}
+
+# The URIs of the extra hosts that run, in order.
+extra_uris() {
+  local d i out=""
+  for d in "$HOSTS"/h*; do
+    [ -d "$d" ] || continue
+    i=${d##*/h}
+    alive "$d/reaper.pid" && out="$out $(host_uri "$i")"
+  done
+  echo "${out# }"
 }
 
 # ---------------------------------------------------------------- Ceph
@@ -361,6 +481,7 @@ export CEPH_SECRET_UUID='$SECRET_UUID'
 export LIBVIRT_URI='qemu:///system'
 export LIBVIRT_DEFAULT_URI='qemu:///system'
 export API_WEB_BRIDGE='$BRIDGE'
+export API_WEB_EXTRA_HOST_URIS='$(extra_uris)'
 EOF
 }
 
@@ -395,8 +516,24 @@ status() {
   if alive "$CEPH/run/mon.a.pid"; then echo "ceph-mon: running (127.0.0.1:$MON_V1_PORT)"; else echo "ceph-mon: stopped"; rc=1; fi
   if alive "$CEPH/run/osd.0.pid"; then echo "ceph-osd: running"; else echo "ceph-osd: stopped"; rc=1; fi
   if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge $BRIDGE: present"; else echo "bridge $BRIDGE: absent"; rc=1; fi
+  local d i
+  for d in "$HOSTS"/h*; do
+    [ -d "$d" ] || continue
+    i=${d##*/h}
+    alive "$d/reaper.pid" || continue
+    if host_ok "$i"; then echo "libvirt host $i: answering ($(host_uri "$i"))"; else echo "libvirt host $i: not answering"; rc=1; fi
+  done
   return $rc
 }
+
+NHOSTS=
+if [ "${1:-}" = up ] && [ $# -gt 1 ]; then
+  case "$2" in
+    --hosts) NHOSTS=${3:-} ;;
+    --hosts=*) NHOSTS=${2#--hosts=} ;;
+    *) die "up: unknown option $2 (up [--hosts N])" ;;
+  esac
+fi
 
 case "${1:-}" in
   up)
@@ -407,9 +544,11 @@ case "${1:-}" in
     ceph_up
     secret_up
     bridge_up
+    [ -z "$NHOSTS" ] || hosts_up "$NHOSTS"
     log "stack is up"
     ;;
   down)
+    hosts_down
     mysql_down
     ceph_down
     bridge_down
