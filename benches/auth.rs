@@ -20,9 +20,9 @@ const N: usize = 5000;
 fn main() {
     let (dbname, url, mut conn) = new_db();
     conn.batch_execute(
-        "INSERT INTO instance (instance_id, instance_name, status, host_ip, host, cpu, memory, \
+        "INSERT INTO instance (instance_id, instance_name, status, host_ip, host_id, cpu, memory, \
          image_id, `describe`, progress, progress_step, create_time, update_time) VALUES \
-         ('i-0000be0c', 'bench', 'stopped', '127.0.0.1', 'h', 1, 128, 'ami-00000000', '', 100, \
+         ('i-0000be0c', 'bench', 'stopped', '127.0.0.1', 'host-00000000', 1, 128, 'ami-00000000', '', 100, \
          'running', 1, 1)",
     )
     .unwrap();

@@ -195,7 +195,7 @@ fn measure(
         let mut nic = vec![];
         for r in part {
             inst.push(format!(
-                "('{}', 'bench', 'stopped', '10.0.0.1', 'h', 'qemu:///system', 1, 64, 'ami-00000000', 1, 100, 'done', {old}, {old})",
+                "('{}', 'bench', 'stopped', '10.0.0.1', 'h', 'host-00000000', 1, 64, 'ami-00000000', 1, 100, 'done', {old}, {old})",
                 r.inst
             ));
             vol.push(format!(
@@ -208,7 +208,7 @@ fn measure(
             ));
         }
         conn.batch_execute(&format!(
-            "INSERT INTO instance (instance_id, instance_name, status, ip, host_ip, host, cpu, memory, image_id, root_size, progress, progress_step, create_time, update_time) VALUES {};
+            "INSERT INTO instance (instance_id, instance_name, status, ip, host_ip, host_id, cpu, memory, image_id, root_size, progress, progress_step, create_time, update_time) VALUES {};
              INSERT INTO volume (volume_id, volume_name, volume_size, status, instance_id, is_root, target_dev, attach_time, create_time, update_time) VALUES {};
              INSERT INTO network_interface (network_interface_id, network_interface_name, mac, bridge, status, instance_id, attach_time, create_time, update_time) VALUES {};",
             inst.join(","),

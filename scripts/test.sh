@@ -6,7 +6,8 @@
 # run among the others, each with the stack to itself (tests/it/common.rs: stack_alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/dev-stack.sh up
+# A second libvirt host for the host tests (tests/it/hosts.rs).
+scripts/dev-stack.sh up --hosts 2
 eval "$(scripts/dev-stack.sh env)"
 # The bootable image the instance tests import into Ceph.
 API_WEB_TEST_IMAGE=$(scripts/build-test-image.sh | tail -1)

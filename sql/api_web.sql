@@ -39,7 +39,7 @@ CREATE TABLE `instance` (
   `status` VARCHAR(16) NOT NULL,
   `ip` VARCHAR(45) NULL,
   `host_ip` VARCHAR(255) NOT NULL,
-  `host` VARCHAR(255) NOT NULL,
+  `host_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   `cpu` INT UNSIGNED NOT NULL,
   `memory` BIGINT UNSIGNED NOT NULL,
   `image_id` VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
@@ -56,7 +56,8 @@ CREATE TABLE `instance` (
   KEY `idx_instance_status` (`status`),
   KEY `idx_instance_image` (`image_id`),
   KEY `idx_instance_create_time` (`create_time`, `instance_id`),
-  KEY `idx_instance_project` (`project_id`)
+  KEY `idx_instance_project` (`project_id`),
+  KEY `idx_instance_host` (`host_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `volume` (
@@ -255,6 +256,46 @@ CREATE TABLE `snapshot_volume` (
   KEY `idx_snapshot_volume_volume` (`volume_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+-- Hypervisor hosts: the libvirt URIs instances run on. `status` is what an admin set: enabled,
+-- or disabled (maintenance: nothing new is placed there). `online`, `last_contact` and
+-- `error_message` are what the last probe found; the facts (CPU, memory, versions, machine
+-- types, firmware, KVM) are what libvirt reported then. `host_uuid` is libvirt's host UUID:
+-- two URIs reaching one libvirtd are one host. `machine_types`, `firmware` and `tags` are JSON
+-- arrays of strings.
+CREATE TABLE `host` (
+  `host_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `host_name` VARCHAR(255) NOT NULL,
+  `uri` VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `address` VARCHAR(255) NOT NULL,
+  `host_uuid` CHAR(36) CHARACTER SET ascii NULL,
+  `status` VARCHAR(16) NOT NULL,
+  `online` TINYINT(1) NOT NULL DEFAULT 0,
+  `last_contact` BIGINT UNSIGNED NULL,
+  `error_message` VARCHAR(2048) NULL,
+  `arch` VARCHAR(32) NOT NULL DEFAULT '',
+  `cpu_model` VARCHAR(128) NOT NULL DEFAULT '',
+  `cpu_sockets` INT UNSIGNED NOT NULL DEFAULT 0,
+  `cpu_cores` INT UNSIGNED NOT NULL DEFAULT 0,
+  `cpu_threads` INT UNSIGNED NOT NULL DEFAULT 0,
+  `cpus` INT UNSIGNED NOT NULL DEFAULT 0,
+  `memory_mib` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `memory_free_mib` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `libvirt_version` VARCHAR(32) NOT NULL DEFAULT '',
+  `qemu_version` VARCHAR(32) NOT NULL DEFAULT '',
+  `machine_types` VARCHAR(4096) NOT NULL DEFAULT '[]',
+  `firmware` VARCHAR(1024) NOT NULL DEFAULT '[]',
+  `kvm` TINYINT(1) NOT NULL DEFAULT 0,
+  `tags` VARCHAR(2048) NOT NULL DEFAULT '[]',
+  `create_time` BIGINT UNSIGNED NOT NULL,
+  `update_time` BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (`host_id`),
+  UNIQUE KEY `uk_host_name` (`host_name`),
+  UNIQUE KEY `uk_host_uri` (`uri`),
+  UNIQUE KEY `uk_host_uuid` (`host_uuid`),
+  KEY `idx_host_status` (`status`),
+  KEY `idx_host_create_time` (`create_time`, `host_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 -- The migrations this script embodies, as diesel records them.
 CREATE TABLE `__diesel_schema_migrations` (
   `version` VARCHAR(50) PRIMARY KEY NOT NULL,
@@ -272,4 +313,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261205000001'),
   ('20261205000002'),
   ('20261206000001'),
-  ('20261206000002');
+  ('20261206000002'),
+  ('20261207000001');

@@ -52,6 +52,14 @@ pub enum ErrorCode {
     BackendUnavailable,
     /// No image of that id (or another project's private image).
     ImageNotFound,
+    /// No host of that id.
+    HostNotFound,
+    /// Host add/update: a host with that URI, name or libvirt host UUID exists.
+    HostExists,
+    /// Host remove: instances are on it, or it is `libvirt.uri`.
+    HostInUse,
+    /// Host add: libvirt at that URI did not answer.
+    HostUnreachable,
     /// Register: no RBD image of that name.
     ImageNotInPool,
     /// Register: that RBD image is registered already.
@@ -153,6 +161,7 @@ impl ErrorCode {
             Unauthorized => 401,
             Forbidden => 403,
             RouteNotFound
+            | HostNotFound
             | ImageNotFound
             | ImageNotInPool
             | InstanceNotFound
@@ -161,7 +170,9 @@ impl ErrorCode {
             | NetworkInterfaceNotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
-            ImageAlreadyRegistered
+            HostExists
+            | HostInUse
+            | ImageAlreadyRegistered
             | ImageBusy
             | ImageHasClones
             | InstanceBusy
@@ -193,8 +204,8 @@ impl ErrorCode {
             LengthRequired => 411,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
-            ImageSizeMismatch | ImageFormatRefused | RootSizeTooSmall | VolumeCannotShrink
-            | BridgeNotAllowed | BridgeMissing | AttachFailed => 422,
+            HostUnreachable | ImageSizeMismatch | ImageFormatRefused | RootSizeTooSmall
+            | VolumeCannotShrink | BridgeNotAllowed | BridgeMissing | AttachFailed => 422,
             RateLimited => 429,
             HeadersTooLarge => 431,
             InternalError => 500,
@@ -221,6 +232,10 @@ impl ErrorCode {
         ErrorCode::LibvirtUnavailable,
         ErrorCode::BackendUnavailable,
         ErrorCode::ImageNotFound,
+        ErrorCode::HostNotFound,
+        ErrorCode::HostExists,
+        ErrorCode::HostInUse,
+        ErrorCode::HostUnreachable,
         ErrorCode::ImageNotInPool,
         ErrorCode::ImageAlreadyRegistered,
         ErrorCode::ImageSizeMismatch,
@@ -290,6 +305,10 @@ impl ErrorCode {
             ErrorCode::LibvirtUnavailable => "libvirt_unavailable",
             ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::HostNotFound => "host_not_found",
+            ErrorCode::HostExists => "host_exists",
+            ErrorCode::HostInUse => "host_in_use",
+            ErrorCode::HostUnreachable => "host_unreachable",
             ErrorCode::ImageNotInPool => "image_not_in_pool",
             ErrorCode::ImageAlreadyRegistered => "image_already_registered",
             ErrorCode::ImageSizeMismatch => "image_size_mismatch",

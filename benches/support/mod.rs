@@ -313,7 +313,7 @@ pub fn teardown_guest(http: &mut Http, inst: &str, image: &str) {
 /// one transaction; no domains: what list, detail and scrape benchmarks read from MySQL only.
 pub fn insert_instance_rows(conn: &mut MysqlConnection, n: usize, tag: &str) {
     use api_web::db::{self, instances::InstanceForm, volumes::VolumeForm};
-    use api_web::model::{ImageId, InstanceId, InstanceStatus, VolumeId, VolumeStatus};
+    use api_web::model::{HostId, ImageId, InstanceId, InstanceStatus, VolumeId, VolumeStatus};
     let now = db::now();
     conn.transaction(|conn| {
         for i in 0..n {
@@ -329,7 +329,7 @@ pub fn insert_instance_rows(conn: &mut MysqlConnection, n: usize, tag: &str) {
                         InstanceStatus::Running
                     },
                     host_ip: "127.0.0.1".into(),
-                    host: "qemu:///system".into(),
+                    host_id: HostId::new("host-00000000"),
                     cpu: 1,
                     memory: 256,
                     image_id: ImageId::new("ami-bench"),

@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod compat;
 mod health;
+mod hosts;
 mod images;
 mod instances;
 mod middleware;
@@ -99,6 +100,11 @@ route_table! {
     "/api/v1/quotas" => get quotas::show;
     "/api/v1/quotas/update" => post quotas::update;
     "/api/v1/audit/list" => get audit::list;
+    "/api/v1/host/add" => post hosts::add;
+    "/api/v1/host/list" => get hosts::list;
+    "/api/v1/host/detail" => get hosts::detail;
+    "/api/v1/host/update" => post hosts::update;
+    "/api/v1/host/remove" => post hosts::remove;
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

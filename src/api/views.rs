@@ -8,8 +8,8 @@ use crate::db::nics::Nic;
 use crate::db::snapshots::Covered;
 use crate::db::volumes::Volume;
 use crate::model::{
-    ImageId, ImageStatus, InstanceId, InstanceStatus, NicId, NicStatus, SnapshotId, SnapshotStatus,
-    VolumeId, VolumeStatus,
+    HostId, HostStatus, ImageId, ImageStatus, InstanceId, InstanceStatus, NicId, NicStatus,
+    SnapshotId, SnapshotStatus, VolumeId, VolumeStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -76,6 +76,7 @@ pub struct InstanceView {
     pub status: InstanceStatus,
     pub ip: Option<String>,
     pub host_ip: String,
+    pub host_id: HostId,
     pub cpu: u32,
     /// MiB
     pub memory: u64,
@@ -99,6 +100,7 @@ impl From<Instance> for InstanceView {
             status: i.status,
             ip: i.ip,
             host_ip: i.host_ip,
+            host_id: i.host_id,
             cpu: i.cpu,
             memory: i.memory,
             image_id: i.image_id,
@@ -253,6 +255,83 @@ impl SnapshotView {
     }
 }
 
+/// A hypervisor host: what an admin set, what its last probe found, what runs there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub host_id: HostId,
+    pub host_name: String,
+    pub uri: String,
+    pub address: String,
+    /// `enabled`, or `disabled` (maintenance: nothing new is placed there).
+    pub status: HostStatus,
+    /// The last probe reached it (probes run every 5 s).
+    pub online: bool,
+    /// When a probe last reached it (Unix seconds).
+    pub last_contact: Option<u64>,
+    /// Why the last probe failed.
+    pub error_message: Option<String>,
+    pub host_uuid: Option<String>,
+    /// It is `libvirt.uri` of the configuration.
+    pub configured: bool,
+    pub arch: String,
+    pub cpu_model: String,
+    pub cpu_sockets: u32,
+    pub cpu_cores: u32,
+    pub cpu_threads: u32,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub memory_free_mib: u64,
+    pub libvirt_version: String,
+    pub qemu_version: String,
+    pub machine_types: Vec<String>,
+    pub firmware: Vec<String>,
+    pub kvm: bool,
+    pub tags: Vec<String>,
+    pub instances: u64,
+    pub allocated_vcpus: u64,
+    pub allocated_memory_mib: u64,
+    pub create_time: u64,
+    pub update_time: u64,
+}
+
+impl From<crate::service::hosts::Detail> for HostView {
+    fn from(d: crate::service::hosts::Detail) -> Self {
+        use crate::service::hosts::strings;
+        let h = d.host;
+        HostView {
+            host_id: h.host_id,
+            host_name: h.host_name,
+            uri: h.uri,
+            address: h.address,
+            status: h.status,
+            online: h.online,
+            last_contact: h.last_contact,
+            error_message: message(h.error_message),
+            host_uuid: h.host_uuid,
+            configured: d.configured,
+            arch: h.arch,
+            cpu_model: h.cpu_model,
+            cpu_sockets: h.cpu_sockets,
+            cpu_cores: h.cpu_cores,
+            cpu_threads: h.cpu_threads,
+            cpus: h.cpus,
+            memory_mib: h.memory_mib,
+            memory_free_mib: h.memory_free_mib,
+            libvirt_version: h.libvirt_version,
+            qemu_version: h.qemu_version,
+            machine_types: strings(&h.machine_types),
+            firmware: strings(&h.firmware),
+            kvm: h.kvm,
+            tags: strings(&h.tags),
+            instances: d.allocated.instances,
+            allocated_vcpus: d.allocated.vcpus,
+            allocated_memory_mib: d.allocated.memory_mib,
+            create_time: h.create_time,
+            update_time: h.update_time,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +375,7 @@ mod tests {
             status: InstanceStatus::Running,
             ip: None,
             host_ip: "h".into(),
+            host_id: HostId::new("host-1"),
             cpu: 1,
             memory: 1,
             image_id: ImageId::new("ami-1"),
@@ -310,7 +390,7 @@ mod tests {
         };
         assert_eq!(
             keys(&instance).join(","),
-            "cpu,create_time,describe,error_message,host_ip,image_id,instance_id,instance_name,ip,memory,progress,progress_step,project_id,root_size,status,update_time"
+            "cpu,create_time,describe,error_message,host_id,host_ip,image_id,instance_id,instance_name,ip,memory,progress,progress_step,project_id,root_size,status,update_time"
         );
         let volume = VolumeView {
             volume_id: VolumeId::new("vol-1"),
@@ -369,6 +449,41 @@ mod tests {
         assert_eq!(
             keys(&snapshot).join(","),
             "create_time,error_message,instance_id,project_id,snapshot_id,snapshot_name,status,suspended_ms,update_time,volume_id,volumes"
+        );
+        let host = HostView {
+            host_id: HostId::new("host-1"),
+            host_name: "h".into(),
+            uri: "qemu:///system".into(),
+            address: "127.0.0.1".into(),
+            status: HostStatus::Enabled,
+            online: true,
+            last_contact: None,
+            error_message: None,
+            host_uuid: None,
+            configured: true,
+            arch: String::new(),
+            cpu_model: String::new(),
+            cpu_sockets: 1,
+            cpu_cores: 1,
+            cpu_threads: 1,
+            cpus: 1,
+            memory_mib: 1,
+            memory_free_mib: 1,
+            libvirt_version: String::new(),
+            qemu_version: String::new(),
+            machine_types: vec![],
+            firmware: vec![],
+            kvm: false,
+            tags: vec![],
+            instances: 0,
+            allocated_vcpus: 0,
+            allocated_memory_mib: 0,
+            create_time: 0,
+            update_time: 0,
+        };
+        assert_eq!(
+            keys(&host).join(","),
+            "address,allocated_memory_mib,allocated_vcpus,arch,configured,cpu_cores,cpu_model,cpu_sockets,cpu_threads,cpus,create_time,error_message,firmware,host_id,host_name,host_uuid,instances,kvm,last_contact,libvirt_version,machine_types,memory_free_mib,memory_mib,online,qemu_version,status,tags,update_time,uri"
         );
         // And each reads back as itself (the tests rely on it).
         let back: VolumeView =

@@ -1,7 +1,7 @@
 //! Rows of `instance`: the row, its insert form and its update form.
 
 use super::schema::{instance, network_interface};
-use crate::model::{ImageId, InstanceId, InstanceStatus};
+use crate::model::{HostId, ImageId, InstanceId, InstanceStatus};
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -13,8 +13,8 @@ pub struct Instance {
     pub status: InstanceStatus,
     pub ip: Option<String>,
     pub host_ip: String,
-    /// The libvirt URI of the host the domain lives on (read by placement and migration).
-    pub host: String,
+    /// The host the domain lives on.
+    pub host_id: HostId,
     pub cpu: u32,
     pub memory: u64,
     pub image_id: ImageId,
@@ -36,7 +36,7 @@ pub struct InstanceForm {
     pub instance_name: String,
     pub status: InstanceStatus,
     pub host_ip: String,
-    pub host: String,
+    pub host_id: HostId,
     pub cpu: u32,
     pub memory: u64,
     pub image_id: ImageId,

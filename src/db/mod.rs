@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod nics;

@@ -28,7 +28,7 @@ diesel::table! {
         status -> Varchar,
         ip -> Nullable<Varchar>,
         host_ip -> Varchar,
-        host -> Varchar,
+        host_id -> Varchar,
         cpu -> Unsigned<Integer>,
         memory -> Unsigned<Bigint>,
         image_id -> Varchar,
@@ -180,7 +180,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     quota,
     audit_log,
     snapshot,
-    snapshot_volume
+    snapshot_volume,
+    host
 );
 
 diesel::table! {
@@ -204,5 +205,35 @@ diesel::table! {
         volume_id -> Varchar,
         volume_size -> Unsigned<Bigint>,
         is_root -> Bool,
+    }
+}
+
+diesel::table! {
+    host (host_id) {
+        host_id -> Varchar,
+        host_name -> Varchar,
+        uri -> Varchar,
+        address -> Varchar,
+        host_uuid -> Nullable<Varchar>,
+        status -> Varchar,
+        online -> Bool,
+        last_contact -> Nullable<Unsigned<Bigint>>,
+        error_message -> Nullable<Varchar>,
+        arch -> Varchar,
+        cpu_model -> Varchar,
+        cpu_sockets -> Unsigned<Integer>,
+        cpu_cores -> Unsigned<Integer>,
+        cpu_threads -> Unsigned<Integer>,
+        cpus -> Unsigned<Integer>,
+        memory_mib -> Unsigned<Bigint>,
+        memory_free_mib -> Unsigned<Bigint>,
+        libvirt_version -> Varchar,
+        qemu_version -> Varchar,
+        machine_types -> Varchar,
+        firmware -> Varchar,
+        kvm -> Bool,
+        tags -> Varchar,
+        create_time -> Unsigned<Bigint>,
+        update_time -> Unsigned<Bigint>,
     }
 }

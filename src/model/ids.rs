@@ -104,6 +104,11 @@ id_type!(
     OperationId,
     "op-"
 );
+id_type!(
+    /// A hypervisor host (a libvirt URI): `host-...`.
+    HostId,
+    "host-"
+);
 
 /// Names accepted for RBD images we register (they become image_ids): ASCII letters, digits,
 /// `.`, `_`, `-`, starting with a letter or digit, at most 128 characters.

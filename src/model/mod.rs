@@ -6,10 +6,10 @@
 pub mod ids;
 pub mod status;
 
-pub use ids::{ImageId, InstanceId, NicId, OperationId, SnapshotId, VolumeId};
+pub use ids::{HostId, ImageId, InstanceId, NicId, OperationId, SnapshotId, VolumeId};
 pub use status::{
-    IllegalTransition, ImageStatus, InstanceStatus, Lifecycle, NicStatus, OperationStatus,
-    SnapshotStatus, VolumeStatus,
+    HostStatus, IllegalTransition, ImageStatus, InstanceStatus, Lifecycle, NicStatus,
+    OperationStatus, SnapshotStatus, VolumeStatus,
 };
 
 /// Implements diesel's text mapping for a type with `as_str()` and `parse(&str) -> Option<Self>`.

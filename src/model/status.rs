@@ -302,6 +302,26 @@ impl OperationStatus {
 }
 
 status_enum!(
+    /// `enabled <-> disabled`, an admin's choice: a disabled host (maintenance) gets no new
+    /// instances; what runs there keeps running. Whether it answers is `online`, not a status.
+    HostStatus, "host" {
+        Enabled => "enabled",
+        Disabled => "disabled",
+    }
+);
+
+impl HostStatus {
+    /// Its one state machine: where each status may go.
+    pub fn valid_transition(self, to: Self) -> bool {
+        use HostStatus::*;
+        match self {
+            Enabled => matches!(to, Disabled),
+            Disabled => matches!(to, Enabled),
+        }
+    }
+}
+
+status_enum!(
     /// `creating -> available | error`; `available -> restoring -> available` (its disks rolled
     /// back to it; a delete waits); `available | error -> deleting -> (gone) | available |
     /// error` (a delete that could not remove every RBD snapshot goes back).
@@ -347,11 +367,20 @@ mod tests {
         round_trip::<VolumeStatus>();
         round_trip::<NicStatus>();
         round_trip::<SnapshotStatus>();
+        round_trip::<HostStatus>();
         assert_eq!(VolumeStatus::InUse.as_str(), "in-use");
         assert_eq!(
             serde_json::to_string(&VolumeStatus::InUse).unwrap(),
             "\"in-use\""
         );
+    }
+
+    #[test]
+    fn host_transitions() {
+        use HostStatus::*;
+        assert!(Enabled.valid_transition(Disabled));
+        assert!(Disabled.valid_transition(Enabled));
+        assert!(!Enabled.valid_transition(Enabled));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod backed;
 pub mod health;
+pub mod hosts;
 pub mod hotplug;
 pub mod image_copy;
 pub mod image_format;
@@ -36,7 +37,12 @@ pub struct Ctx {
     pub cfg: Config,
     pub db: DbPool,
     pub ceph: Ceph,
-    pub hv: Hypervisor,
+    /// The configured host's connection (`libvirt.uri`).
+    pub hv: std::sync::Arc<Hypervisor>,
+    /// Every host's connection, by URI (the configured one is `hv`).
+    pub hosts: crate::virt::Hosts,
+    /// The host row of `libvirt.uri`, recorded on first use (`hosts::configured`).
+    first_host: std::sync::OnceLock<crate::model::HostId>,
     pub templates: Templates,
     /// This process as the owner of long operations.
     pub ops: operations::Runner,
@@ -67,7 +73,8 @@ impl Ctx {
             Duration::from_secs(cfg.database.connect_timeout_secs),
         );
         let ceph = Ceph::new(&cfg.ceph);
-        let hv = Hypervisor::new(&cfg.libvirt.uri, cfg.libvirt.events);
+        let hv = std::sync::Arc::new(Hypervisor::new(&cfg.libvirt.uri, cfg.libvirt.events));
+        let hosts = crate::virt::Hosts::new(hv.clone());
         let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
             ops,
@@ -82,6 +89,8 @@ impl Ctx {
             db,
             ceph,
             hv,
+            hosts,
+            first_host: std::sync::OnceLock::new(),
             templates,
         })
     }
@@ -141,9 +150,13 @@ pub struct Kind {
     pub reconcile: fn(&Ctx, u64) -> ApiResult<usize>,
 }
 
-/// Every resource, in repair order: images before the instances booted from them, instances
+/// Every resource, in repair order: hosts before what runs on them, images before the instances booted from them, instances
 /// before the volumes and NICs attached to them.
 pub const RESOURCES: &[Kind] = &[
+    Kind {
+        table: "host",
+        reconcile: hosts::reconcile,
+    },
     Kind {
         table: "image",
         reconcile: images::reconcile,

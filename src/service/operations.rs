@@ -415,6 +415,7 @@ pub fn state_of<T: DeserializeOwned>(op: &Operation) -> ApiResult<T> {
 pub fn start_background(ctx: &Arc<Ctx>) {
     super::watch::start(ctx);
     super::health::start_probes(ctx);
+    super::hosts::start_probes(ctx);
     let renew_every = ctx.ops.lease / 3;
     let weak = Arc::downgrade(ctx);
     let _ = crate::context::spawn_named("operation-leases".into(), move || {

@@ -4,8 +4,10 @@
 //! Every function blocks: call them off the async executor.
 
 mod events;
+mod host;
 
 pub use events::{Change, Event};
+pub use host::{Facts, Hosts};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;

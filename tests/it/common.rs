@@ -271,13 +271,15 @@ impl TestApp {
                     "image",
                     "network_interface",
                     "operation",
-                    "snapshot"
+                    "snapshot",
+                    "host"
                 ]
                 .contains(&kind.table),
                 "clean_backends does not know what a {} row owns in libvirt or Ceph",
                 kind.table
             );
         }
+        // A host row owns nothing: its libvirtd belongs to the dev stack.
         // NICs live only in domain XML: undefining the domains removes them.
         // An instance also owns its config drive, an RBD image in the volumes pool.
         for i in ids(&mut c, "SELECT instance_id AS id FROM instance") {

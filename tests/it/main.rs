@@ -6,6 +6,7 @@ mod browser;
 mod client;
 mod common;
 mod guest;
+mod hosts;
 mod images;
 mod instances;
 mod lifecycle;

@@ -125,3 +125,41 @@ fn migrate_adopts_a_database_made_by_the_script() {
         .count();
     assert_eq!(applied.len(), migrations);
 }
+
+/// The migration to hosts makes every URI instances were created on a host and moves the
+/// instances onto it by id.
+#[test]
+fn instances_move_onto_hosts_by_id() {
+    let b = TestDb::new();
+    let mut conn = b.conn();
+    let first = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/2026-11-23-000001_create_tables/up.sql"
+    ))
+    .unwrap();
+    conn.batch_execute(&first).unwrap();
+    conn.batch_execute(
+        "INSERT INTO instance (instance_id, instance_name, status, host_ip, host, cpu, memory, \
+           image_id, `describe`, create_time, update_time) VALUES \
+         ('i-00000001', 'a', 'running', '10.0.0.1', 'qemu:///system', 1, 256, 'ami-1', '', 1, 1), \
+         ('i-00000002', 'b', 'stopped', '10.0.0.1', 'qemu:///system', 2, 512, 'ami-1', '', 1, 1), \
+         ('i-00000003', 'c', 'running', '10.0.0.2', 'qemu+tcp://10.0.0.2/system', 1, 256, 'ami-1', '', 1, 1)",
+    )
+    .unwrap();
+    api_web::db::migrate(&mut conn).unwrap();
+    let hosts: Vec<Line> = diesel::sql_query(
+        "SELECT CONCAT_WS('|', h.uri, h.address, h.status, h.host_name = h.host_id, \
+           GROUP_CONCAT(i.instance_id ORDER BY i.instance_id)) AS line \
+         FROM host h JOIN instance i ON i.host_id = h.host_id GROUP BY h.host_id ORDER BY h.uri",
+    )
+    .load(&mut conn)
+    .unwrap();
+    let hosts: Vec<String> = hosts.into_iter().map(|l| l.line).collect();
+    assert_eq!(
+        hosts,
+        [
+            "qemu+tcp://10.0.0.2/system|10.0.0.2|enabled|1|i-00000003",
+            "qemu:///system|10.0.0.1|enabled|1|i-00000001,i-00000002",
+        ]
+    );
+}

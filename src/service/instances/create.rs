@@ -55,11 +55,16 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     check_devices(&mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;
     let ask = quota_ask(&ctx, &req, &image);
+    // Every instance goes to the configured host until placement chooses among hosts.
+    let host = super::super::load::<crate::db::hosts::Host>(
+        &mut conn,
+        &super::super::hosts::configured(&ctx)?,
+    )?;
     // The quota check, the row and the reservations in one transaction: concurrent creates of
     // a project pass the check one at a time, and a failure anywhere leaves nothing behind.
     let (id, nics) = quotas::in_transaction(&mut conn, |c| {
         quotas::admit(c, &req.project_id, &ask)?;
-        let id = insert(&ctx, c, &req, &image)?;
+        let id = insert(c, &req, &image, &host)?;
         reserve_volumes(c, &id, &req)?;
         let nics = reserve_nics(&ctx, c, &id, &req).map_err(|(e, _)| e)?;
         Ok((id, nics))
@@ -213,14 +218,19 @@ fn image_gib(image: &Image) -> u64 {
 }
 
 /// Records the instance `creating` under a fresh id.
-fn insert(ctx: &Ctx, conn: &mut DbConn, req: &NewInstance, image: &Image) -> ApiResult<InstanceId> {
+fn insert(
+    conn: &mut DbConn,
+    req: &NewInstance,
+    image: &Image,
+    host: &crate::db::hosts::Host,
+) -> ApiResult<InstanceId> {
     fresh_id("instance id", ID_TRIES, || {
         let form = InstanceForm {
             instance_id: InstanceId::generate(),
             instance_name: req.instance_name.clone(),
             status: St::Creating,
-            host_ip: ctx.cfg.libvirt.host_ip.clone(),
-            host: ctx.cfg.libvirt.uri.clone(),
+            host_ip: host.address.clone(),
+            host_id: host.host_id.clone(),
             cpu: req.cpu,
             memory: req.memory,
             image_id: image.image_id.clone(),

@@ -1,0 +1,559 @@
+//! Hypervisor hosts: the inventory (add by libvirt URI, list, detail, update, remove when
+//! empty), the configured `libvirt.uri` as the first host, and the probe that keeps each host's
+//! `online`, `last_contact` and facts true.
+//!
+//! A host is identified by its URI and by libvirt's host UUID (two URIs reaching one libvirtd
+//! are refused as one host; a URI that starts reaching another libvirtd is reported offline).
+
+use super::{load, Ctx, Resource};
+use crate::db::hosts::{self as q, Allocated, Contact, Host, HostForm, HostUpdate};
+use crate::db::{self, DbConn, ListFilter, Table};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::{HostId, HostStatus};
+use crate::virt::{Facts, Hypervisor};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+impl Resource for Host {
+    const NOT_FOUND: ErrorCode = ErrorCode::HostNotFound;
+}
+
+/// How often every host is probed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// Every this many probes a reachable host's facts are read again in full (versions change on
+/// an upgrade, machine types with QEMU); in between only its free memory.
+const FULL_EVERY: u64 = 12;
+/// How long `host/add` waits for a new host to answer.
+const ADD_DEADLINE: Duration = Duration::from_secs(15);
+const ID_TRIES: usize = 5;
+pub const MAX_TAGS: usize = 32;
+
+/// A host row with what runs there.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub host: Host,
+    pub allocated: Allocated,
+    /// It is `libvirt.uri` (it cannot be removed; instances are created there today).
+    pub configured: bool,
+}
+
+/// What `host/add` asks for.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub uri: String,
+    pub host_name: Option<String>,
+    pub address: Option<String>,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+}
+
+/// What `host/update` changes (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub host_name: Option<String>,
+    pub address: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Refuses a URI api-web cannot use as a host: QEMU's system instance over a local socket,
+/// TCP, TLS or SSH.
+pub fn check_uri(uri: &str) -> ApiResult<()> {
+    let schemes = ["qemu", "qemu+unix", "qemu+tcp", "qemu+tls", "qemu+ssh"];
+    let bad = |why: &str| {
+        ApiError::invalid(format!(
+            "uri: {uri:?} {why} (e.g. qemu+tcp://10.0.0.2/system, qemu+ssh://root@10.0.0.2/system, \
+             qemu+unix:///system?socket=/run/libvirt/libvirt-sock)"
+        ))
+    };
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| bad("is not a libvirt URI"))?;
+    if !schemes.contains(&scheme) {
+        return Err(bad(&format!(
+            "uses {scheme:?}: one of {} is needed",
+            schemes.join(", ")
+        )));
+    }
+    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    if path != "/system" {
+        return Err(bad("does not name QEMU's system instance (path /system)"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains white space"));
+    }
+    Ok(())
+}
+
+/// The server part of a URI (`qemu+tcp://10.0.0.2:16509/system` -> `10.0.0.2:16509`, without a
+/// user), `None` for a local one.
+fn server_of(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let server = rest.split('/').next().unwrap_or("");
+    let server = server.rsplit('@').next().unwrap_or(server);
+    (!server.is_empty()).then(|| server.to_string())
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON array column as strings (an unreadable one as none).
+pub fn strings(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn contact_of(f: &Facts, now: u64) -> Contact {
+    let mut machines = f.machine_types.clone();
+    // The column holds 4096 characters: the newest machine types sort last, keep those.
+    while tags_json(&machines).len() > 4096 {
+        machines.remove(0);
+    }
+    Contact {
+        host_uuid: (!f.host_uuid.is_empty()).then(|| f.host_uuid.clone()),
+        online: true,
+        last_contact: Some(now),
+        error_message: Some(None),
+        arch: f.arch.clone(),
+        cpu_model: f.cpu_model.clone(),
+        cpu_sockets: f.cpu_sockets,
+        cpu_cores: f.cpu_cores,
+        cpu_threads: f.cpu_threads,
+        cpus: f.cpus,
+        memory_mib: f.memory_mib,
+        memory_free_mib: f.memory_free_mib,
+        libvirt_version: f.libvirt_version.clone(),
+        qemu_version: f.qemu_version.clone(),
+        machine_types: tags_json(&machines),
+        firmware: tags_json(&f.firmware),
+        kvm: f.kvm,
+        update_time: now,
+    }
+}
+
+/// The id of the host of `libvirt.uri`, recorded on first use (a fresh database gets it at
+/// once; a database migrated from one host has it from the migration). Cached: the configured
+/// host cannot be removed.
+pub fn configured(ctx: &Ctx) -> ApiResult<HostId> {
+    if let Some(id) = ctx.first_host.get() {
+        return Ok(id.clone());
+    }
+    let mut conn = ctx.conn()?;
+    let uri = ctx.cfg.libvirt.uri.clone();
+    let id = match q::by_uri(&mut conn, &uri)? {
+        Some(h) => h.host_id,
+        None => {
+            let base = server_of(&uri).unwrap_or_else(local_hostname);
+            record_first(ctx, &mut conn, &uri, &base)?
+        }
+    };
+    Ok(ctx.first_host.get_or_init(|| id).clone())
+}
+
+fn record_first(ctx: &Ctx, conn: &mut DbConn, uri: &str, base: &str) -> ApiResult<HostId> {
+    for n in 1..=ID_TRIES {
+        let name = if n == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{n}")
+        };
+        let form = HostForm {
+            host_id: HostId::generate(),
+            host_name: name,
+            uri: uri.to_string(),
+            address: ctx.cfg.libvirt.host_ip.clone(),
+            status: HostStatus::Enabled,
+            tags: "[]".into(),
+            create_time: db::now(),
+        };
+        match q::insert(conn, &form) {
+            Ok(()) => {
+                log::info!("recorded libvirt.uri {uri} as host {}", form.host_id);
+                return Ok(form.host_id);
+            }
+            Err(e) if db::is_unique_violation(&e) => {
+                // Another replica recorded it meanwhile, or the name (or id) is taken.
+                if let Some(h) = q::by_uri(conn, uri)? {
+                    return Ok(h.host_id);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "could not record {uri} as a host under a free name"
+    )))
+}
+
+/// Runs `f` on its own thread and waits at most `deadline` (a host that does not answer TCP
+/// must not hold a request for minutes).
+fn within<T: Send + 'static>(
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = crate::context::spawn_named("host-contact".into(), move || {
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return None;
+    }
+    rx.recv_timeout(deadline).ok()
+}
+
+fn unreachable(uri: &str, why: &str) -> ApiError {
+    ApiError::unprocessable(
+        ErrorCode::HostUnreachable,
+        format!("libvirt at {uri} does not answer: {why}"),
+    )
+}
+
+/// Adds a host: checks the URI, reads its facts (it must answer within 15 s), refuses one
+/// already known by URI, name or host UUID, records it.
+pub fn add(ctx: &Ctx, new: &NewHost) -> ApiResult<Detail> {
+    check_uri(&new.uri)?;
+    let mut conn = ctx.conn()?;
+    if let Some(h) = q::by_uri(&mut conn, &new.uri)? {
+        return Err(ApiError::conflict(
+            ErrorCode::HostExists,
+            format!(
+                "{} is host {} ({}) already",
+                new.uri, h.host_id, h.host_name
+            ),
+        ));
+    }
+    let hv = ctx.hosts.get(&new.uri);
+    let facts = {
+        let hv = hv.clone();
+        let kind = ctx.cfg.libvirt.domain_type.clone();
+        within(ADD_DEADLINE, move || hv.facts(&kind))
+    };
+    let facts = match facts {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            ctx.hosts.forget(&new.uri, &ctx.cfg.libvirt.uri);
+            return Err(unreachable(&new.uri, e.message()));
+        }
+        None => {
+            ctx.hosts.forget(&new.uri, &ctx.cfg.libvirt.uri);
+            return Err(unreachable(&new.uri, "no answer within 15 s"));
+        }
+    };
+    let id = HostId::generate();
+    if let Some(h) = q::by_uuid(&mut conn, &facts.host_uuid, &id)? {
+        return Err(ApiError::conflict(
+            ErrorCode::HostExists,
+            format!(
+                "{} reaches the libvirtd of host {} ({}, {}): its host UUID is {}",
+                new.uri, h.host_id, h.host_name, h.uri, facts.host_uuid
+            ),
+        ));
+    }
+    let name = new
+        .host_name
+        .clone()
+        .or_else(|| server_of(&new.uri))
+        .unwrap_or_else(|| facts.hostname.clone());
+    let form = HostForm {
+        host_id: id.clone(),
+        host_name: name.clone(),
+        uri: new.uri.clone(),
+        address: new
+            .address
+            .clone()
+            .or_else(|| server_of(&new.uri).map(|s| s.split(':').next().unwrap_or("").to_string()))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| ctx.cfg.libvirt.host_ip.clone()),
+        status: if new.enabled {
+            HostStatus::Enabled
+        } else {
+            HostStatus::Disabled
+        },
+        tags: tags_json(&new.tags),
+        create_time: db::now(),
+    };
+    match q::insert(&mut conn, &form) {
+        Ok(()) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::conflict(
+                ErrorCode::HostExists,
+                format!(
+                    "a host named {name:?}, at {}, or with host UUID {} exists",
+                    new.uri, facts.host_uuid
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    q::contact(&mut conn, &id, &contact_of(&facts, db::now()))?;
+    log::info!("added host {id} ({name}) at {}", new.uri);
+    detail(ctx, &id)
+}
+
+pub fn detail(ctx: &Ctx, id: &HostId) -> ApiResult<Detail> {
+    let mut conn = ctx.conn()?;
+    let host = load::<Host>(&mut conn, id)?;
+    let allocated = q::allocated(&mut conn, std::slice::from_ref(id))?
+        .remove(id)
+        .unwrap_or_default();
+    let configured = host.uri == ctx.cfg.libvirt.uri;
+    Ok(Detail {
+        host,
+        allocated,
+        configured,
+    })
+}
+
+/// One page of hosts with what runs on each (two queries).
+pub fn list(
+    ctx: &Ctx,
+    filter: &ListFilter<HostStatus>,
+    paging: super::Paging,
+) -> ApiResult<(i64, Vec<Detail>)> {
+    // The configured host is listed from the first call on, also on a fresh database.
+    configured(ctx)?;
+    let mut conn = ctx.conn()?;
+    let (total, rows) = db::list::<Host>(&mut conn, filter, paging.to_db())?;
+    let ids: Vec<HostId> = rows.iter().map(|h| h.host_id.clone()).collect();
+    let mut allocated = q::allocated(&mut conn, &ids)?;
+    let items = rows
+        .into_iter()
+        .map(|host| Detail {
+            allocated: allocated.remove(&host.host_id).unwrap_or_default(),
+            configured: host.uri == ctx.cfg.libvirt.uri,
+            host,
+        })
+        .collect();
+    Ok((total, items))
+}
+
+/// Renames, re-addresses, re-tags, enables or disables (maintenance) a host.
+pub fn update(ctx: &Ctx, id: &HostId, ch: &Change) -> ApiResult<Detail> {
+    let mut conn = ctx.conn()?;
+    let host = load::<Host>(&mut conn, id)?;
+    let u = HostUpdate {
+        host_name: ch.host_name.clone(),
+        address: ch.address.clone(),
+        tags: ch.tags.as_deref().map(tags_json),
+        update_time: Some(db::now()),
+    };
+    match q::update(&mut conn, id, &u) {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::conflict(
+                ErrorCode::HostExists,
+                format!(
+                    "a host named {:?} exists",
+                    ch.host_name.as_deref().unwrap_or_default()
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(enabled) = ch.enabled {
+        let to = if enabled {
+            HostStatus::Enabled
+        } else {
+            HostStatus::Disabled
+        };
+        if host.status != to {
+            // Concurrent updates to the same status: either one's compare-and-set is enough.
+            Host::transition(
+                &mut conn,
+                id,
+                host.status,
+                to,
+                host.error_message.as_deref(),
+                db::now(),
+            )?;
+            log::info!("host {id} is now {to}");
+        }
+    }
+    detail(ctx, id)
+}
+
+/// Removes a host no instance row names (not the configured one).
+pub fn remove(ctx: &Ctx, id: &HostId) -> ApiResult<()> {
+    let mut conn = ctx.conn()?;
+    let host = load::<Host>(&mut conn, id)?;
+    if host.uri == ctx.cfg.libvirt.uri {
+        return Err(ApiError::conflict(
+            ErrorCode::HostInUse,
+            format!(
+                "host {id} is libvirt.uri ({}), where api-web creates instances; change the \
+                 configuration first",
+                host.uri
+            ),
+        ));
+    }
+    let deleted = super::quotas::in_transaction(&mut conn, |c| Ok(q::delete_if_empty(c, id)?))?;
+    match deleted {
+        None => Err(super::not_found::<Host>(id)),
+        Some(false) => {
+            let n = q::allocated(&mut conn, std::slice::from_ref(id))?
+                .remove(id)
+                .unwrap_or_default()
+                .instances;
+            Err(ApiError::conflict(
+                ErrorCode::HostInUse,
+                format!("host {id} still has {n} instance(s): migrate or destroy them first"),
+            ))
+        }
+        Some(true) => {
+            ctx.hosts.forget(&host.uri, &ctx.cfg.libvirt.uri);
+            log::info!("removed host {id} ({})", host.host_name);
+            Ok(())
+        }
+    }
+}
+
+/// Hosts have no transitional status: nothing to settle after a crash.
+pub fn reconcile(_ctx: &Ctx, _older_than_secs: u64) -> ApiResult<usize> {
+    Ok(0)
+}
+
+/// One probe of one host: full facts on first contact, after it was offline and every
+/// `FULL_EVERY` rounds; else its free memory only.
+fn probe(ctx: &Ctx, host: &Host, hv: &Hypervisor, full: bool) -> ApiResult<()> {
+    let mut conn = ctx.conn()?;
+    let now = db::now();
+    let full = full || !host.online || host.host_uuid.is_none() || !hv.is_connected();
+    if !full {
+        return match hv.free_memory_mib() {
+            Ok(free) => Ok(q::seen(&mut conn, &host.host_id, free, now).map(|_| ())?),
+            Err(e) => Ok(q::lost(&mut conn, &host.host_id, e.message(), now).map(|_| ())?),
+        };
+    }
+    match hv.facts(&ctx.cfg.libvirt.domain_type) {
+        Ok(f) => {
+            if let Some(known) = host.host_uuid.as_deref().filter(|u| *u != f.host_uuid) {
+                let why = format!(
+                    "{} now reaches another libvirtd (host UUID {}, registered {known}); \
+                     its instances are not there",
+                    host.uri, f.host_uuid
+                );
+                q::lost(&mut conn, &host.host_id, &why, now)?;
+                return Ok(());
+            }
+            if let Some(other) = q::by_uuid(&mut conn, &f.host_uuid, &host.host_id)? {
+                let why = format!(
+                    "{} reaches the libvirtd of host {} ({})",
+                    host.uri, other.host_id, other.uri
+                );
+                q::lost(&mut conn, &host.host_id, &why, now)?;
+                return Ok(());
+            }
+            q::contact(&mut conn, &host.host_id, &contact_of(&f, now))?;
+            Ok(())
+        }
+        Err(e) => Ok(q::lost(&mut conn, &host.host_id, e.message(), now).map(|_| ())?),
+    }
+}
+
+/// Probes every host each `PROBE_EVERY`, each on a thread of its own (one that does not answer
+/// holds up only itself; a host whose last probe still runs is skipped).
+pub fn start_probes(ctx: &Arc<Ctx>) {
+    let weak: Weak<Ctx> = Arc::downgrade(ctx);
+    let busy: Arc<Mutex<HashSet<HostId>>> = Arc::default();
+    let _ = crate::context::spawn_named("host-probes".into(), move || {
+        let mut round: u64 = 0;
+        loop {
+            let Some(ctx) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = probe_all(&ctx, &busy, round.is_multiple_of(FULL_EVERY)) {
+                log::debug!("host probes skipped: {e}");
+            }
+            drop(ctx);
+            round += 1;
+            std::thread::sleep(PROBE_EVERY);
+        }
+    });
+}
+
+fn probe_all(ctx: &Arc<Ctx>, busy: &Arc<Mutex<HashSet<HostId>>>, full: bool) -> ApiResult<()> {
+    configured(ctx)?;
+    let hosts = {
+        let mut conn = ctx.conn()?;
+        q::all(&mut conn)?
+    };
+    let mut by_id: HashMap<HostId, Host> = HashMap::new();
+    for h in hosts {
+        by_id.insert(h.host_id.clone(), h);
+    }
+    for (id, host) in by_id {
+        if !busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone())
+        {
+            continue;
+        }
+        let hv = ctx.hosts.get(&host.uri);
+        let (ctx, busy) = (ctx.clone(), busy.clone());
+        let spawned = crate::context::spawn_named(format!("probe-{id}"), move || {
+            if let Err(e) = probe(&ctx, &host, &hv, full) {
+                log::debug!("probe of host {id} not recorded: {e}");
+            }
+            busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
+        if spawned.is_err() {
+            log::warn!("cannot start a host probe thread");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_of_qemu_system_instances_only() {
+        for ok in [
+            "qemu:///system",
+            "qemu+tcp://10.0.0.2/system",
+            "qemu+tcp://127.0.0.1:26501/system",
+            "qemu+ssh://root@10.0.0.2/system",
+            "qemu+unix:///system?socket=/run/h2/libvirt-sock",
+            "qemu+tls://h2.example/system",
+        ] {
+            check_uri(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "10.0.0.2",
+            "xen:///system",
+            "test:///default",
+            "qemu:///session",
+            "qemu+tcp://10.0.0.2/",
+            "qemu+tcp://10.0.0.2/system ",
+        ] {
+            assert!(check_uri(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn server_part_of_a_uri() {
+        assert_eq!(server_of("qemu:///system"), None);
+        assert_eq!(
+            server_of("qemu+ssh://root@10.0.0.2/system").as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(
+            server_of("qemu+tcp://127.0.0.1:26501/system").as_deref(),
+            Some("127.0.0.1:26501")
+        );
+        assert_eq!(server_of("qemu+unix:///system?socket=/x"), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! Hosts: the configured libvirt.uri is the first host, probed for its facts; a second libvirtd
+//! (scripts/dev-stack.sh up --hosts 2) is added by URI, taken into maintenance and removed;
+//! bad URIs, unreachable hosts and a second URI of a known libvirtd are refused.
+
+use crate::common::*;
+use actix_web::test;
+use api_web::api::views::{HostView, InstanceView};
+use api_web::api::{self, PageView};
+use api_web::service::auth::{self, Role};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn host_of(r: &Resp) -> HostView {
+    serde_json::from_value(r.ok().clone()).unwrap()
+}
+
+async fn hosts(app: &impl App, query: &str) -> PageView<HostView> {
+    let r = get(app, &format!("/api/v1/host/list?{query}")).await;
+    serde_json::from_value(r.ok().clone()).unwrap()
+}
+
+/// Waits until a probe has reached the host and recorded its facts.
+async fn probed(app: &impl App, id: &str) -> HostView {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = host_of(&get(app, &format!("/api/v1/host/detail?host_id={id}")).await);
+        if h.online && h.host_uuid.is_some() && h.cpus > 0 {
+            return h;
+        }
+        assert!(Instant::now() < until, "host never probed: {h:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn virsh_uuid(uri: &str) -> String {
+    let out = std::process::Command::new("virsh")
+        .args(["-c", uri, "capabilities"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let a = text.find("<uuid>").expect("capabilities have a uuid") + 6;
+    let b = text[a..].find("</uuid>").unwrap() + a;
+    text[a..b].to_string()
+}
+
+#[actix_web::test]
+async fn the_configured_host_comes_first_with_its_facts() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let uri = t.ctx.cfg.libvirt.uri.clone();
+    let page = hosts(&app, "").await;
+    assert_eq!(page.total, 1, "{:?}", page.items);
+    let first = &page.items[0];
+    assert!(first.configured);
+    assert_eq!(first.uri, uri);
+    assert_eq!(first.status.as_str(), "enabled");
+    assert_eq!(first.address, t.ctx.cfg.libvirt.host_ip);
+    assert!(first.host_id.as_str().starts_with("host-"));
+
+    // The probe fills in what libvirt reports (virsh says the same).
+    let h = probed(&app, first.host_id.as_str()).await;
+    assert_eq!(h.host_uuid.as_deref(), Some(virsh_uuid(&uri).as_str()));
+    assert!(h.memory_mib > 0 && h.memory_free_mib > 0 && h.memory_free_mib <= h.memory_mib);
+    assert!(
+        h.cpus >= 1 && h.cpu_sockets * h.cpu_cores * h.cpu_threads >= 1,
+        "{h:?}"
+    );
+    assert_eq!(h.arch, "x86_64");
+    assert!(h.libvirt_version.starts_with("9."), "{h:?}");
+    assert!(!h.qemu_version.is_empty());
+    assert!(
+        h.machine_types.contains(&t.ctx.cfg.libvirt.machine),
+        "{:?}",
+        h.machine_types
+    );
+    assert!(h.last_contact.is_some() && h.error_message.is_none());
+
+    // An instance is recorded on it, and counted there.
+    let image = crate::instances::test_image(&app, &t).await;
+    let id = crate::instances::create(&app, &image, "on-first").await;
+    let i: InstanceView = serde_json::from_value(
+        get(&app, &format!("/api/v1/instance/detail?instance_id={id}"))
+            .await
+            .ok()
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(i.host_id, h.host_id);
+    let h = host_of(&get(&app, &format!("/api/v1/host/detail?host_id={}", h.host_id)).await);
+    assert_eq!(
+        (h.instances, h.allocated_vcpus, h.allocated_memory_mib),
+        (1, 1, 256)
+    );
+
+    // Maintenance and back; a rename; tags.
+    let r = post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": h.host_id, "enabled": false, "host_name": "first", "tags": ["ssd", "rack-1"]}),
+    )
+    .await;
+    let u = host_of(&r);
+    assert_eq!(u.status.as_str(), "disabled");
+    assert_eq!(u.host_name, "first");
+    assert_eq!(u.tags, ["ssd", "rack-1"]);
+    assert_eq!(hosts(&app, "status=disabled").await.total, 1);
+    assert_eq!(hosts(&app, "status=enabled").await.total, 0);
+    assert_eq!(hosts(&app, "filter_name=fir").await.total, 1);
+    let r = post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": h.host_id, "enabled": true}),
+    )
+    .await;
+    assert_eq!(host_of(&r).status.as_str(), "enabled");
+
+    // The configured host is not removed (instances are created there), nor one with instances.
+    let r = post(&app, "/api/v1/host/remove", json!({"host_id": h.host_id})).await;
+    r.assert_error(409, "host_in_use");
+
+    // Refused: not a QEMU system URI; the URI known already; a second URI of the same
+    // libvirtd (found by its host UUID); one that does not answer; an unknown id.
+    for bad in [
+        "10.0.0.2",
+        "xen:///system",
+        "qemu:///session",
+        "test:///default",
+    ] {
+        post(&app, "/api/v1/host/add", json!({"uri": bad}))
+            .await
+            .assert_error(400, "invalid_param");
+    }
+    post(&app, "/api/v1/host/add", json!({"uri": uri}))
+        .await
+        .assert_error(409, "host_exists");
+    let r = post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": "qemu+unix:///system?socket=/run/libvirt/libvirt-sock", "host_name": "again"}),
+    )
+    .await;
+    r.assert_error(409, "host_exists");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("host UUID"),
+        "{}",
+        r.body
+    );
+    let started = Instant::now();
+    let r = post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": "qemu+tcp://127.0.0.1:1/system"}),
+    )
+    .await;
+    r.assert_error(422, "host_unreachable");
+    assert!(started.elapsed() < Duration::from_secs(16));
+    assert_eq!(hosts(&app, "").await.total, 1, "nothing recorded");
+    get(&app, "/api/v1/host/detail?host_id=host-00000000")
+        .await
+        .assert_error(404, "host_not_found");
+    post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": "qemu+tcp://127.0.0.1:1/system", "tags": [""]}),
+    )
+    .await
+    .assert_error(400, "invalid_param");
+
+    // Members see no hosts.
+    let member = auth::create_key(
+        &mut t.ctx.conn().unwrap(),
+        "m",
+        Role::Member,
+        "default",
+        None,
+    )
+    .unwrap()
+    .secret;
+    let req = test::TestRequest::get()
+        .uri("/api/v1/host/list")
+        .insert_header(("authorization", format!("Bearer {member}")))
+        .to_request();
+    send(&app, req).await.assert_error(403, "forbidden");
+}
+
+/// The first extra libvirtd of the dev stack (`up --hosts 2`).
+fn second_host_uri() -> String {
+    let uris = env("API_WEB_EXTRA_HOST_URIS");
+    uris.split_whitespace()
+        .next()
+        .unwrap_or_else(|| {
+            panic!("no extra host: run scripts/dev-stack.sh up --hosts 2 (scripts/test.sh does)")
+        })
+        .to_string()
+}
+
+#[actix_web::test]
+async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let uri = second_host_uri();
+    let first = hosts(&app, "").await.items.remove(0);
+    let r = post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": uri, "host_name": "second", "tags": ["rack-2"], "enabled": false}),
+    )
+    .await;
+    let h = host_of(&r);
+    // Its facts are read at once; it is its own libvirtd (another host UUID).
+    assert!(h.online, "{h:?}");
+    assert!(!h.configured);
+    assert_eq!(h.status.as_str(), "disabled");
+    assert_eq!(h.host_name, "second");
+    assert_eq!(h.address, "127.0.0.1");
+    assert_eq!(h.tags, ["rack-2"]);
+    assert_eq!(h.host_uuid.as_deref(), Some(virsh_uuid(&uri).as_str()));
+    assert_ne!(
+        h.host_uuid,
+        probed(&app, first.host_id.as_str()).await.host_uuid
+    );
+    assert!(h.cpus > 0 && h.memory_mib > 0 && !h.machine_types.is_empty());
+    assert_eq!(h.instances, 0);
+
+    let page = hosts(&app, "").await;
+    assert_eq!(page.total, 2);
+    // Again, under another name: the same URI.
+    post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": uri, "host_name": "other"}),
+    )
+    .await
+    .assert_error(409, "host_exists");
+    // Renaming the first to the second's name.
+    post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": first.host_id, "host_name": "second"}),
+    )
+    .await
+    .assert_error(409, "host_exists");
+
+    // The probe keeps it current.
+    let before = h.last_contact.unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = host_of(&get(&app, &format!("/api/v1/host/detail?host_id={}", h.host_id)).await);
+        if now.last_contact.unwrap() > before {
+            assert!(now.online);
+            break;
+        }
+        assert!(Instant::now() < until, "no probe recorded");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let r = post(&app, "/api/v1/host/remove", json!({"host_id": h.host_id})).await;
+    assert_eq!(r.ok()["host_id"], h.host_id.as_str());
+    get(&app, &format!("/api/v1/host/detail?host_id={}", h.host_id))
+        .await
+        .assert_error(404, "host_not_found");
+    post(&app, "/api/v1/host/remove", json!({"host_id": h.host_id}))
+        .await
+        .assert_error(404, "host_not_found");
+    assert_eq!(hosts(&app, "").await.total, 1);
+}
