@@ -15,8 +15,9 @@
 #   scripts/dev-stack.sh status   say what runs
 #   scripts/dev-stack.sh env      print export lines: eval "$(scripts/dev-stack.sh env)"
 #   scripts/dev-stack.sh kill D   SIGKILL one daemon this script started (mariadb, libvirtd,
-#                                 ceph-mon, ceph-osd), by its pid file: the outage tests'
-#                                 crash; `up` starts it again
+#                                 ceph-mon, ceph-osd, or host<i>: an extra host's libvirtd), by
+#                                 its pid file: the outage tests' crash; `up` (for a host,
+#                                 `up --hosts N`) starts it again
 #
 # Data lives in $API_WEB_STACK_DIR (default: <repo>/.dev-stack, git-ignored). Ports are not the
 # defaults, so the stack can share a machine with other MariaDB or Ceph instances.
@@ -500,7 +501,10 @@ kill_daemon() {
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
       log "killed libvirtd ($pid)"
       return 0 ;;
-    *) die "kill: one of mariadb, libvirtd, ceph-mon, ceph-osd" ;;
+    host[0-9]*)
+      # An extra host's libvirtd (up --hosts N); `up --hosts N` starts it again.
+      pidf=$STACK/hosts/h${1#host}/libvirtd.pid ;;
+    *) die "kill: one of mariadb, libvirtd, ceph-mon, ceph-osd, host<i> (an extra host, i >= 2)" ;;
   esac
   alive "$pidf" || die "$1 is not running (no live $pidf)"
   pid=$(cat "$pidf")

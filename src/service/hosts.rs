@@ -295,7 +295,24 @@ pub fn add(ctx: &Ctx, new: &NewHost) -> ApiResult<Detail> {
         }
         Err(e) => return Err(e.into()),
     }
-    q::contact(&mut conn, &id, &contact_of(&facts, db::now()))?;
+    match q::contact(&mut conn, &id, &contact_of(&facts, db::now())) {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            // Another add of the same libvirtd under another URI won meanwhile.
+            Host::delete_in_status(&mut conn, &id, form.status)?;
+            return Err(ApiError::conflict(
+                ErrorCode::HostExists,
+                format!(
+                    "{} reaches a libvirtd just added under another URI (host UUID {})",
+                    new.uri, facts.host_uuid
+                ),
+            ));
+        }
+        Err(e) => {
+            let _ = Host::delete_in_status(&mut conn, &id, form.status);
+            return Err(e.into());
+        }
+    }
     log::info!("added host {id} ({name}) at {}", new.uri);
     detail(ctx, &id)
 }

@@ -1,6 +1,7 @@
 //! Hosts: the configured libvirt.uri is the first host, probed for its facts; a second libvirtd
 //! (scripts/dev-stack.sh up --hosts 2) is added by URI, taken into maintenance and removed;
-//! bad URIs, unreachable hosts and a second URI of a known libvirtd are refused.
+//! its libvirtd killed, it is reported offline, and back online when started again; bad URIs,
+//! unreachable hosts and a second URI of a known libvirtd are refused.
 
 use crate::common::*;
 use actix_web::test;
@@ -183,6 +184,33 @@ async fn the_configured_host_comes_first_with_its_facts() {
     send(&app, req).await.assert_error(403, "forbidden");
 }
 
+/// Runs scripts/dev-stack.sh (to stop or start an extra host).
+fn dev_stack(args: &[&str]) {
+    let out =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dev-stack.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "dev-stack.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The host once `ok` holds for it (probes run every 5 s; within 20 s).
+async fn until_host(app: &impl App, id: &str, ok: impl Fn(&HostView) -> bool) -> HostView {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = host_of(&get(app, &format!("/api/v1/host/detail?host_id={id}")).await);
+        if ok(&h) {
+            return h;
+        }
+        assert!(Instant::now() < until, "host never got there: {h:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The first extra libvirtd of the dev stack (`up --hosts 2`).
 fn second_host_uri() -> String {
     let uris = env("API_WEB_EXTRA_HOST_URIS");
@@ -224,6 +252,28 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
 
     let page = hosts(&app, "").await;
     assert_eq!(page.total, 2);
+    // The same libvirtd by its socket, added twice at once: refused both times by its host
+    // UUID (the one registered by TCP above), nothing recorded.
+    let socket = format!(
+        "qemu+unix:///system?socket={}/hosts/h2/run/libvirt-sock",
+        env("API_WEB_STACK_DIR")
+    );
+    let (a, b) = futures_util::future::join(
+        post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": socket, "host_name": "by-socket-a"}),
+        ),
+        post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": socket.replace("?", "?no_verify=1&"), "host_name": "by-socket-b"}),
+        ),
+    )
+    .await;
+    a.assert_error(409, "host_exists");
+    b.assert_error(409, "host_exists");
+    assert_eq!(hosts(&app, "").await.total, 2);
     // Again, under another name: the same URI.
     post(
         &app,
@@ -254,6 +304,27 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Its libvirtd dies: the probe reports it offline with libvirt's reason, the facts as last
+    // read; started again, it is back online by itself.
+    dev_stack(&["kill", "host2"]);
+    let killed = Instant::now();
+    let down = until_host(&app, h.host_id.as_str(), |h| !h.online).await;
+    eprintln!(
+        "host offline {:?} after its libvirtd was killed",
+        killed.elapsed()
+    );
+    assert!(down.error_message.is_some(), "{down:?}");
+    assert_eq!(down.host_uuid, h.host_uuid);
+    assert!(down.cpus > 0);
+    dev_stack(&["up", "--hosts", "2"]);
+    let started = Instant::now();
+    let up = until_host(&app, h.host_id.as_str(), |h| h.online).await;
+    eprintln!(
+        "host online {:?} after its libvirtd was started",
+        started.elapsed()
+    );
+    assert!(up.error_message.is_none(), "{up:?}");
+
     let r = post(&app, "/api/v1/host/remove", json!({"host_id": h.host_id})).await;
     assert_eq!(r.ok()["host_id"], h.host_id.as_str());
     get(&app, &format!("/api/v1/host/detail?host_id={}", h.host_id))
@@ -263,4 +334,29 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
         .await
         .assert_error(404, "host_not_found");
     assert_eq!(hosts(&app, "").await.total, 1);
+
+    // Added again by TCP and by socket at once: one host, whichever wins; the other is refused.
+    let (a, b) = futures_util::future::join(
+        post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": uri, "host_name": "by-tcp"}),
+        ),
+        post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": socket, "host_name": "by-socket"}),
+        ),
+    )
+    .await;
+    let won: Vec<&Resp> = [&a, &b].into_iter().filter(|r| r.status == 200).collect();
+    assert_eq!(won.len(), 1, "{} / {}", a.body, b.body);
+    let lost = if a.status == 200 { &b } else { &a };
+    lost.assert_error(409, "host_exists");
+    let page = hosts(&app, "").await;
+    assert_eq!(page.total, 2);
+    let id = won[0].body["data"]["host_id"].as_str().unwrap().to_string();
+    post(&app, "/api/v1/host/remove", json!({"host_id": id}))
+        .await
+        .ok();
 }
