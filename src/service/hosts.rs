@@ -11,7 +11,7 @@ use crate::db::{self, DbConn, ListFilter, Table};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::{HostId, HostStatus};
 use crate::virt::{Facts, Hypervisor};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -241,11 +241,11 @@ pub fn add(ctx: &Ctx, new: &NewHost) -> ApiResult<Detail> {
     let facts = match facts {
         Some(Ok(f)) => f,
         Some(Err(e)) => {
-            ctx.hosts.forget(&new.uri, &ctx.cfg.libvirt.uri);
+            ctx.hosts.forget(&new.uri);
             return Err(unreachable(&new.uri, e.message()));
         }
         None => {
-            ctx.hosts.forget(&new.uri, &ctx.cfg.libvirt.uri);
+            ctx.hosts.forget(&new.uri);
             return Err(unreachable(&new.uri, "no answer within 15 s"));
         }
     };
@@ -427,7 +427,7 @@ pub fn remove(ctx: &Ctx, id: &HostId) -> ApiResult<()> {
             ))
         }
         Some(true) => {
-            ctx.hosts.forget(&host.uri, &ctx.cfg.libvirt.uri);
+            ctx.hosts.forget(&host.uri);
             log::info!("removed host {id} ({})", host.host_name);
             Ok(())
         }
@@ -504,11 +504,8 @@ fn probe_all(ctx: &Arc<Ctx>, busy: &Arc<Mutex<HashSet<HostId>>>, full: bool) -> 
         let mut conn = ctx.conn()?;
         q::all(&mut conn)?
     };
-    let mut by_id: HashMap<HostId, Host> = HashMap::new();
-    for h in hosts {
-        by_id.insert(h.host_id.clone(), h);
-    }
-    for (id, host) in by_id {
+    for host in hosts {
+        let id = host.host_id.clone();
         if !busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -149,7 +149,8 @@ fn parse_domain_capabilities(xml: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn version(n: u32) -> String {
+/// libvirt's packed version number (major * 1,000,000 + minor * 1,000 + micro) as "9.0.0".
+pub(super) fn version(n: u32) -> String {
     format!("{}.{}.{}", n / 1_000_000, (n / 1000) % 1000, n % 1000)
 }
 
@@ -206,14 +207,18 @@ impl Hypervisor {
 /// (`Hypervisor::with_conn`). The configured host's is the one the rest of api-web uses as
 /// `Ctx::hv`; it is shared here, not opened twice.
 pub struct Hosts {
+    /// The configured host's URI: its connection is never dropped.
+    first: String,
     by_uri: Mutex<HashMap<String, Arc<Hypervisor>>>,
 }
 
 impl Hosts {
     pub fn new(first: Arc<Hypervisor>) -> Hosts {
+        let first_uri = first.uri.clone();
         let mut m = HashMap::new();
-        m.insert(first.uri.clone(), first);
+        m.insert(first_uri.clone(), first);
         Hosts {
+            first: first_uri,
             by_uri: Mutex::new(m),
         }
     }
@@ -227,9 +232,10 @@ impl Hosts {
             .clone()
     }
 
-    /// Closes and forgets the connection to a removed host.
-    pub fn forget(&self, uri: &str, keep: &str) {
-        if uri != keep {
+    /// Closes and forgets the connection to a removed (or never added) host; the configured
+    /// host's stays.
+    pub fn forget(&self, uri: &str) {
+        if uri != self.first {
             let mut m = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
             m.remove(uri);
         }

@@ -277,7 +277,7 @@ impl Hypervisor {
         self.with_conn(|c| {
             let hv = c.hyp_version().map_err(|e| VirtError::op("version", e))?;
             let lib = c.lib_version().map_err(|e| VirtError::op("version", e))?;
-            let v = |n: u32| format!("{}.{}.{}", n / 1_000_000, (n / 1000) % 1000, n % 1000);
+            let v = host::version;
             let driver = c.driver_type().unwrap_or_else(|_| "hypervisor".into());
             Ok(format!("{driver} {} via libvirt {}", v(hv), v(lib)))
         })
