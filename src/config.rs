@@ -41,6 +41,56 @@ pub struct Config {
     pub operations: OperationsConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
+    pub placement: PlacementConfig,
+}
+
+/// How instance create picks a host (`service::placement`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {
+    /// vCPUs placed per host CPU (its `cpus`, or the `cpu_capacity` an admin set).
+    pub cpu_allocation_ratio: f64,
+    /// Guest memory placed per MiB of host memory (after `reserved_host_memory_mib`).
+    pub memory_allocation_ratio: f64,
+    /// Host memory kept for the host itself (not placed), MiB; not taken off a
+    /// `memory_capacity_mib` an admin set.
+    pub reserved_host_memory_mib: u64,
+    /// `spread` (the host with the most free memory first) or `pack` (the least first).
+    pub weigher: Weigher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weigher {
+    Spread,
+    Pack,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            cpu_allocation_ratio: 16.0,
+            memory_allocation_ratio: 1.5,
+            reserved_host_memory_mib: 512,
+            weigher: Weigher::Spread,
+        }
+    }
+}
+
+impl PlacementConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (r, name) in [
+            (self.cpu_allocation_ratio, "placement.cpu_allocation_ratio"),
+            (self.memory_allocation_ratio, "placement.memory_allocation_ratio"),
+        ] {
+            ensure(
+                r.is_finite() && (0.1..=1000.0).contains(&r),
+                name,
+                "must be between 0.1 and 1000",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Token buckets (api::limits): each credential and each client address may send `burst`
@@ -508,6 +558,7 @@ impl Config {
         self.network.validate()?;
         self.auth.validate()?;
         self.rate_limit.validate()?;
+        self.placement.validate()?;
         self.operations.validate()
     }
 }

@@ -141,6 +141,39 @@ fn contact_of(f: &Facts, now: u64) -> Contact {
     }
 }
 
+/// The connection to a host (the configured host's is `Ctx::hv`).
+pub fn connection(ctx: &Ctx, id: &HostId) -> ApiResult<Arc<Hypervisor>> {
+    let known = ctx
+        .host_uris
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .cloned();
+    let uri = match known {
+        Some(uri) => uri,
+        None => {
+            let host = load::<Host>(&mut ctx.conn()?, id)?;
+            ctx.host_uris
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), host.uri.clone());
+            host.uri
+        }
+    };
+    Ok(ctx.hosts.get(&uri))
+}
+
+/// The connection to the host an instance row names: where every operation on it goes.
+pub fn of(ctx: &Ctx, inst: &crate::db::instances::Instance) -> ApiResult<Arc<Hypervisor>> {
+    connection(ctx, &inst.host_id)
+}
+
+/// `of` for an instance known by id (its row read for its host).
+pub fn of_id(ctx: &Ctx, id: &crate::model::InstanceId) -> ApiResult<Arc<Hypervisor>> {
+    let inst = load::<crate::db::instances::Instance>(&mut ctx.conn()?, id)?;
+    of(ctx, &inst)
+}
+
 /// The id of the host of `libvirt.uri`, recorded on first use (a fresh database gets it at
 /// once; a database migrated from one host has it from the migration). Cached: the configured
 /// host cannot be removed.
@@ -427,6 +460,10 @@ pub fn remove(ctx: &Ctx, id: &HostId) -> ApiResult<()> {
             ))
         }
         Some(true) => {
+            ctx.host_uris
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
             ctx.hosts.forget(&host.uri);
             log::info!("removed host {id} ({})", host.host_name);
             Ok(())

@@ -65,7 +65,8 @@ fn detach(
     key: &DeviceKey,
 ) -> Result<Attachment, Failure> {
     let timeout = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-    match ctx.hv.unplug(instance_id.as_str(), device_xml, key, timeout) {
+    let hv = super::hosts::of_id(ctx, instance_id)?;
+    match hv.unplug(instance_id.as_str(), device_xml, key, timeout) {
         Ok(Unplug::Gone) => Ok(Attachment::Gone),
         Ok(Unplug::StillInLiveXml) => Ok(Attachment::Pending(format!(
             "the guest of instance {instance_id} has not released the device within {}s; it stays detaching until it does: retry the request",
@@ -197,7 +198,8 @@ fn plug<P: Pluggable>(
             );
         }
     };
-    if let Err(e) = ctx.hv.plug(instance_id.as_str(), &xml, &key) {
+    let hv = super::hosts::of_id(ctx, instance_id)?;
+    if let Err(e) = hv.plug(instance_id.as_str(), &xml, &key) {
         if e.outcome_unknown() {
             return Err(Failure::unknown(&e, "attach"));
         }
@@ -220,7 +222,7 @@ fn plug<P: Pluggable>(
         Err(e) => e.to_string(),
     };
     let t = Duration::from_secs(ctx.cfg.libvirt.detach_timeout_secs);
-    let undone = ctx.hv.unplug(instance_id.as_str(), &xml, &key, t);
+    let undone = hv.unplug(instance_id.as_str(), &xml, &key, t);
     give_back(&why);
     Err(ApiError::unavailable(
         Backend::Database,
@@ -329,7 +331,7 @@ pub fn reconcile<P: Pluggable>(ctx: &Ctx, conn: &mut DbConn, stale: Vec<P>) -> A
             continue;
         };
         let (_, key) = p.device(ctx)?;
-        let held = match ctx.hv.xml(inst.as_str(), true) {
+        let held = match super::hosts::of_id(ctx, inst)?.xml(inst.as_str(), true) {
             Ok(xml) => key.is_in(&xml)?,
             Err(e) if e.is_no_domain() => false,
             Err(e) => return Err(e.into()),

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub hosts: crate::virt::Hosts,
     /// The host row of `libvirt.uri`, recorded on first use (`hosts::configured`).
     first_host: std::sync::OnceLock<crate::model::HostId>,
+    /// Host URIs by host id (a host's URI never changes), for `hosts::connection`.
+    host_uris: std::sync::Mutex<std::collections::HashMap<crate::model::HostId, String>>,
     pub templates: Templates,
     /// This process as the owner of long operations.
     pub ops: operations::Runner,
@@ -74,7 +76,7 @@ impl Ctx {
         );
         let ceph = Ceph::new(&cfg.ceph);
         let hv = std::sync::Arc::new(Hypervisor::new(&cfg.libvirt.uri, cfg.libvirt.events));
-        let hosts = crate::virt::Hosts::new(hv.clone());
+        let hosts = crate::virt::Hosts::new(hv.clone(), cfg.libvirt.events);
         let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
             ops,
@@ -91,6 +93,7 @@ impl Ctx {
             hv,
             hosts,
             first_host: std::sync::OnceLock::new(),
+            host_uris: Default::default(),
             templates,
         })
     }

@@ -355,7 +355,11 @@ impl Pluggable for Nic {
     /// A host-side failure to plug a bridge NIC whose bridge the hypervisor does not have: a
     /// 422 naming the bridge (decided on libvirt's error code and its interface lookup).
     fn explain(&self, ctx: &Ctx, e: &VirtError) -> Option<ApiError> {
-        if e.fault() != Some(Fault::System) || ctx.hv.has_interface(&self.bridge).ok()? {
+        if e.fault() != Some(Fault::System) {
+            return None;
+        }
+        let hv = super::hosts::of_id(ctx, self.instance_id.as_ref()?).ok()?;
+        if hv.has_interface(&self.bridge).ok()? {
             return None;
         }
         Some(ApiError::unprocessable(

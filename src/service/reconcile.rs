@@ -33,7 +33,9 @@ use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus, Lifecycle, NicId, NicStatus, VolumeId,
     VolumeStatus,
 };
-use crate::virt::{DomainView, Power};
+use crate::db::hosts::Host;
+use crate::model::HostId;
+use crate::virt::{DomainView, Hypervisor, Power};
 use diesel::Connection;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,8 +64,8 @@ pub struct Finding {
 /// An object in libvirt or Ceph that no row names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Orphan {
-    /// A domain marked with this deployment's id.
-    Domain(String),
+    /// A domain marked with this deployment's id, on a host.
+    Domain { name: String, host: HostId },
     /// An RBD image whose name has the shape of one of our ids.
     Rbd { pool: String, name: String },
 }
@@ -71,7 +73,7 @@ pub enum Orphan {
 impl std::fmt::Display for Orphan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Orphan::Domain(n) => write!(f, "domain {n}"),
+            Orphan::Domain { name, host } => write!(f, "domain {name} on host {host}"),
             Orphan::Rbd { pool, name } => write!(f, "RBD image {pool}/{name}"),
         }
     }
@@ -89,6 +91,8 @@ pub struct Report {
     /// Rows compared (instances, volumes, NICs, images).
     pub rows: usize,
     pub domains: usize,
+    /// Hosts whose domains could not be read, with why: their instances were not compared.
+    pub hosts_skipped: Vec<(HostId, String)>,
     /// Why the Ceph part was skipped, if it was.
     pub ceph_skipped: Option<String>,
     pub took: Duration,
@@ -163,6 +167,8 @@ struct Rows {
     nics: Vec<Nic>,
     images: Vec<Image>,
     busy: HashSet<String>,
+    /// Instances on a host whose domains could not be read: not compared.
+    unread: HashSet<InstanceId>,
 }
 
 fn read_rows(conn: &mut DbConn) -> ApiResult<Rows> {
@@ -172,7 +178,110 @@ fn read_rows(conn: &mut DbConn) -> ApiResult<Rows> {
         nics: db::nics::all(conn)?,
         images: db::images::all(conn)?,
         busy: db::operations::busy_resources(conn)?.into_iter().collect(),
+        unread: HashSet::new(),
     })
+}
+
+/// The domains of every host the pass reads: the hosts that answered last (`online`), the
+/// configured one and any never contacted yet; each host read on a thread of its own.
+struct Inventory {
+    /// Per host that answered: its connection and its domains.
+    read: HashMap<HostId, (Arc<Hypervisor>, Vec<DomainView>)>,
+    skipped: Vec<(HostId, String)>,
+}
+
+impl Inventory {
+    fn take(ctx: &Ctx, hosts: &[Host], first: &HostId) -> ApiResult<Inventory> {
+        let todo: Vec<(HostId, Arc<Hypervisor>)> = hosts
+            .iter()
+            .filter(|h| h.online || h.last_contact.is_none() || h.host_id == *first)
+            .map(|h| (h.host_id.clone(), ctx.hosts.get(&h.uri)))
+            .collect();
+        let mut inv = Inventory {
+            read: HashMap::new(),
+            skipped: hosts
+                .iter()
+                .filter(|h| !todo.iter().any(|(id, _)| *id == h.host_id))
+                .map(|h| {
+                    let why = h.error_message.clone();
+                    (h.host_id.clone(), why.unwrap_or_else(|| "offline".into()))
+                })
+                .collect(),
+        };
+        let answers: Vec<_> = std::thread::scope(|s| {
+            let calls: Vec<_> = todo
+                .into_iter()
+                .map(|(id, hv)| s.spawn(move || (id, hv.inventory(READERS, &ours), hv)))
+                .collect();
+            calls.into_iter().filter_map(|c| c.join().ok()).collect()
+        });
+        let mut first_error = None;
+        for (id, got, hv) in answers {
+            match got {
+                Ok(domains) => {
+                    inv.read.insert(id, (hv, domains));
+                }
+                Err(e) => {
+                    inv.skipped.push((id, e.message().to_string()));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Not one host answered (a one-host setup with libvirtd down): no pass.
+        match first_error {
+            Some(e) if inv.read.is_empty() => Err(e.into()),
+            _ => Ok(inv),
+        }
+    }
+
+    /// Reads again, from libvirt itself, the domains `names` on every host read (where the
+    /// inventory answers from its cache).
+    fn refresh(&mut self, names: &HashSet<String>) -> ApiResult<bool> {
+        let mut any = false;
+        for (hv, domains) in self.read.values_mut() {
+            if hv.caches() {
+                hv.forget(names.iter().cloned());
+                *domains = hv.inventory(READERS, &ours)?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    fn count(&self) -> usize {
+        self.read.values().map(|(_, d)| d.len()).sum()
+    }
+
+    /// The domains the rows are compared with: each instance's on its own host. A domain
+    /// named like an instance on another host than its row's is a finding (a migration cut
+    /// short leaves one); a domain with no row is the caller's (orphans).
+    fn placed(&self, rows: &Rows, plans: &mut Vec<Plan>) -> Vec<DomainView> {
+        let host_of: HashMap<&str, &HostId> = rows
+            .instances
+            .iter()
+            .map(|i| (i.instance_id.as_str(), &i.host_id))
+            .collect();
+        let mut out = vec![];
+        for (host, (_, domains)) in &self.read {
+            for d in domains {
+                match host_of.get(d.name.as_str()) {
+                    Some(h) if *h == host => out.push(d.clone()),
+                    Some(h) => {
+                        if rows.busy.contains(d.name.as_str()) {
+                            continue;
+                        }
+                        let what = format!(
+                            "defined on host {host}, but instance {} is recorded on host {h}",
+                            d.name
+                        );
+                        plans.push(Plan::new(&d.name, finding("domain", &d.name, what), None));
+                    }
+                    None => {}
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One pass: see the module's description. Fails only when libvirt or MySQL cannot be read; with
@@ -181,7 +290,9 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
     let t0 = Instant::now();
     let started = db::now();
     let deployment = ctx.deployment()?;
-    let domains = ctx.hv.inventory(READERS, &ours)?;
+    let first = super::hosts::configured(ctx)?;
+    let hosts = db::hosts::all(&mut *ctx.conn()?)?;
+    let mut inv = Inventory::take(ctx, &hosts, &first)?;
     let pools = [
         ctx.cfg.ceph.images_pool.clone(),
         ctx.cfg.ceph.volumes_pool.clone(),
@@ -203,24 +314,33 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
             }
             Ok(out)
         });
-    let rows = read_rows(&mut ctx.conn()?)?;
+    let mut rows = read_rows(&mut ctx.conn()?)?;
+    rows.unread = rows
+        .instances
+        .iter()
+        .filter(|i| !inv.read.contains_key(&i.host_id))
+        .map(|i| i.instance_id.clone())
+        .collect();
     let mut r = Report {
         rows: rows.instances.len() + rows.volumes.len() + rows.nics.len() + rows.images.len(),
-        domains: domains.len(),
+        domains: inv.count(),
         ..Default::default()
     };
     // A row changed in the second the inventory began or later may describe a change the
     // inventory did not see yet: the next pass takes it.
     let settled = |update_time: u64| update_time < started;
-    let mut domains = domains;
-    let mut plans = plan(&rows, &domains, &settled);
+    let mut plans = vec![];
+    let domains = inv.placed(&rows, &mut plans);
+    plans.extend(plan(&rows, &domains, &settled));
     // The inventory may have answered from its cache: every domain a repair or a report
     // would rest on is read again first, and the plan made again on what it holds now.
-    if !plans.is_empty() && ctx.hv.caches() {
+    if !plans.is_empty() {
         let names: HashSet<String> = plans.iter().map(|p| p.domain.clone()).collect();
-        ctx.hv.forget(names);
-        domains = ctx.hv.inventory(READERS, &ours)?;
-        plans = plan(&rows, &domains, &settled);
+        if inv.refresh(&names)? {
+            plans.clear();
+            let domains = inv.placed(&rows, &mut plans);
+            plans.extend(plan(&rows, &domains, &settled));
+        }
     }
     for p in plans {
         apply(ctx, p, &mut r);
@@ -230,12 +350,20 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
         .iter()
         .map(|i| i.instance_id.as_str())
         .collect();
-    let mut orphans: Vec<Orphan> = domains
-        .iter()
-        .filter(|d| d.deployment.as_deref() == Some(deployment.as_str()))
-        .filter(|d| !instance_ids.contains(d.name.as_str()))
-        .map(|d| Orphan::Domain(d.name.clone()))
-        .collect();
+    let mut orphans: Vec<Orphan> = vec![];
+    for (host, (_, domains)) in &inv.read {
+        orphans.extend(
+            domains
+                .iter()
+                .filter(|d| d.deployment.as_deref() == Some(deployment.as_str()))
+                .filter(|d| !instance_ids.contains(d.name.as_str()))
+                .map(|d| Orphan::Domain {
+                    name: d.name.clone(),
+                    host: host.clone(),
+                }),
+        );
+    }
+    r.hosts_skipped = std::mem::take(&mut inv.skipped);
     match rbd {
         Ok(rbd) => orphans.extend(storage(ctx, &rows, &rbd, &settled, &mut r)),
         Err(e) => r.ceph_skipped = Some(e),
@@ -411,7 +539,11 @@ fn power(
     for i in &rows.instances {
         let id = &i.instance_id;
         let from = i.status;
-        if !from.is_settled() || !settled(i.update_time) || rows.busy.contains(id.as_str()) {
+        if !from.is_settled()
+            || !settled(i.update_time)
+            || rows.busy.contains(id.as_str())
+            || rows.unread.contains(id)
+        {
             continue;
         }
         let power = by_name.get(id.as_str()).map(|d| d.power);
@@ -870,7 +1002,7 @@ fn cleanup(ctx: &Ctx, deployment: &str, r: &mut Report) {
 /// Removes one orphan if it still has no row and carries this deployment's mark.
 fn remove_orphan(ctx: &Ctx, deployment: &str, o: &Orphan) -> ApiResult<bool> {
     match o {
-        Orphan::Domain(name) => {
+        Orphan::Domain { name, host } => {
             let id = InstanceId::new(name.as_str());
             let mut conn = ctx.conn()?;
             if db::instances::get(&mut conn, &id)?.is_some() {
@@ -878,8 +1010,9 @@ fn remove_orphan(ctx: &Ctx, deployment: &str, o: &Orphan) -> ApiResult<bool> {
             }
             drop(conn);
             // The mark was checked by the pass that listed it (only marked domains are listed).
-            ctx.hv.force_off(name)?;
-            ctx.hv.undefine(name)?;
+            let hv = super::hosts::connection(ctx, host)?;
+            hv.force_off(name)?;
+            hv.undefine(name)?;
             Ok(true)
         }
         Orphan::Rbd { pool, name } => {

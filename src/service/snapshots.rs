@@ -337,11 +337,16 @@ fn take(ctx: &Ctx, op: &Op, state: &Taking, id: &SnapshotId) -> ApiResult<Option
         None => "",
     };
     let mut since = None;
-    if state.suspended {
+    // The instance is claimed (`snapshotting`): its host cannot change meanwhile.
+    let hv = match &state.from {
+        Some(_) => Some(super::hosts::of_id(ctx, &InstanceId::new(name))?),
+        None => None,
+    };
+    if let (true, Some(hv)) = (state.suspended, &hv) {
         op.save(ctx, "suspending the domain", state)?;
-        match ctx.hv.power(name) {
+        match hv.power(name) {
             Ok(Some(Power::Running)) => {
-                ctx.hv.suspend(name).map_err(|e| {
+                hv.suspend(name).map_err(|e| {
                     ApiError::unavailable(
                         Backend::Libvirt,
                         format!("could not suspend instance {name}: {}", e.message()),
@@ -391,11 +396,11 @@ fn take(ctx: &Ctx, op: &Op, state: &Taking, id: &SnapshotId) -> ApiResult<Option
     if !failed.is_empty() {
         return Err(ceph_failed(failed.join("; ")));
     }
-    let Some(since) = since else {
+    let (Some(since), Some(hv)) = (since, hv) else {
         return Ok(None);
     };
     op.save(ctx, "resuming the domain", state)?;
-    ctx.hv.resume(name).map_err(|e| {
+    hv.resume(name).map_err(|e| {
         ApiError::unavailable(
             Backend::Libvirt,
             format!(
@@ -418,7 +423,8 @@ fn settle_instance(ctx: &Ctx, c: &mut DbConn, source: &Source, state: &Taking) -
         .as_deref()
         .and_then(Is::parse)
         .unwrap_or(Is::Stopped);
-    let (to, msg) = match ctx.hv.power(id.as_str()) {
+    let power = super::hosts::of_id(ctx, id).and_then(|hv| Ok(hv.power(id.as_str())?));
+    let (to, msg) = match power {
         Ok(Some(p)) => (status_of(p), None),
         Ok(None) => (Is::Error, Some(super::instances::vanished_message(id))),
         Err(_) => (from, None),
@@ -435,8 +441,11 @@ fn resume_if_suspended(ctx: &Ctx, source: &Source, state: &Taking) {
     if !state.suspended {
         return;
     }
-    if let Ok(Some(Power::Paused)) = ctx.hv.power(id.as_str()) {
-        if let Err(e) = ctx.hv.resume(id.as_str()) {
+    let Ok(hv) = super::hosts::of_id(ctx, id) else {
+        return;
+    };
+    if let Ok(Some(Power::Paused)) = hv.power(id.as_str()) {
+        if let Err(e) = hv.resume(id.as_str()) {
             log::error!(
                 "instance {id}: cannot resume it after a failed snapshot: {}",
                 e.message()

@@ -123,7 +123,7 @@ fn free_target(used: &[String]) -> Option<String> {
 fn reserve(ctx: &Ctx, conn: &mut DbConn, v: &Volume, inst: &Instance) -> ApiResult<String> {
     St::Available.check(St::Attaching)?;
     let mut used = db::volumes::targets_of(conn, &inst.instance_id)?;
-    match ctx.hv.disk_targets(inst.instance_id.as_str()) {
+    match super::hosts::of(ctx, inst)?.disk_targets(inst.instance_id.as_str()) {
         Ok(t) => used.extend(t),
         Err(e) if e.is_no_domain() => {}
         Err(e) => return Err(e.into()),
@@ -345,12 +345,12 @@ pub fn resize(ctx: &Ctx, volume_id: &VolumeId, size_gib: u64) -> ApiResult<Volum
                 )
             })?;
         if let (St::InUse, Some(inst), Some(target)) = (v.status, &v.instance_id, &v.target_dev) {
-            let live = crate::virt::active(ctx.hv.power(inst.as_str()).map_err(|e| {
+            let hv = super::hosts::of_id(ctx, inst)?;
+            let live = crate::virt::active(hv.power(inst.as_str()).map_err(|e| {
                 ApiError::unavailable(Backend::Libvirt, format!("libvirt: {}", e.message()))
             })?);
             if live {
-                ctx.hv
-                    .block_resize(inst.as_str(), target, size_gib * GIB)
+                hv.block_resize(inst.as_str(), target, size_gib * GIB)
                     .map_err(|e| {
                         ApiError::unavailable(
                             Backend::Libvirt,

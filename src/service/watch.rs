@@ -9,7 +9,7 @@
 
 use super::{instances, Ctx};
 use crate::model::InstanceId;
-use crate::virt::{Change, Event};
+use crate::virt::{Change, Event, Hypervisor};
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -17,18 +17,27 @@ use std::time::Duration;
 /// How often a lost connection to libvirtd is tried again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
-/// Subscribes to the hypervisor's events and handles them on a thread of their own; does
-/// nothing when `libvirt.events` is off.
+/// Subscribes to every host's events (each connection `ctx.hosts` makes, the configured
+/// host's first) and handles each host's on a thread of its own; does nothing when
+/// `libvirt.events` is off. A host's thread ends when its connection is dropped (host removed).
 pub fn start(ctx: &Arc<Ctx>) {
+    let weak = Arc::downgrade(ctx);
+    ctx.hosts.on_open(move |hv| watch(&weak, hv));
+}
+
+fn watch(weak: &Weak<Ctx>, hv: &Arc<Hypervisor>) {
     let (tx, rx) = mpsc::channel();
-    if !ctx.hv.subscribe(tx) {
-        log::info!("libvirt events are off: out-of-band changes reach rows by the periodic pass");
+    if !hv.subscribe(tx) {
+        log::info!(
+            "libvirt events are off for {}: out-of-band changes reach rows by the periodic pass",
+            hv.uri()
+        );
         return;
     }
-    let weak = Arc::downgrade(ctx);
+    let (weak, hv) = (weak.clone(), Arc::downgrade(hv));
     let _ = crate::context::spawn_named("libvirt-watch".into(), move || {
         // Events flow only on an open connection: open it now, not at the first request.
-        reconnect(&weak);
+        reconnect(&weak, &hv);
         for ev in rx {
             let closed = ev == Event::Disconnected;
             let Some(ctx) = weak.upgrade() else {
@@ -37,7 +46,7 @@ pub fn start(ctx: &Arc<Ctx>) {
             handle(&ctx, ev);
             drop(ctx);
             if closed {
-                reconnect(&weak);
+                reconnect(&weak, &hv);
             }
         }
     });
@@ -77,16 +86,17 @@ fn handle(ctx: &Ctx, ev: Event) {
     }
 }
 
-/// Opens a connection, again every `RECONNECT_EVERY` until one opens or the context ends.
-fn reconnect(weak: &Weak<Ctx>) {
+/// Opens a connection, again every `RECONNECT_EVERY` until one opens or the context or the
+/// host's connection ends.
+fn reconnect(weak: &Weak<Ctx>, hv: &Weak<Hypervisor>) {
     loop {
-        let Some(ctx) = weak.upgrade() else {
+        let (Some(ctx), Some(hv)) = (weak.upgrade(), hv.upgrade()) else {
             return;
         };
-        if ctx.hv.ping().is_ok() {
+        if hv.ping().is_ok() {
             return;
         }
-        drop(ctx);
+        drop((ctx, hv));
         std::thread::sleep(RECONNECT_EVERY);
     }
 }

@@ -203,41 +203,71 @@ impl Hypervisor {
     }
 }
 
+/// What is called with every connection `Hosts` makes (the event watcher starts on it).
+type OnOpen = Box<dyn Fn(&Arc<Hypervisor>) + Send + Sync>;
+
 /// Every host's connection, by URI: one each, opened on first use and reopened when dead
 /// (`Hypervisor::with_conn`). The configured host's is the one the rest of api-web uses as
 /// `Ctx::hv`; it is shared here, not opened twice.
 pub struct Hosts {
     /// The configured host's URI: its connection is never dropped.
     first: String,
+    /// Whether new connections subscribe to domain events (`libvirt.events`).
+    events: bool,
     by_uri: Mutex<HashMap<String, Arc<Hypervisor>>>,
+    on_open: std::sync::OnceLock<OnOpen>,
 }
 
 impl Hosts {
-    pub fn new(first: Arc<Hypervisor>) -> Hosts {
+    pub fn new(first: Arc<Hypervisor>, events: bool) -> Hosts {
         let first_uri = first.uri.clone();
         let mut m = HashMap::new();
         m.insert(first_uri.clone(), first);
         Hosts {
             first: first_uri,
+            events,
             by_uri: Mutex::new(m),
+            on_open: std::sync::OnceLock::new(),
         }
     }
 
-    /// The connection to `uri` (not opened yet if new). Other hosts than the configured one
-    /// do not subscribe to events yet: the periodic pass covers them.
+    /// Calls `f` with every connection there is and every one made from now on (once each).
+    pub fn on_open(&self, f: impl Fn(&Arc<Hypervisor>) + Send + Sync + 'static) {
+        if self.on_open.set(Box::new(f)).is_err() {
+            return;
+        }
+        let all: Vec<Arc<Hypervisor>> = self.lock().values().cloned().collect();
+        if let Some(f) = self.on_open.get() {
+            all.iter().for_each(f);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Hypervisor>>> {
+        self.by_uri.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection to `uri` (not opened yet if new).
     pub fn get(&self, uri: &str) -> Arc<Hypervisor> {
-        let mut m = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(uri.to_string())
-            .or_insert_with(|| Arc::new(Hypervisor::new(uri, false)))
-            .clone()
+        let made = {
+            let mut m = self.lock();
+            if let Some(hv) = m.get(uri) {
+                return hv.clone();
+            }
+            let hv = Arc::new(Hypervisor::new(uri, self.events));
+            m.insert(uri.to_string(), hv.clone());
+            hv
+        };
+        if let Some(f) = self.on_open.get() {
+            f(&made);
+        }
+        made
     }
 
     /// Closes and forgets the connection to a removed (or never added) host; the configured
     /// host's stays.
     pub fn forget(&self, uri: &str) {
         if uri != self.first {
-            let mut m = self.by_uri.lock().unwrap_or_else(|p| p.into_inner());
-            m.remove(uri);
+            self.lock().remove(uri);
         }
     }
 }

@@ -282,9 +282,15 @@ impl TestApp {
         // A host row owns nothing: its libvirtd belongs to the dev stack.
         // NICs live only in domain XML: undefining the domains removes them.
         // An instance also owns its config drive, an RBD image in the volumes pool.
+        // Each instance's domain is on its host (an interrupted migration may leave one on
+        // another: every host is asked).
+        let uris = ids(&mut c, "SELECT uri AS id FROM host");
         for i in ids(&mut c, "SELECT instance_id AS id FROM instance") {
-            let _ = self.ctx.hv.force_off(&i);
-            let _ = self.ctx.hv.undefine(&i);
+            for uri in &uris {
+                let hv = self.ctx.hosts.get(uri);
+                let _ = hv.force_off(&i);
+                let _ = hv.undefine(&i);
+            }
             let _ = self.ctx.ceph.remove_image(
                 &self.ctx.cfg.ceph.volumes_pool,
                 &api_web::service::instances::guest::drive_name(&api_web::model::InstanceId::new(

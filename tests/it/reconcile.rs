@@ -222,8 +222,13 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     };
     // The instance's config drive is its instance's: an orphan once that row is gone.
     let drive = format!("{id}.cidata");
+    let first = api_web::service::hosts::configured(&t.ctx).unwrap();
+    let domain = Orphan::Domain {
+        name: id.clone(),
+        host: first,
+    };
     for o in [
-        Orphan::Domain(id.clone()),
+        domain.clone(),
         img(&root),
         img(&foreign),
         img(&drive),
@@ -232,7 +237,7 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     }
     assert!(r.removed.is_empty(), "removed before the grace: {r:#?}");
     let r = settled_pass(&t);
-    assert!(r.removed.contains(&Orphan::Domain(id.clone())), "{r:#?}");
+    assert!(r.removed.contains(&domain), "{r:#?}");
     assert!(r.removed.contains(&img(&root)), "{r:#?}");
     assert!(r.removed.contains(&img(&drive)), "{r:#?}");
     assert!(
@@ -246,7 +251,7 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
     let r = settled_pass(&t);
     assert!(r.orphans.contains(&img(&foreign)), "{r:#?}");
     assert!(!r.orphans.contains(&img(&root)), "{r:#?}");
-    assert!(!r.orphans.contains(&Orphan::Domain(id.clone())), "{r:#?}");
+    assert!(!r.orphans.contains(&domain), "{r:#?}");
 
     rbd_ok(&["rm", "--no-progress", &format!("{vpool}/{foreign}")]);
     for v in [&mounted, &loose, &imageless] {

@@ -357,7 +357,7 @@ fn assert_no_drift(t: &TestApp, at: &str) {
         .orphans
         .iter()
         .filter(|o| match o {
-            Orphan::Domain(_) => true,
+            Orphan::Domain { .. } => true,
             Orphan::Rbd { pool, name } => {
                 t.ctx.ceph.owner(pool, name).ok().flatten().as_deref() == Some(mine.as_str())
             }

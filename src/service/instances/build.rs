@@ -223,8 +223,8 @@ fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
     let mut kept = std::collections::HashSet::new();
     for m in made.into_iter().rev() {
         let r: Step = match &m {
-            Made::Running(n) => ctx.hv.force_off(n.as_str()).map_err(|e| e.to_string()),
-            Made::Domain(n) => ctx.hv.undefine(n.as_str()).map_err(|e| e.to_string()),
+            Made::Running(n) => on_host(ctx, n, |hv| hv.force_off(n.as_str())),
+            Made::Domain(n) => on_host(ctx, n, |hv| hv.undefine(n.as_str())),
             Made::RootClone(v) => rm_image(v).inspect_err(|_| {
                 kept.insert(v.clone());
             }),
@@ -238,6 +238,16 @@ fn undo(ctx: &Ctx, made: Vec<Made>) -> Vec<String> {
         }
     }
     failures
+}
+
+/// `f` on the host of instance `id`.
+fn on_host(
+    ctx: &Ctx,
+    id: &InstanceId,
+    f: impl FnOnce(&crate::virt::Hypervisor) -> Result<(), crate::virt::VirtError>,
+) -> Step {
+    let hv = crate::service::hosts::of_id(ctx, id).map_err(|e| e.to_string())?;
+    f(&hv).map_err(|e| e.to_string())
 }
 
 fn progress(ctx: &Ctx, id: &InstanceId, pct: u8, what: &str) -> Step {
@@ -263,7 +273,8 @@ fn steps(b: &mut Build, id: &InstanceId, image: &Image, g: &GuestConfig) -> Step
     define(ctx, &inst, image, &root, &data, &nics)?;
     progress(ctx, id, 80, "starting")?;
     b.about_to("starting", Made::Running(id.clone()))?;
-    ctx.hv
+    crate::service::hosts::of(ctx, &inst)
+        .map_err(|e| e.to_string())?
         .start(id.as_str())
         .map_err(|e| refused(&e, "the instance could not start", "starting the domain"))?;
     record_running(ctx, id, &data, &b.st.nics)
@@ -435,7 +446,8 @@ fn define(
     };
     let xml = domain::build(ctx.templates.for_os(&image.os_type), &spec)
         .map_err(|e| format!("could not build the domain XML: {e}"))?;
-    ctx.hv.define(&xml).map_err(|e| {
+    let hv = crate::service::hosts::of(ctx, inst).map_err(|e| e.to_string())?;
+    hv.define(&xml).map_err(|e| {
         refused(
             &e,
             "the hypervisor refused the domain",

@@ -145,9 +145,11 @@ fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, state: &DestroyState) -> Result<De
     let name = id.as_str();
     let step = |what: &'static str| op.save(ctx, what, state).map_err(at(what));
     step("stopping the domain")?;
-    ctx.hv.force_off(name).map_err(at("stopping the domain"))?;
+    // Claimed: its host cannot change while this runs.
+    let hv = crate::service::hosts::of_id(ctx, id).map_err(at("stopping the domain"))?;
+    hv.force_off(name).map_err(at("stopping the domain"))?;
     step("undefining the domain")?;
-    ctx.hv.undefine(name).map_err(at("undefining the domain"))?;
+    hv.undefine(name).map_err(at("undefining the domain"))?;
     step("removing disks")?;
     let deleted_volumes = remove_disks(ctx, id, delete_attached)?;
     step("releasing volumes and NICs")?;

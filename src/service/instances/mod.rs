@@ -185,7 +185,8 @@ pub fn reconcile(ctx: &Ctx, older_than_secs: u64) -> ApiResult<usize> {
         .filter(|s| s.is_power_change())
     {
         for row in db::instances::stale_in_status(&mut conn, from, cutoff)? {
-            let to = match ctx.hv.power(row.instance_id.as_str())? {
+            let hv = crate::service::hosts::of(ctx, &row)?;
+            let to = match hv.power(row.instance_id.as_str())? {
                 Some(p) => power::status_of(p),
                 None => St::Stopped,
             };
@@ -233,7 +234,8 @@ pub fn observe_one(ctx: &Ctx, id: &InstanceId) -> ApiResult<bool> {
         return Ok(false);
     }
     drop(conn);
-    let Some((to, msg)) = follow(id, from, ctx.hv.power(id.as_str())?) else {
+    let hv = crate::service::hosts::of(ctx, &row)?;
+    let Some((to, msg)) = follow(id, from, hv.power(id.as_str())?) else {
         return Ok(false);
     };
     let changed = crate::service::record(ctx, "recording a power change", |c| {

@@ -10,8 +10,8 @@ use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult, Backend, ErrorCode};
 use crate::model::{InstanceId, InstanceStatus as St};
 use crate::service::operations::{self, Op};
-use crate::service::{load, record, Ctx};
-use crate::virt::{Power, Shutdown, VirtError};
+use crate::service::{hosts, load, record, Ctx};
+use crate::virt::{Hypervisor, Power, Shutdown, VirtError};
 use std::time::{Duration, Instant};
 
 /// One power action: the statuses it starts from, the status that claims the instance while
@@ -122,7 +122,7 @@ pub fn recover(ctx: &Ctx, held: Op, op: &Operation) {
         if !from.is_power_change() {
             return Ok(());
         }
-        let power = ctx.hv.power(id.as_str()).map_err(|e| {
+        let power = hosts::of_id(ctx, &id)?.power(id.as_str()).map_err(|e| {
             ApiError::unavailable(Backend::Libvirt, format!("libvirt: {}", e.message()))
         })?;
         let (to, msg) = match power {
@@ -147,15 +147,17 @@ fn run(
     ctx: &Ctx,
     id: &InstanceId,
     a: &Action,
-    act: impl FnOnce(&str) -> ApiResult<()>,
+    act: impl FnOnce(&Hypervisor, &str) -> ApiResult<()>,
 ) -> ApiResult<Instance> {
     let op = begin(ctx, id, a)?;
     let r = (|| {
+        // Claimed: its host cannot change while this runs.
+        let hv = hosts::of_id(ctx, id)?;
         op.save(ctx, a.step, &())?;
         let name = id.as_str();
-        let done = match ctx.hv.power(name) {
+        let done = match hv.power(name) {
             Ok(None) => return Err(vanished(ctx, id, a.via)),
-            Ok(Some(_)) => act(name),
+            Ok(Some(_)) => act(&hv, name),
             // libvirt does not answer: nothing was asked of it; the row goes back (settle).
             Err(e) => Err(libvirt(e)),
         };
@@ -165,7 +167,7 @@ fn run(
             .err()
             .filter(|e| e.code().status() == 503)
             .map(|e| e.to_string());
-        settle(ctx, id, a, said.as_deref())?;
+        settle(ctx, &hv, id, a, said.as_deref())?;
         done?;
         load(&mut ctx.conn()?, id)
     })();
@@ -174,9 +176,15 @@ fn run(
 
 /// The row leaves `a.via` for what libvirt reports now (where the action started when libvirt
 /// cannot say: the next reconciliation pass corrects it).
-fn settle(ctx: &Ctx, id: &InstanceId, a: &Action, said: Option<&str>) -> ApiResult<()> {
+fn settle(
+    ctx: &Ctx,
+    hv: &Hypervisor,
+    id: &InstanceId,
+    a: &Action,
+    said: Option<&str>,
+) -> ApiResult<()> {
     let via = a.via;
-    let (to, msg) = match ctx.hv.power(id.as_str()) {
+    let (to, msg) = match hv.power(id.as_str()) {
         Ok(Some(p)) => (status_of(p), said.map(str::to_string)),
         Ok(None) => (St::Error, Some(super::vanished_message(id))),
         Err(_) => (a.from[0], None),
@@ -201,18 +209,17 @@ fn refused(id: &InstanceId, a: &Action, e: VirtError) -> ApiError {
 
 /// A libvirt call of `a` that failed: unless the domain already is where `a` leads (done
 /// behind our back), its 503.
-fn failed(ctx: &Ctx, id: &InstanceId, a: &Action, e: VirtError, goal: Power) -> ApiResult<()> {
-    if ctx.hv.power(id.as_str()).ok().flatten() == Some(goal) {
+fn failed(hv: &Hypervisor, id: &InstanceId, a: &Action, e: VirtError, goal: Power) -> ApiResult<()> {
+    if hv.power(id.as_str()).ok().flatten() == Some(goal) {
         return Ok(());
     }
     Err(refused(id, a, e))
 }
 
 pub fn turnon(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    run(ctx, id, &TURNON, |name| {
-        ctx.hv
-            .start(name)
-            .or_else(|e| failed(ctx, id, &TURNON, e, Power::Running))
+    run(ctx, id, &TURNON, |hv, name| {
+        hv.start(name)
+            .or_else(|e| failed(hv, id, &TURNON, e, Power::Running))
     })
 }
 
@@ -223,17 +230,16 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
     let lv = &ctx.cfg.libvirt;
     let timeout = Duration::from_secs(lv.shutdown_timeout_secs);
     let retry = Duration::from_secs(lv.shutdown_retry_secs);
-    run(ctx, id, &TURNOFF, |name| {
-        let power = ctx.hv.power(name).map_err(libvirt)?;
+    run(ctx, id, &TURNOFF, |hv, name| {
+        let power = hv.power(name).map_err(libvirt)?;
         let outcome = match power {
             // Powered off behind our back (from inside the guest): the truth is "stopped".
             None | Some(Power::Stopped) => Ok(Shutdown::Stopped),
-            _ if force => ctx.hv.force_off(name).map(|_| Shutdown::Stopped),
-            Some(Power::Paused) => ctx
-                .hv
+            _ if force => hv.force_off(name).map(|_| Shutdown::Stopped),
+            Some(Power::Paused) => hv
                 .resume(name)
-                .and_then(|_| ctx.hv.shutdown(name, timeout, retry)),
-            Some(Power::Running) => ctx.hv.shutdown(name, timeout, retry),
+                .and_then(|_| hv.shutdown(name, timeout, retry)),
+            Some(Power::Running) => hv.shutdown(name, timeout, retry),
         };
         match outcome {
             Ok(Shutdown::Stopped) => Ok(()),
@@ -245,19 +251,18 @@ pub fn turnoff(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<Instance> {
                     retry.as_secs()
                 ),
             )),
-            Err(e) => failed(ctx, id, &TURNOFF, e, Power::Stopped),
+            Err(e) => failed(hv, id, &TURNOFF, e, Power::Stopped),
         }
     })
 }
 
 /// `running -> pausing -> paused`: the vCPUs stop, memory and devices stay.
 pub fn pause(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    run(ctx, id, &PAUSE, |name| {
-        match ctx.hv.power(name).map_err(libvirt)? {
-            Some(Power::Running) => ctx
-                .hv
+    run(ctx, id, &PAUSE, |hv, name| {
+        match hv.power(name).map_err(libvirt)? {
+            Some(Power::Running) => hv
                 .suspend(name)
-                .or_else(|e| failed(ctx, id, &PAUSE, e, Power::Paused)),
+                .or_else(|e| failed(hv, id, &PAUSE, e, Power::Paused)),
             // Paused or stopped behind our back: the row takes that.
             _ => Ok(()),
         }
@@ -266,12 +271,11 @@ pub fn pause(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
 
 /// `paused -> resuming -> running`.
 pub fn resume(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    run(ctx, id, &RESUME, |name| {
-        match ctx.hv.power(name).map_err(libvirt)? {
-            Some(Power::Paused) => ctx
-                .hv
+    run(ctx, id, &RESUME, |hv, name| {
+        match hv.power(name).map_err(libvirt)? {
+            Some(Power::Paused) => hv
                 .resume(name)
-                .or_else(|e| failed(ctx, id, &RESUME, e, Power::Running)),
+                .or_else(|e| failed(hv, id, &RESUME, e, Power::Running)),
             _ => Ok(()),
         }
     })
@@ -299,8 +303,7 @@ pub fn reboot(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<(Instance, R
     let timeout = Duration::from_secs(lv.shutdown_timeout_secs);
     let retry = Duration::from_secs(lv.shutdown_retry_secs);
     let mut how = Rebooted::Reset;
-    let i = run(ctx, id, &REBOOT, |name| {
-        let hv = &ctx.hv;
+    let i = run(ctx, id, &REBOOT, |hv, name| {
         if force {
             return hv.reset(name).map_err(|e| refused(id, &REBOOT, e));
         }
@@ -330,8 +333,8 @@ pub fn reboot(ctx: &Ctx, id: &InstanceId, force: bool) -> ApiResult<(Instance, R
 
 /// `running -> rebooting -> running` by the reset button, at once.
 pub fn reset(ctx: &Ctx, id: &InstanceId) -> ApiResult<Instance> {
-    run(ctx, id, &RESET, |name| {
-        ctx.hv.reset(name).map_err(|e| refused(id, &RESET, e))
+    run(ctx, id, &RESET, |hv, name| {
+        hv.reset(name).map_err(|e| refused(id, &RESET, e))
     })
 }
 

@@ -48,7 +48,7 @@ pub fn update(ctx: &Ctx, id: &InstanceId, ch: Changes) -> ApiResult<Instance> {
         let title = ch.instance_name.as_deref().unwrap_or(&row.instance_name);
         let description = ch.describe.as_deref().unwrap_or(&row.describe);
         // A create still before its define writes the row's (new) text into the domain.
-        match ctx.hv.set_title(id.as_str(), title, description) {
+        match crate::service::hosts::of(ctx, &row)?.set_title(id.as_str(), title, description) {
             Ok(()) => {}
             Err(e) if e.is_no_domain() => {}
             Err(e) => {
@@ -93,7 +93,8 @@ fn shape(ctx: &Ctx, conn: &mut DbConn, id: &InstanceId, ch: &Changes) -> ApiResu
             ..Default::default()
         };
         quotas::admit(c, &row.project_id, &ask)?;
-        ctx.hv.set_shape(id.as_str(), cpu, memory).map_err(|e| {
+        let hv = crate::service::hosts::of(ctx, &row)?;
+        hv.set_shape(id.as_str(), cpu, memory).map_err(|e| {
             if e.is_no_domain() {
                 ApiError::conflict(ErrorCode::InstanceError, super::vanished_message(id))
             } else {
