@@ -483,6 +483,7 @@ export LIBVIRT_URI='qemu:///system'
 export LIBVIRT_DEFAULT_URI='qemu:///system'
 export API_WEB_BRIDGE='$BRIDGE'
 export API_WEB_EXTRA_HOST_URIS='$(extra_uris)'
+export API_WEB_CONSOLE_LOG_DIR='$STACK/console'
 EOF
 }
 
@@ -543,6 +544,9 @@ case "${1:-}" in
   up)
     install_packages
     mkdir -p "$STACK"
+    # Serial console logs: one directory every host's QEMU writes and api-web reads (the extra
+    # hosts' /var/log/libvirt is their own).
+    mkdir -p "$STACK/console"
     mysql_up
     libvirt_up
     ceph_up

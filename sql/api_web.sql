@@ -261,7 +261,10 @@ CREATE TABLE `snapshot_volume` (
 -- `error_message` are what the last probe found; the facts (CPU, memory, versions, machine
 -- types, firmware, KVM) are what libvirt reported then. `host_uuid` is libvirt's host UUID:
 -- two URIs reaching one libvirtd are one host. `machine_types`, `firmware` and `tags` are JSON
--- arrays of strings.
+-- arrays of strings. Placement: `vcpus_used` and `memory_used_mib` are what the host has
+-- reserved for its instances (the sum over their rows, changed with them by compare-and-set);
+-- `cpu_capacity` and `memory_capacity_mib` an admin's capacity in place of the host's own
+-- figures (NULL: `cpus`, `memory_mib`); `bridges` the configured bridges the host has.
 CREATE TABLE `host` (
   `host_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   `host_name` VARCHAR(255) NOT NULL,
@@ -285,6 +288,11 @@ CREATE TABLE `host` (
   `machine_types` VARCHAR(4096) NOT NULL DEFAULT '[]',
   `firmware` VARCHAR(1024) NOT NULL DEFAULT '[]',
   `kvm` TINYINT(1) NOT NULL DEFAULT 0,
+  `cpu_capacity` INT UNSIGNED NULL,
+  `memory_capacity_mib` BIGINT UNSIGNED NULL,
+  `vcpus_used` INT UNSIGNED NOT NULL DEFAULT 0,
+  `memory_used_mib` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `bridges` VARCHAR(4096) NOT NULL DEFAULT '[]',
   `tags` VARCHAR(2048) NOT NULL DEFAULT '[]',
   `create_time` BIGINT UNSIGNED NOT NULL,
   `update_time` BIGINT UNSIGNED NOT NULL,
@@ -314,4 +322,5 @@ INSERT INTO `__diesel_schema_migrations` (`version`) VALUES
   ('20261205000002'),
   ('20261206000001'),
   ('20261206000002'),
-  ('20261207000001');
+  ('20261207000001'),
+  ('20261208000001');

@@ -81,7 +81,10 @@ impl PlacementConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (r, name) in [
             (self.cpu_allocation_ratio, "placement.cpu_allocation_ratio"),
-            (self.memory_allocation_ratio, "placement.memory_allocation_ratio"),
+            (
+                self.memory_allocation_ratio,
+                "placement.memory_allocation_ratio",
+            ),
         ] {
             ensure(
                 r.is_finite() && (0.1..=1000.0).contains(&r),
@@ -521,6 +524,9 @@ impl Config {
         }
         if let Some(v) = get("API_WEB_HOST_IP") {
             self.libvirt.host_ip = v;
+        }
+        if let Some(v) = get("API_WEB_CONSOLE_LOG_DIR") {
+            self.libvirt.console_log_dir = v;
         }
         if let Some(v) = get("CEPH_CONF") {
             self.ceph.conf = v;

@@ -60,6 +60,8 @@ pub enum ErrorCode {
     HostInUse,
     /// Host add: libvirt at that URI did not answer.
     HostUnreachable,
+    /// Instance create or resize: no host passes placement's filters (the message says why per host).
+    NoValidHost,
     /// Register: no RBD image of that name.
     ImageNotInPool,
     /// Register: that RBD image is registered already.
@@ -200,7 +202,8 @@ impl ErrorCode {
             | IpOutsidePool
             | PoolExhausted
             | DetachPending
-            | QuotaExceeded => 409,
+            | QuotaExceeded
+            | NoValidHost => 409,
             LengthRequired => 411,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -236,6 +239,7 @@ impl ErrorCode {
         ErrorCode::HostExists,
         ErrorCode::HostInUse,
         ErrorCode::HostUnreachable,
+        ErrorCode::NoValidHost,
         ErrorCode::ImageNotInPool,
         ErrorCode::ImageAlreadyRegistered,
         ErrorCode::ImageSizeMismatch,
@@ -309,6 +313,7 @@ impl ErrorCode {
             ErrorCode::HostExists => "host_exists",
             ErrorCode::HostInUse => "host_in_use",
             ErrorCode::HostUnreachable => "host_unreachable",
+            ErrorCode::NoValidHost => "no_valid_host",
             ErrorCode::ImageNotInPool => "image_not_in_pool",
             ErrorCode::ImageAlreadyRegistered => "image_already_registered",
             ErrorCode::ImageSizeMismatch => "image_size_mismatch",

@@ -59,6 +59,15 @@ pub struct AddBody {
     tags: Vec<String>,
     /// `false`: added in maintenance.
     enabled: Option<bool>,
+    /// Placement's CPUs for this host in place of its own (0 or none: its own).
+    cpu_capacity: Option<u32>,
+    /// Placement's memory (MiB) for this host in place of its own (0 or none: its own).
+    memory_capacity_mib: Option<u64>,
+}
+
+/// 0 says "the host's own figure".
+fn capacity<T: PartialEq + Default>(v: Option<T>) -> Option<Option<T>> {
+    v.map(|v| (v != T::default()).then_some(v))
 }
 
 pub async fn add(ctx: Data<Ctx>, caller: Caller, b: Json<AddBody>) -> ApiResult<Success<HostView>> {
@@ -71,6 +80,8 @@ pub async fn add(ctx: Data<Ctx>, caller: Caller, b: Json<AddBody>) -> ApiResult<
         address: b.address,
         tags: b.tags,
         enabled: b.enabled.unwrap_or(true),
+        cpu_capacity: capacity(b.cpu_capacity).flatten(),
+        memory_capacity_mib: capacity(b.memory_capacity_mib).flatten(),
     };
     let d = blocking(move || svc::add(&ctx, &new)).await?;
     Ok(Success(d.into()))
@@ -134,6 +145,10 @@ pub struct UpdateBody {
     tags: Option<Vec<String>>,
     /// `false`: maintenance (no new placements); `true`: back in service.
     enabled: Option<bool>,
+    /// Placement's CPUs for this host in place of its own (0: its own again).
+    cpu_capacity: Option<u32>,
+    /// Placement's memory (MiB) for this host in place of its own (0: its own again).
+    memory_capacity_mib: Option<u64>,
 }
 
 pub async fn update(
@@ -150,6 +165,8 @@ pub async fn update(
         address: b.address,
         tags: b.tags,
         enabled: b.enabled,
+        cpu_capacity: capacity(b.cpu_capacity),
+        memory_capacity_mib: capacity(b.memory_capacity_mib),
     };
     let d = blocking(move || svc::update(&ctx, &id, &ch)).await?;
     Ok(Success(d.into()))

@@ -138,6 +138,9 @@ pub struct CreateBody {
     /// authorized_keys lines for the guest.
     #[serde(default)]
     ssh_authorized_keys: Vec<String>,
+    /// Admins: the host to create it on (else placement chooses).
+    #[validate(custom(function = "valid_id"))]
+    host_id: Option<String>,
 }
 
 pub async fn create(
@@ -147,7 +150,11 @@ pub async fn create(
 ) -> ApiResult<Success<InstanceView>> {
     check(&*body)?;
     let b = body.into_inner();
+    if b.host_id.is_some() {
+        caller.admin_only("choose an instance's host")?;
+    }
     let req = NewInstance {
+        host_id: b.host_id.map(crate::model::HostId::new),
         instance_name: b.instance_name,
         image_id: ImageId::new(b.image_id),
         cpu: b.cpu,

@@ -286,6 +286,14 @@ pub struct HostView {
     pub machine_types: Vec<String>,
     pub firmware: Vec<String>,
     pub kvm: bool,
+    /// The configured bridges it has (placement puts NICs only where their bridge is).
+    pub bridges: Vec<String>,
+    /// An admin's capacity in place of `cpus` / `memory_mib` (`null`: the host's own).
+    pub cpu_capacity: Option<u32>,
+    pub memory_capacity_mib: Option<u64>,
+    /// What placement allows here in all (capacity times `placement.*_allocation_ratio`).
+    pub vcpus_limit: u64,
+    pub memory_limit_mib: u64,
     pub tags: Vec<String>,
     pub instances: u64,
     pub allocated_vcpus: u64,
@@ -322,6 +330,11 @@ impl From<crate::service::hosts::Detail> for HostView {
             machine_types: strings(&h.machine_types),
             firmware: strings(&h.firmware),
             kvm: h.kvm,
+            bridges: strings(&h.bridges),
+            cpu_capacity: h.cpu_capacity,
+            memory_capacity_mib: h.memory_capacity_mib,
+            vcpus_limit: d.limits.0,
+            memory_limit_mib: d.limits.1,
             tags: strings(&h.tags),
             instances: d.allocated.instances,
             allocated_vcpus: d.allocated.vcpus,
@@ -474,6 +487,11 @@ mod tests {
             machine_types: vec![],
             firmware: vec![],
             kvm: false,
+            bridges: vec![],
+            cpu_capacity: None,
+            memory_capacity_mib: None,
+            vcpus_limit: 0,
+            memory_limit_mib: 0,
             tags: vec![],
             instances: 0,
             allocated_vcpus: 0,
@@ -483,7 +501,7 @@ mod tests {
         };
         assert_eq!(
             keys(&host).join(","),
-            "address,allocated_memory_mib,allocated_vcpus,arch,configured,cpu_cores,cpu_model,cpu_sockets,cpu_threads,cpus,create_time,error_message,firmware,host_id,host_name,host_uuid,instances,kvm,last_contact,libvirt_version,machine_types,memory_free_mib,memory_mib,online,qemu_version,status,tags,update_time,uri"
+            "address,allocated_memory_mib,allocated_vcpus,arch,bridges,configured,cpu_capacity,cpu_cores,cpu_model,cpu_sockets,cpu_threads,cpus,create_time,error_message,firmware,host_id,host_name,host_uuid,instances,kvm,last_contact,libvirt_version,machine_types,memory_capacity_mib,memory_free_mib,memory_limit_mib,memory_mib,online,qemu_version,status,tags,update_time,uri,vcpus_limit"
         );
         // And each reads back as itself (the tests rely on it).
         let back: VolumeView =

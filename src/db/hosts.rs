@@ -34,6 +34,15 @@ pub struct Host {
     /// JSON array of strings.
     pub firmware: String,
     pub kvm: bool,
+    /// An admin's capacity in place of `cpus` (`None`: `cpus`).
+    pub cpu_capacity: Option<u32>,
+    /// An admin's capacity in place of `memory_mib` (`None`: `memory_mib`).
+    pub memory_capacity_mib: Option<u64>,
+    /// What placement reserved for the instances here (their rows' sum).
+    pub vcpus_used: u32,
+    pub memory_used_mib: u64,
+    /// JSON array: the configured bridges the host has.
+    pub bridges: String,
     /// JSON array of strings.
     pub tags: String,
     pub create_time: u64,
@@ -49,6 +58,8 @@ pub struct HostForm {
     pub address: String,
     pub status: HostStatus,
     pub tags: String,
+    pub cpu_capacity: Option<u32>,
+    pub memory_capacity_mib: Option<u64>,
     pub create_time: u64,
 }
 
@@ -74,6 +85,7 @@ pub struct Contact {
     pub machine_types: String,
     pub firmware: String,
     pub kvm: bool,
+    pub bridges: String,
     pub update_time: u64,
 }
 
@@ -84,6 +96,8 @@ pub struct HostUpdate {
     pub host_name: Option<String>,
     pub address: Option<String>,
     pub tags: Option<String>,
+    pub cpu_capacity: Option<Option<u32>>,
+    pub memory_capacity_mib: Option<Option<u64>>,
     pub update_time: Option<u64>,
 }
 
@@ -143,6 +157,112 @@ pub fn seen(
 
 pub fn update(conn: &mut MysqlConnection, id: &HostId, u: &HostUpdate) -> QueryResult<usize> {
     diesel::update(host::table.find(id)).set(u).execute(conn)
+}
+
+/// Reserves `vcpus` and `memory_mib` on the host if both still fit under the limits (and, with
+/// `enabled_only`, the host is enabled): one compare-and-set, so concurrent creates, in this
+/// process or another, never take more than the limits. Runs in the caller's transaction
+/// (which inserts or changes the instance row it is for). Returns whether it reserved.
+pub fn reserve(
+    conn: &mut MysqlConnection,
+    id: &HostId,
+    vcpus: u32,
+    memory_mib: u64,
+    limits: (u64, u64),
+    enabled_only: bool,
+) -> QueryResult<bool> {
+    let (Some(vcpus_max), Some(memory_max)) = (
+        limits.0.checked_sub(vcpus.into()),
+        limits.1.checked_sub(memory_mib),
+    ) else {
+        return Ok(false);
+    };
+    let vcpus_max = u32::try_from(vcpus_max).unwrap_or(u32::MAX);
+    let mut q = diesel::update(host::table)
+        .filter(host::host_id.eq(id))
+        .filter(host::vcpus_used.le(vcpus_max))
+        .filter(host::memory_used_mib.le(memory_max))
+        .into_boxed();
+    if enabled_only {
+        q = q.filter(host::status.eq(HostStatus::Enabled));
+    }
+    let n = q
+        .set((
+            host::vcpus_used.eq(host::vcpus_used + vcpus),
+            host::memory_used_mib.eq(host::memory_used_mib + memory_mib),
+        ))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Gives back what `reserve` took (an instance row deleted or moved away); never below 0.
+pub fn release(
+    conn: &mut MysqlConnection,
+    id: &HostId,
+    vcpus: u32,
+    memory_mib: u64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Text, Unsigned};
+    diesel::sql_query(
+        "UPDATE host SET vcpus_used = IF(vcpus_used > ?, vcpus_used - ?, 0), \
+           memory_used_mib = IF(memory_used_mib > ?, memory_used_mib - ?, 0) \
+         WHERE host_id = ?",
+    )
+    .bind::<Unsigned<diesel::sql_types::Integer>, _>(vcpus)
+    .bind::<Unsigned<diesel::sql_types::Integer>, _>(vcpus)
+    .bind::<Unsigned<diesel::sql_types::BigInt>, _>(memory_mib)
+    .bind::<Unsigned<diesel::sql_types::BigInt>, _>(memory_mib)
+    .bind::<Text, _>(id.as_str())
+    .execute(conn)
+}
+
+/// A host whose reservations `resum` set to its instances' sum: (vCPUs, MiB) before, after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resummed {
+    pub host_id: HostId,
+    pub was: (u64, u64),
+    pub now: (u64, u64),
+}
+
+/// Hosts whose reservations are not their instance rows' sum, set to it (a repair: every
+/// path that changes an instance row changes its host's reservation in the same
+/// transaction, so only a change behind api-web's back leaves them apart). Returns the hosts
+/// repaired.
+pub fn resum(conn: &mut MysqlConnection) -> QueryResult<Vec<Resummed>> {
+    let hosts = all(conn)?;
+    let ids: Vec<HostId> = hosts.iter().map(|h| h.host_id.clone()).collect();
+    let sums = allocated(conn, &ids)?;
+    let mut out = vec![];
+    for h in hosts {
+        let a = sums.get(&h.host_id).copied().unwrap_or_default();
+        let was = (u64::from(h.vcpus_used), h.memory_used_mib);
+        if was == (a.vcpus, a.memory_mib) {
+            continue;
+        }
+        // Compare-and-set on what was read: a create meanwhile changed both, and is right.
+        let n = diesel::update(host::table)
+            .filter(host::host_id.eq(&h.host_id))
+            .filter(host::vcpus_used.eq(h.vcpus_used))
+            .filter(host::memory_used_mib.eq(h.memory_used_mib))
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                "(SELECT COALESCE(SUM(cpu), 0) FROM instance WHERE host_id = host.host_id) = {} \
+                 AND (SELECT COALESCE(SUM(memory), 0) FROM instance WHERE host_id = host.host_id) = {}",
+                a.vcpus, a.memory_mib
+            )))
+            .set((
+                host::vcpus_used.eq(u32::try_from(a.vcpus).unwrap_or(u32::MAX)),
+                host::memory_used_mib.eq(a.memory_mib),
+            ))
+            .execute(conn)?;
+        if n == 1 {
+            out.push(Resummed {
+                host_id: h.host_id,
+                was,
+                now: (a.vcpus, a.memory_mib),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// What runs on each host: instances, their vCPUs and memory (MiB), from the instance rows.

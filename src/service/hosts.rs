@@ -34,8 +34,10 @@ pub const MAX_TAGS: usize = 32;
 pub struct Detail {
     pub host: Host,
     pub allocated: Allocated,
-    /// It is `libvirt.uri` (it cannot be removed; instances are created there today).
+    /// It is `libvirt.uri` (it cannot be removed).
     pub configured: bool,
+    /// What placement allows on it (vCPUs, memory MiB).
+    pub limits: (u64, u64),
 }
 
 /// What `host/add` asks for.
@@ -46,6 +48,9 @@ pub struct NewHost {
     pub address: Option<String>,
     pub tags: Vec<String>,
     pub enabled: bool,
+    /// Placement's capacity in place of the host's own CPUs and memory (`None`: its own).
+    pub cpu_capacity: Option<u32>,
+    pub memory_capacity_mib: Option<u64>,
 }
 
 /// What `host/update` changes (`None`: unchanged).
@@ -55,6 +60,9 @@ pub struct Change {
     pub address: Option<String>,
     pub tags: Option<Vec<String>>,
     pub enabled: Option<bool>,
+    /// `Some(None)`: back to the host's own figure.
+    pub cpu_capacity: Option<Option<u32>>,
+    pub memory_capacity_mib: Option<Option<u64>>,
 }
 
 /// Refuses a URI api-web cannot use as a host: QEMU's system instance over a local socket,
@@ -113,6 +121,17 @@ pub fn strings(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
+/// The bridges api-web may plug NICs into (`network.bridges` and the default one): what a
+/// probe looks for on each host.
+fn bridges(ctx: &Ctx) -> Vec<String> {
+    let n = &ctx.cfg.network;
+    let mut out = n.bridges.clone();
+    if !out.contains(&n.default_bridge) {
+        out.push(n.default_bridge.clone());
+    }
+    out
+}
+
 fn contact_of(f: &Facts, now: u64) -> Contact {
     let mut machines = f.machine_types.clone();
     // The column holds 4096 characters: the newest machine types sort last, keep those.
@@ -137,6 +156,7 @@ fn contact_of(f: &Facts, now: u64) -> Contact {
         machine_types: tags_json(&machines),
         firmware: tags_json(&f.firmware),
         kvm: f.kvm,
+        bridges: tags_json(&f.bridges),
         update_time: now,
     }
 }
@@ -207,6 +227,8 @@ fn record_first(ctx: &Ctx, conn: &mut DbConn, uri: &str, base: &str) -> ApiResul
             address: ctx.cfg.libvirt.host_ip.clone(),
             status: HostStatus::Enabled,
             tags: "[]".into(),
+            cpu_capacity: None,
+            memory_capacity_mib: None,
             create_time: db::now(),
         };
         match q::insert(conn, &form) {
@@ -269,7 +291,8 @@ pub fn add(ctx: &Ctx, new: &NewHost) -> ApiResult<Detail> {
     let facts = {
         let hv = hv.clone();
         let kind = ctx.cfg.libvirt.domain_type.clone();
-        within(ADD_DEADLINE, move || hv.facts(&kind))
+        let bridges = bridges(ctx);
+        within(ADD_DEADLINE, move || hv.facts(&kind, &bridges))
     };
     let facts = match facts {
         Some(Ok(f)) => f,
@@ -313,6 +336,8 @@ pub fn add(ctx: &Ctx, new: &NewHost) -> ApiResult<Detail> {
             HostStatus::Disabled
         },
         tags: tags_json(&new.tags),
+        cpu_capacity: new.cpu_capacity,
+        memory_capacity_mib: new.memory_capacity_mib,
         create_time: db::now(),
     };
     match q::insert(&mut conn, &form) {
@@ -358,6 +383,7 @@ pub fn detail(ctx: &Ctx, id: &HostId) -> ApiResult<Detail> {
         .unwrap_or_default();
     let configured = host.uri == ctx.cfg.libvirt.uri;
     Ok(Detail {
+        limits: super::placement::limits(&host, &ctx.cfg.placement),
         host,
         allocated,
         configured,
@@ -379,6 +405,7 @@ pub fn list(
     let items = rows
         .into_iter()
         .map(|host| Detail {
+            limits: super::placement::limits(&host, &ctx.cfg.placement),
             allocated: allocated.remove(&host.host_id).unwrap_or_default(),
             configured: host.uri == ctx.cfg.libvirt.uri,
             host,
@@ -395,6 +422,8 @@ pub fn update(ctx: &Ctx, id: &HostId, ch: &Change) -> ApiResult<Detail> {
         host_name: ch.host_name.clone(),
         address: ch.address.clone(),
         tags: ch.tags.as_deref().map(tags_json),
+        cpu_capacity: ch.cpu_capacity,
+        memory_capacity_mib: ch.memory_capacity_mib,
         update_time: Some(db::now()),
     };
     match q::update(&mut conn, id, &u) {
@@ -488,7 +517,7 @@ fn probe(ctx: &Ctx, host: &Host, hv: &Hypervisor, full: bool) -> ApiResult<()> {
             Err(e) => Ok(q::lost(&mut conn, &host.host_id, e.message(), now).map(|_| ())?),
         };
     }
-    match hv.facts(&ctx.cfg.libvirt.domain_type) {
+    match hv.facts(&ctx.cfg.libvirt.domain_type, &bridges(ctx)) {
         Ok(f) => {
             if let Some(known) = host.host_uuid.as_deref().filter(|u| *u != f.host_uuid) {
                 let why = format!(
@@ -512,6 +541,39 @@ fn probe(ctx: &Ctx, host: &Host, hv: &Hypervisor, full: bool) -> ApiResult<()> {
         }
         Err(e) => Ok(q::lost(&mut conn, &host.host_id, e.message(), now).map(|_| ())?),
     }
+}
+
+/// Probes now, fully, the hosts `which` picks (each on its own thread; waits at most 5 s in
+/// all): what placement does for hosts never reached yet, and for hosts found offline when no
+/// other can take an instance (the periodic probe may lag by `PROBE_EVERY`). Returns how many
+/// were probed.
+pub fn probe_now(ctx: &Arc<Ctx>, which: impl Fn(&Host) -> bool) -> ApiResult<usize> {
+    let hosts: Vec<Host> = q::all(&mut *ctx.conn()?)?
+        .into_iter()
+        .filter(which)
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for host in &hosts {
+        let (ctx, host, tx) = (ctx.clone(), host.clone(), tx.clone());
+        let _ = crate::context::spawn_named(format!("probe-{}", host.host_id), move || {
+            let hv = ctx.hosts.get(&host.uri);
+            if let Err(e) = probe(&ctx, &host, &hv, true) {
+                log::debug!("probe of host {} not recorded: {e}", host.host_id);
+            }
+            let _ = tx.send(());
+        });
+    }
+    drop(tx);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    for _ in &hosts {
+        if rx
+            .recv_timeout(end.saturating_duration_since(std::time::Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(hosts.len())
 }
 
 /// Probes every host each `PROBE_EVERY`, each on a thread of its own (one that does not answer

@@ -14,6 +14,7 @@ pub mod images;
 pub mod instances;
 pub mod nics;
 pub mod operations;
+pub mod placement;
 pub mod quotas;
 pub mod reconcile;
 pub mod snapshots;

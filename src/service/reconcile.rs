@@ -23,18 +23,18 @@
 
 use super::{instances, transition, Ctx};
 use crate::ceph::Removal;
+use crate::db::hosts::Host;
 use crate::db::images::Image;
 use crate::db::instances::Instance;
 use crate::db::nics::{Nic, NicUpdate};
 use crate::db::volumes::{Volume, VolumeUpdate};
 use crate::db::{self, DbConn};
 use crate::error::ApiResult;
+use crate::model::HostId;
 use crate::model::{
     ImageId, ImageStatus, InstanceId, InstanceStatus, Lifecycle, NicId, NicStatus, VolumeId,
     VolumeStatus,
 };
-use crate::db::hosts::Host;
-use crate::model::HostId;
 use crate::virt::{DomainView, Hypervisor, Power};
 use diesel::Connection;
 use std::collections::{HashMap, HashSet};
@@ -344,6 +344,21 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
     }
     for p in plans {
         apply(ctx, p, &mut r);
+    }
+    // Placement's reservations against the instance rows they stand for.
+    match db::hosts::resum(&mut *ctx.conn()?) {
+        Ok(fixed) => r.repaired.extend(fixed.into_iter().map(|h| {
+            let what = format!(
+                "reserved {} vCPUs and {} MiB, its instance rows hold {} and {}: set to theirs",
+                h.was.0, h.was.1, h.now.0, h.now.1
+            );
+            finding("host", &h.host_id, what)
+        })),
+        Err(e) => r.unrepaired.push(finding(
+            "host",
+            "*",
+            format!("placement's reservations could not be compared: {e}"),
+        )),
     }
     let instance_ids: HashSet<&str> = rows
         .instances

@@ -34,6 +34,8 @@ pub struct Facts {
     /// libvirt offers `type='kvm'` domains. It says so on hosts whose /dev/kvm is a trap too
     /// (a PVM module: guests never boot), which is why the domain type is a setting.
     pub kvm: bool,
+    /// Those of the bridges asked about that the host has.
+    pub bridges: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -184,9 +186,15 @@ fn read_facts(c: &Connect, domain_type: &str) -> Result<Facts, VirtError> {
 }
 
 impl Hypervisor {
-    /// The host's facts (about 10 calls; a probe reads only `free_memory_mib`).
-    pub fn facts(&self, domain_type: &str) -> Result<Facts, VirtError> {
-        self.with_conn(|c| read_facts(c, domain_type))
+    /// The host's facts (about 10 calls, and one per bridge in `bridges`: which it has).
+    pub fn facts(&self, domain_type: &str, bridges: &[String]) -> Result<Facts, VirtError> {
+        let mut f = self.with_conn(|c| read_facts(c, domain_type))?;
+        for b in bridges {
+            if self.has_interface(b)? {
+                f.bridges.push(b.clone());
+            }
+        }
+        Ok(f)
     }
 
     /// Free memory now (MiB).

@@ -9,6 +9,7 @@ use api_web::api::views::{HostView, InstanceView};
 use api_web::api::{self, PageView};
 use api_web::service::auth::{self, Role};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn host_of(r: &Resp) -> HostView {
@@ -216,6 +217,8 @@ fn second_host_uri() -> String {
 
 #[actix_web::test]
 async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
+    // It kills the second libvirtd, which the placement tests use.
+    let _alone = stack_alone();
     let t = TestApp::new();
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let uri = second_host_uri();
@@ -357,4 +360,306 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
     post(&app, "/api/v1/host/remove", json!({"host_id": id}))
         .await
         .ok();
+}
+
+/// `virsh -c uri domstate name`, or `None` when the host has no such domain.
+fn domstate(uri: &str, name: &str) -> Option<String> {
+    let out = std::process::Command::new("virsh")
+        .args(["-c", uri, "domstate", name])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What the host row has reserved: (vcpus_used, memory_used_mib).
+fn reserved(t: &TestApp, id: &str) -> (u32, u64) {
+    let h = api_web::service::load::<api_web::db::hosts::Host>(
+        &mut t.ctx.conn().unwrap(),
+        &api_web::model::HostId::new(id),
+    )
+    .unwrap();
+    (h.vcpus_used, h.memory_used_mib)
+}
+
+async fn create_on(app: &impl App, image: &str, name: &str, pin: Option<&str>) -> Resp {
+    let mut body = json!({"instance_name": name, "image_id": image, "cpu": 1, "memory": 256});
+    if let Some(h) = pin {
+        body["host_id"] = json!(h);
+    }
+    post(app, "/api/v1/instance/create", body).await
+}
+
+fn instance_of(r: &Resp) -> InstanceView {
+    serde_json::from_value(r.ok().clone()).unwrap()
+}
+
+/// Two hosts with room for two 1-vCPU instances each (their capacity set by an admin: both
+/// libvirtds report this one machine): spread puts the first two on different hosts, every
+/// operation then goes to the instance's own host; a pin past a host's room, a host in
+/// maintenance and full hosts are refused with the reason per host; destroys give the room
+/// back.
+#[actix_web::test]
+async fn instances_are_placed_across_hosts_pinned_and_kept_off_hosts_in_maintenance() {
+    let t = TestApp::with_config(|c| {
+        c.placement.cpu_allocation_ratio = 1.0;
+        c.placement.memory_allocation_ratio = 1.0;
+    });
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let uri2 = second_host_uri();
+    let first = hosts(&app, "").await.items.remove(0);
+    let r = post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": first.host_id, "cpu_capacity": 2, "memory_capacity_mib": 1024}),
+    )
+    .await;
+    let f = host_of(&r);
+    assert_eq!((f.vcpus_limit, f.memory_limit_mib), (2, 1024));
+    let r = post(
+        &app,
+        "/api/v1/host/add",
+        json!({"uri": uri2, "host_name": "second", "cpu_capacity": 2, "memory_capacity_mib": 1024}),
+    )
+    .await;
+    let second = host_of(&r);
+    assert!(
+        second.bridges.contains(&t.ctx.cfg.network.default_bridge),
+        "{second:?}"
+    );
+    let image = crate::instances::test_image(&app, &t).await;
+
+    // Spread: one on each host.
+    let a = instance_of(&create_on(&app, &image, "a", None).await);
+    let b = instance_of(&create_on(&app, &image, "b", None).await);
+    let mut placed = [a.host_id.to_string(), b.host_id.to_string()];
+    placed.sort();
+    let mut both = [first.host_id.to_string(), second.host_id.to_string()];
+    both.sort();
+    assert_eq!(placed, both, "spread placed both on one host");
+    let (on2, on1) = if b.host_id == second.host_id {
+        (b.clone(), a.clone())
+    } else {
+        (a.clone(), b.clone())
+    };
+    for i in [&a, &b] {
+        let p = crate::instances::wait_created(&app, i.instance_id.as_str()).await;
+        assert_eq!(p["status"], "running", "{p}");
+    }
+    // Each domain is on its own host only.
+    let uri1 = t.ctx.cfg.libvirt.uri.clone();
+    let id2 = on2.instance_id.as_str();
+    assert_eq!(domstate(&uri2, id2).as_deref(), Some("running"));
+    assert_eq!(domstate(&uri1, id2), None);
+    assert_eq!(domstate(&uri2, on1.instance_id.as_str()), None);
+    assert_eq!(reserved(&t, second.host_id.as_str()), (1, 256));
+    // Power goes to the second host.
+    let r = post(
+        &app,
+        "/api/v1/instance/turnoff",
+        json!({"instance_id": id2, "force": true}),
+    )
+    .await;
+    assert_eq!(r.ok()["status"], "stopped");
+    assert_eq!(domstate(&uri2, id2).as_deref(), Some("shut off"));
+    // A change behind api-web's back on the second host reaches the row (its events, or the
+    // reconciliation pass, which reads every host).
+    let (ok, _) = (
+        std::process::Command::new("virsh")
+            .args(["-c", &uri2, "start", id2])
+            .status()
+            .unwrap()
+            .success(),
+        (),
+    );
+    assert!(ok);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = get(&app, &format!("/api/v1/instance/detail?instance_id={id2}")).await;
+        if d.ok()["status"] == "running" {
+            break;
+        }
+        if Instant::now() > until {
+            api_web::service::reconcile::pass(&t.ctx).unwrap();
+        }
+        assert!(
+            Instant::now() < until + Duration::from_secs(2),
+            "never running: {}",
+            d.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A pin past the host's room: 1 of 2 vCPUs free, 2 asked.
+    let r = post(
+        &app,
+        "/api/v1/instance/create",
+        json!({"instance_name": "big", "image_id": image, "cpu": 2, "memory": 256, "host_id": second.host_id}),
+    )
+    .await;
+    r.assert_error(409, "no_valid_host");
+    let msg = r.body["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("1 of 2 vCPUs free"), "{msg}");
+    // Only admins pin.
+    let member = auth::create_key(
+        &mut t.ctx.conn().unwrap(),
+        "m",
+        Role::Member,
+        "default",
+        None,
+    )
+    .unwrap()
+    .secret;
+    let req = test::TestRequest::post()
+        .uri("/api/v1/instance/create")
+        .insert_header(("authorization", format!("Bearer {member}")))
+        .set_json(json!({"instance_name": "p", "image_id": image, "cpu": 1, "memory": 256, "host_id": second.host_id}))
+        .to_request();
+    send(&app, req).await.assert_error(403, "forbidden");
+
+    // Maintenance: nothing new on the second host; the next goes to the first, then no room.
+    post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": second.host_id, "enabled": false}),
+    )
+    .await
+    .ok();
+    let c = instance_of(&create_on(&app, &image, "c", None).await);
+    assert_eq!(c.host_id, first.host_id);
+    let r = create_on(&app, &image, "d", None).await;
+    r.assert_error(409, "no_valid_host");
+    let msg = r.body["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("disabled (maintenance)") && msg.contains("0 of 2 vCPUs free"),
+        "{msg}"
+    );
+    assert_eq!(reserved(&t, first.host_id.as_str()), (2, 512));
+    // An admin may still pin onto a host in maintenance (room permitting).
+    let pinned = instance_of(&create_on(&app, &image, "e", Some(second.host_id.as_str())).await);
+    assert_eq!(pinned.host_id, second.host_id);
+    assert_eq!(reserved(&t, second.host_id.as_str()), (2, 512));
+
+    for i in [&a, &b, &c, &pinned] {
+        let id = i.instance_id.as_str();
+        let p = crate::instances::wait_created(&app, id).await;
+        assert_eq!(p["status"], "running", "{p}");
+        post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+            .await
+            .ok();
+    }
+    assert_eq!(domstate(&uri2, id2), None, "destroyed on its host");
+    assert_eq!(reserved(&t, first.host_id.as_str()), (0, 0));
+    assert_eq!(reserved(&t, second.host_id.as_str()), (0, 0));
+    let r = post(
+        &app,
+        "/api/v1/host/remove",
+        json!({"host_id": second.host_id}),
+    )
+    .await;
+    r.ok();
+}
+
+/// Reservations are compare-and-sets in MySQL: 24 placements at once (each on its own
+/// connection, as from several replicas) onto hosts with room for 5 and 3 take exactly 8.
+#[actix_web::test]
+async fn concurrent_placements_never_overcommit_a_host() {
+    // No periodic pass: the test runs one itself, below.
+    let t = TestApp::with_config(|c| {
+        c.placement.cpu_allocation_ratio = 1.0;
+        c.operations.reconcile_interval_secs = 600;
+    });
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let first = hosts(&app, "").await.items.remove(0);
+    post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": first.host_id, "cpu_capacity": 5}),
+    )
+    .await
+    .ok();
+    let second = host_of(
+        &post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": second_host_uri(), "cpu_capacity": 3}),
+        )
+        .await,
+    );
+    probed(&app, first.host_id.as_str()).await;
+    let need = api_web::service::placement::Need {
+        vcpus: 1,
+        memory_mib: 64,
+        bridges: vec![],
+    };
+    let got: Vec<Option<String>> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = t.ctx.conn().unwrap();
+                    // The reservation with the row it stands for, as instance create does.
+                    api_web::service::quotas::in_transaction(&mut c, |c| {
+                        let h = api_web::service::placement::reserve(&t.ctx, c, &need, None)?;
+                        let form = api_web::db::instances::InstanceForm {
+                            instance_id: api_web::model::InstanceId::generate(),
+                            instance_name: "placed".into(),
+                            status: api_web::model::InstanceStatus::Creating,
+                            host_ip: h.address.clone(),
+                            host_id: h.host_id.clone(),
+                            cpu: need.vcpus,
+                            memory: need.memory_mib,
+                            image_id: api_web::model::ImageId::new("img-00000000"),
+                            root_size: None,
+                            describe: String::new(),
+                            progress_step: "queued".into(),
+                            create_time: 0,
+                            project_id: "default".into(),
+                        };
+                        api_web::db::instances::insert(c, &form)?;
+                        Ok(h)
+                    })
+                    .ok()
+                    .map(|h| h.host_id.to_string())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let on = |id: &str| got.iter().filter(|g| g.as_deref() == Some(id)).count();
+    assert_eq!(on(first.host_id.as_str()), 5, "{got:?}");
+    assert_eq!(on(second.host_id.as_str()), 3, "{got:?}");
+    assert_eq!(reserved(&t, first.host_id.as_str()), (5, 320));
+    assert_eq!(reserved(&t, second.host_id.as_str()), (3, 192));
+    // A reservation changed behind api-web's back: a reconciliation pass sets it back to its
+    // instance rows' sum and counts the repair (a pass may also run by itself meanwhile).
+    let repairs_before = t.ctx.reconciler.repairs.load(Ordering::Relaxed);
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE host SET vcpus_used = 0, memory_used_mib = 9999 WHERE host_id = '{}'",
+            first.host_id
+        )),
+        &mut *t.ctx.conn().unwrap(),
+    )
+    .unwrap();
+    let r = api_web::service::reconcile::pass(&t.ctx).unwrap();
+    let repairs = t.ctx.reconciler.repairs.load(Ordering::Relaxed) - repairs_before;
+    assert_eq!(repairs, 1, "{r:#?}");
+    assert_eq!(reserved(&t, first.host_id.as_str()), (5, 320));
+    // The rows go (they name no domain), and their reservations with them.
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("DELETE FROM instance"),
+        &mut *t.ctx.conn().unwrap(),
+    )
+    .unwrap();
+    api_web::service::reconcile::pass(&t.ctx).unwrap();
+    assert_eq!(reserved(&t, first.host_id.as_str()), (0, 0));
+    assert_eq!(reserved(&t, second.host_id.as_str()), (0, 0));
+    post(
+        &app,
+        "/api/v1/host/remove",
+        json!({"host_id": second.host_id}),
+    )
+    .await
+    .ok();
 }

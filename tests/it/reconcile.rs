@@ -227,12 +227,7 @@ async fn drift_behind_the_apis_back_is_repaired_or_reported() {
         name: id.clone(),
         host: first,
     };
-    for o in [
-        domain.clone(),
-        img(&root),
-        img(&foreign),
-        img(&drive),
-    ] {
+    for o in [domain.clone(), img(&root), img(&foreign), img(&drive)] {
         assert!(r.orphans.contains(&o), "{o} not listed: {r:#?}");
     }
     assert!(r.removed.is_empty(), "removed before the grace: {r:#?}");

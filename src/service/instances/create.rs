@@ -17,7 +17,7 @@ use crate::model::{
 use crate::service::auth::{self, Owned};
 use crate::service::quotas;
 use crate::service::volumes::{GIB, MAX_VOLUME_GIB};
-use crate::service::{fresh_id, load, nics, operations, Ctx, ID_TRIES};
+use crate::service::{fresh_id, hosts, load, nics, operations, placement, Ctx, ID_TRIES};
 use std::sync::Arc;
 
 pub struct NewInstance {
@@ -38,6 +38,8 @@ pub struct NewInstance {
     pub project_id: String,
     /// Host name, user data and SSH keys for the config drive.
     pub guest: super::GuestConfig,
+    /// The host an admin pinned it to (else placement chooses).
+    pub host_id: Option<crate::model::HostId>,
 }
 
 /// Disk devices of data volumes, in attach order (vda is the root disk).
@@ -48,36 +50,54 @@ pub const DATA_TARGETS: [&str; 25] = [
 
 pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
     validate(&req)?;
-    // libvirtd or Ceph down: refused now, rather than accepted and failed in the background.
-    ctx.hv.ping()?;
+    // Ceph down: refused now, rather than accepted and failed in the background (a host that
+    // does not answer is placement's: it is not chosen).
     ctx.ceph.ensure_up()?;
+    hosts::configured(&ctx)?;
     let mut conn = ctx.conn()?;
-    check_devices(&mut conn, &req)?;
+    let bridges = check_devices(&ctx, &mut conn, &req)?;
     let image = bootable_image(&mut conn, &req)?;
     let ask = quota_ask(&ctx, &req, &image);
-    // Every instance goes to the configured host until placement chooses among hosts.
-    let host = super::super::load::<crate::db::hosts::Host>(
-        &mut conn,
-        &super::super::hosts::configured(&ctx)?,
-    )?;
-    // The quota check, the row and the reservations in one transaction: concurrent creates of
-    // a project pass the check one at a time, and a failure anywhere leaves nothing behind.
-    let (id, nics) = quotas::in_transaction(&mut conn, |c| {
-        quotas::admit(c, &req.project_id, &ask)?;
-        let id = insert(c, &req, &image, &host)?;
-        reserve_volumes(c, &id, &req)?;
-        let nics = reserve_nics(&ctx, c, &id, &req).map_err(|(e, _)| e)?;
-        Ok((id, nics))
-    })?;
+    let need = placement::Need {
+        vcpus: req.cpu,
+        memory_mib: req.memory,
+        bridges,
+    };
+    // Hosts never reached yet (a fresh database, a host just added) are probed first.
+    hosts::probe_now(&ctx, |h| h.last_contact.is_none())?;
+    // The quota check, the host's reservation, the row and the device reservations in one
+    // transaction: concurrent creates of a project pass the check one at a time, concurrent
+    // creates on a host take its room one at a time, and a failure anywhere leaves nothing.
+    let mut tries = 0;
+    let (id, nics, host) = loop {
+        let placed = quotas::in_transaction(&mut conn, |c| {
+            quotas::admit(c, &req.project_id, &ask)?;
+            let host = placement::reserve(&ctx, c, &need, req.host_id.as_ref())?;
+            let id = insert(c, &req, &image, &host)?;
+            reserve_volumes(c, &id, &req)?;
+            let nics = reserve_nics(&ctx, c, &id, &req).map_err(|(e, _)| e)?;
+            Ok((id, nics, host))
+        });
+        match placed {
+            // Every host found offline: the probe may lag; ask them now, once.
+            Err(e) if e.code() == ErrorCode::LibvirtUnavailable && tries == 0 => {
+                tries += 1;
+                hosts::probe_now(&ctx, |h| !h.online)?;
+            }
+            r => break r?,
+        }
+    };
+    // The chosen host must answer now: else refused at once, rather than failed in the build.
+    if let Err(e) = hosts::connection(&ctx, &host.host_id).and_then(|hv| Ok(hv.ping()?)) {
+        unrecord(&mut conn, &id, &nics);
+        return Err(e);
+    }
     // From here the create is an operation: if this process dies, another one undoes it.
     let state = build::CreateState::new(nics);
     let op = match operations::start(&ctx, &mut conn, super::CREATE, id.as_str(), &state) {
         Ok(op) => op,
         Err(e) => {
-            let nics = state.into_nics();
-            release_nics(&mut conn, &nics);
-            release_reserved(&mut conn, &id);
-            let _ = db::instances::delete_in_status(&mut conn, &id, St::Creating);
+            unrecord(&mut conn, &id, &state.into_nics());
             return Err(e);
         }
     };
@@ -138,9 +158,18 @@ fn no_repeats<T: PartialEq + std::fmt::Display>(name: &str, items: &[T]) -> ApiR
 }
 
 /// The given NICs and volumes exist and are free (the reservation later makes sure of it).
-fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
+/// Checks the volumes and NICs given; returns the bridges the instance's NICs plug into (the
+/// default one for the NIC create makes).
+fn check_devices(ctx: &Ctx, conn: &mut DbConn, req: &NewInstance) -> ApiResult<Vec<String>> {
+    let mut bridges: Vec<String> = vec![];
+    if req.network_interface_ids.is_empty() && ctx.cfg.network.auto_nic {
+        bridges.push(ctx.cfg.network.default_bridge.clone());
+    }
     for n in &req.network_interface_ids {
         let nic = in_project::<Nic>(conn, n, &req.project_id)?;
+        if !bridges.contains(&nic.bridge) {
+            bridges.push(nic.bridge.clone());
+        }
         if nic.status != NicStatus::Available {
             return Err(ApiError::conflict(
                 ErrorCode::NetworkInterfaceInUse,
@@ -163,7 +192,7 @@ fn check_devices(conn: &mut DbConn, req: &NewInstance) -> ApiResult<()> {
             ));
         }
     }
-    Ok(())
+    Ok(bridges)
 }
 
 /// A row the new instance's project may use (another project's is as unknown as a missing
@@ -349,6 +378,24 @@ fn reserve_nics(
         }
     }
     Ok(out)
+}
+
+/// Undoes what `create` recorded before its operation started: the NICs and volumes it
+/// reserved, the row, and the host's reservation (one transaction for the last two).
+fn unrecord(conn: &mut DbConn, id: &InstanceId, nics: &BootNics) {
+    release_nics(conn, nics);
+    release_reserved(conn, id);
+    let r = quotas::in_transaction(conn, |c| {
+        if let Some(i) = db::instances::get(c, id)? {
+            if db::instances::delete_in_status(c, id, St::Creating)? {
+                db::hosts::release(c, &i.host_id, i.cpu, i.memory)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        log::error!("instance {id}: cannot remove its row after a refused create: {e}");
+    }
 }
 
 /// Gives back NICs a failed create reserved, and deletes the one it made.

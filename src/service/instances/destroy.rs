@@ -165,7 +165,11 @@ fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, state: &DestroyState) -> Result<De
                     let made = db::nics::delete_made_for(c, id)?;
                     (db::nics::release_all_of(c, id, now)?, made)
                 };
-                db::instances::delete_in_status(c, id, St::Destroying)?;
+                if let Some(i) = db::instances::get(c, id)? {
+                    if db::instances::delete_in_status(c, id, St::Destroying)? {
+                        db::hosts::release(c, &i.host_id, i.cpu, i.memory)?;
+                    }
+                }
                 Ok((vols, released, deleted))
             })
         })

@@ -209,7 +209,13 @@ fn refused(id: &InstanceId, a: &Action, e: VirtError) -> ApiError {
 
 /// A libvirt call of `a` that failed: unless the domain already is where `a` leads (done
 /// behind our back), its 503.
-fn failed(hv: &Hypervisor, id: &InstanceId, a: &Action, e: VirtError, goal: Power) -> ApiResult<()> {
+fn failed(
+    hv: &Hypervisor,
+    id: &InstanceId,
+    a: &Action,
+    e: VirtError,
+    goal: Power,
+) -> ApiResult<()> {
     if hv.power(id.as_str()).ok().flatten() == Some(goal) {
         return Ok(());
     }

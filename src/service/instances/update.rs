@@ -93,6 +93,13 @@ fn shape(ctx: &Ctx, conn: &mut DbConn, id: &InstanceId, ch: &Changes) -> ApiResu
             ..Default::default()
         };
         quotas::admit(c, &row.project_id, &ask)?;
+        crate::service::placement::resize(
+            ctx,
+            c,
+            &row.host_id,
+            (row.cpu, row.memory),
+            (cpu, memory),
+        )?;
         let hv = crate::service::hosts::of(ctx, &row)?;
         hv.set_shape(id.as_str(), cpu, memory).map_err(|e| {
             if e.is_no_domain() {
