@@ -294,6 +294,8 @@ pub struct LibvirtConfig {
     /// during boot, before the guest listens, is lost).
     pub shutdown_retry_secs: u64,
     pub detach_timeout_secs: u64,
+    /// A live migration still running after this long is aborted (the guest stays where it was).
+    pub migration_timeout_secs: u64,
     /// Listen to libvirt's domain events (power changes reach rows within a second, unplugs
     /// are confirmed by DEVICE_REMOVED). Off: only the periodic pass and polls see changes.
     pub events: bool,
@@ -403,6 +405,7 @@ impl Default for LibvirtConfig {
             shutdown_timeout_secs: 30,
             shutdown_retry_secs: 5,
             detach_timeout_secs: 10,
+            migration_timeout_secs: 300,
             events: true,
         }
     }

@@ -189,3 +189,49 @@ pub async fn remove(
     blocking(move || svc::remove(&ctx, &id)).await?;
     Ok(Success(RemovedView { host_id }))
 }
+
+#[derive(Serialize)]
+pub struct EvacuatedView {
+    instance_id: crate::model::InstanceId,
+    /// Where it runs now (`null` when it stayed).
+    host_id: Option<HostId>,
+    /// Why it stayed.
+    error_message: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct EvacuationView {
+    host_id: HostId,
+    instances: Vec<EvacuatedView>,
+}
+
+/// Moves every instance off the host (live when it runs), one at a time; answers when all have
+/// moved or failed to.
+pub async fn evacuate(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    b: Json<IdParam>,
+) -> ApiResult<Success<EvacuationView>> {
+    caller.admin_only("evacuate hosts")?;
+    check(&*b)?;
+    let id = HostId::new(b.into_inner().host_id);
+    let host_id = id.clone();
+    let ctx = ctx.into_inner();
+    let done = blocking(move || crate::service::instances::migrate::evacuate(ctx, &id)).await?;
+    let instances = done
+        .into_iter()
+        .map(|(instance_id, r)| match r {
+            Ok(h) => EvacuatedView {
+                instance_id,
+                host_id: Some(h),
+                error_message: None,
+            },
+            Err(e) => EvacuatedView {
+                instance_id,
+                host_id: None,
+                error_message: Some(e),
+            },
+        })
+        .collect();
+    Ok(Success(EvacuationView { host_id, instances }))
+}

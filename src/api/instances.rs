@@ -254,6 +254,33 @@ macro_rules! power_handler {
 }
 power_handler!(turnon, pause, resume, reset);
 
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateBody {
+    #[validate(custom(function = "valid_id"))]
+    instance_id: String,
+    /// Where to (else placement chooses among the other hosts).
+    #[validate(custom(function = "valid_id"))]
+    target_host_id: Option<String>,
+}
+
+/// Admins: moves the instance to another host, live when it runs; answers at once
+/// (`migrating`; instance/progress follows it).
+pub async fn migrate(
+    ctx: Data<Ctx>,
+    caller: Caller,
+    body: Json<MigrateBody>,
+) -> ApiResult<Success<InstanceView>> {
+    caller.admin_only("migrate instances")?;
+    check(&*body)?;
+    let b = body.into_inner();
+    let id = InstanceId::new(b.instance_id);
+    let target = b.target_host_id.map(crate::model::HostId::new);
+    let ctx = ctx.into_inner();
+    let i = blocking(move || svc::migrate::migrate(ctx, &id, target)).await?;
+    Ok(Success(i.into()))
+}
+
 #[derive(Serialize)]
 pub struct RebootView {
     #[serde(flatten)]

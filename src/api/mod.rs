@@ -72,6 +72,7 @@ route_table! {
     "/api/v1/instance/resume" => post instances::resume;
     "/api/v1/instance/reboot" => post instances::reboot;
     "/api/v1/instance/reset" => post instances::reset;
+    "/api/v1/instance/migrate" => post instances::migrate;
     "/api/v1/instance/update" => post instances::update;
     "/api/v1/instance/restore" => post snapshots::restore;
     // "destory" is the original design's spelling, kept for its clients.
@@ -105,6 +106,7 @@ route_table! {
     "/api/v1/host/detail" => get hosts::detail;
     "/api/v1/host/update" => post hosts::update;
     "/api/v1/host/remove" => post hosts::remove;
+    "/api/v1/host/evacuate" => post hosts::evacuate;
 }
 
 /// The whole application: state, parsers that answer in our envelope, routes, middleware.

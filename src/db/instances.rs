@@ -73,6 +73,41 @@ pub fn update(
 
 /// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a power change's
 /// compare-and-set waits for it.
+/// A migrating instance now on host `host` (its `host_ip` that host's address); the caller
+/// then moves its status on, in the same transaction.
+pub fn moved(
+    conn: &mut MysqlConnection,
+    id: &InstanceId,
+    host: &crate::model::HostId,
+    host_ip: &str,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        instance::table
+            .find(id)
+            .filter(instance::status.eq(crate::model::InstanceStatus::Migrating)),
+    )
+    .set((
+        instance::host_id.eq(host),
+        instance::host_ip.eq(host_ip),
+        instance::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// The ids of the instances on a host, oldest first.
+pub fn on_host(
+    conn: &mut MysqlConnection,
+    host: &crate::model::HostId,
+) -> QueryResult<Vec<InstanceId>> {
+    instance::table
+        .filter(instance::host_id.eq(host))
+        .order((instance::create_time.asc(), instance::instance_id.asc()))
+        .select(instance::instance_id)
+        .load(conn)
+}
+
 pub fn lock(conn: &mut MysqlConnection, id: &InstanceId) -> QueryResult<Option<Instance>> {
     instance::table
         .find(id)

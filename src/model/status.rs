@@ -145,6 +145,8 @@ status_enum!(
     /// `running | paused | stopped -> snapshotting -> running | paused | stopped | error`: its
     /// disks snapshotted together (a running guest suspended meanwhile); it ends in what
     /// libvirt then reports.
+    /// `running | paused | stopped -> migrating -> running | paused | stopped | error`: moved to
+    /// another host (live when it runs); it ends in what libvirt reports where it then is.
     /// Any settled status (and `error`) `-> destroying`; `destroying -> error` when a step fails
     /// (a retry goes `error -> destroying`).
     InstanceStatus, "instance" {
@@ -159,6 +161,7 @@ status_enum!(
         Rebooting => "rebooting",
         Restoring => "restoring",
         Snapshotting => "snapshotting",
+        Migrating => "migrating",
         Destroying => "destroying",
         Error => "error",
     }
@@ -178,6 +181,7 @@ impl InstanceStatus {
                     | Pausing
                     | Rebooting
                     | Snapshotting
+                    | Migrating
                     | Destroying
                     | Stopped
                     | Paused
@@ -185,15 +189,30 @@ impl InstanceStatus {
             ),
             Paused => matches!(
                 to,
-                Resuming | Stopping | Snapshotting | Destroying | Running | Stopped | Error
+                Resuming
+                    | Stopping
+                    | Snapshotting
+                    | Migrating
+                    | Destroying
+                    | Running
+                    | Stopped
+                    | Error
             ),
             Stopped => matches!(
                 to,
-                Starting | Restoring | Snapshotting | Destroying | Running | Paused | Error
+                Starting
+                    | Restoring
+                    | Snapshotting
+                    | Migrating
+                    | Destroying
+                    | Running
+                    | Paused
+                    | Error
             ),
             // A rollback of every disk to a snapshot, of a stopped instance.
             Restoring => matches!(to, Stopped | Error),
-            Starting | Stopping | Pausing | Resuming | Rebooting | Snapshotting => {
+            // A migration ends where the domain then is, with what libvirt reports.
+            Starting | Stopping | Pausing | Resuming | Rebooting | Snapshotting | Migrating => {
                 matches!(to, Running | Paused | Stopped | Error)
             }
             Destroying => matches!(to, Error),

@@ -183,6 +183,15 @@ pub fn connection(ctx: &Ctx, id: &HostId) -> ApiResult<Arc<Hypervisor>> {
     Ok(ctx.hosts.get(&uri))
 }
 
+/// The connection to a host whose row is at hand (no query; its URI remembered).
+pub fn connection_of(ctx: &Ctx, host: &Host) -> Arc<Hypervisor> {
+    ctx.host_uris
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(host.host_id.clone(), host.uri.clone());
+    ctx.hosts.get(&host.uri)
+}
+
 /// The connection to the host an instance row names: where every operation on it goes.
 pub fn of(ctx: &Ctx, inst: &crate::db::instances::Instance) -> ApiResult<Arc<Hypervisor>> {
     connection(ctx, &inst.host_id)

@@ -114,6 +114,10 @@ impl Drop for InFlight {
 /// failpoints, `Op::save` refuses a step missing here, so the sweep cannot miss a new one.
 pub const STEPS: &[(&str, &[&str])] = &[
     (
+        super::instances::migrate::MIGRATE,
+        &["migrating", "moving the definition"],
+    ),
+    (
         super::instances::CREATE,
         &[
             "recording the root volume",
@@ -530,6 +534,7 @@ fn settle(ctx: &Ctx, held: Op, op: &Operation) {
     match op.kind.as_str() {
         super::instances::CREATE => super::instances::build::recover(ctx, held, op),
         super::instances::DESTROY => super::instances::destroy::recover(ctx, held, op),
+        super::instances::migrate::MIGRATE => super::instances::migrate::recover(ctx, held, op),
         k if super::instances::power::ACTIONS.iter().any(|a| a.kind == k) => {
             super::instances::power::recover(ctx, held, op)
         }

@@ -11,8 +11,9 @@
 //! inserts the instance row: two creates racing for the last room, in one process or two,
 //! never both get it; the loser tries the next host.
 //!
-//! Nothing fits: 409 `no_valid_host`, saying per host why not. Every host fails only because
-//! it does not answer: 503 `libvirt_unavailable` (an outage, worth a retry).
+//! Nothing fits: 409 `no_valid_host`, saying per host why not. Every host in service (not in
+//! maintenance) fails only because it does not answer: 503 `libvirt_unavailable` (an outage,
+//! worth a retry).
 
 use super::Ctx;
 use crate::config::{PlacementConfig, Weigher};
@@ -114,10 +115,21 @@ pub fn rank<'a>(
     cfg: &PlacementConfig,
     pin: Option<&HostId>,
 ) -> Result<Vec<&'a Host>, Vec<(&'a Host, Unfit)>> {
+    rank_except(hosts, need, cfg, pin, None)
+}
+
+/// `rank` without the host `except` (where a migrating instance is).
+pub fn rank_except<'a>(
+    hosts: &'a [Host],
+    need: &Need,
+    cfg: &PlacementConfig,
+    pin: Option<&HostId>,
+    except: Option<&HostId>,
+) -> Result<Vec<&'a Host>, Vec<(&'a Host, Unfit)>> {
     let mut fit = vec![];
     let mut unfit_ = vec![];
     for h in hosts {
-        if pin.is_some_and(|p| *p != h.host_id) {
+        if pin.is_some_and(|p| *p != h.host_id) || except == Some(&h.host_id) {
             continue;
         }
         match unfit(h, need, cfg, pin.is_some()) {
@@ -158,7 +170,13 @@ fn refusal(need: &Need, why: &[(&Host, Unfit)], pin: Option<&HostId>) -> ApiErro
         .collect::<Vec<_>>()
         .join("; ");
     let asked = format!("{} vCPUs and {} MiB", need.vcpus, need.memory_mib);
-    if !why.is_empty() && why.iter().all(|(_, u)| u.offline()) {
+    // Hosts in maintenance aside, no host answers: an outage.
+    let serving: Vec<&Unfit> = why
+        .iter()
+        .map(|(_, u)| u)
+        .filter(|u| **u != Unfit::Disabled)
+        .collect();
+    if !serving.is_empty() && serving.iter().all(|u| u.offline()) {
         return ApiError::unavailable(
             Backend::Libvirt,
             format!("no host answers to place {asked} on: {each}"),
@@ -181,10 +199,22 @@ fn refusal(need: &Need, why: &[(&Host, Unfit)], pin: Option<&HostId>) -> ApiErro
 /// between the read and the compare-and-set is skipped for the next; when every candidate
 /// lost, the hosts are read again (a few times).
 pub fn reserve(ctx: &Ctx, conn: &mut DbConn, need: &Need, pin: Option<&HostId>) -> ApiResult<Host> {
+    reserve_except(ctx, conn, need, pin, None)
+}
+
+/// `reserve` on any host but `except` (a migration's target).
+pub fn reserve_except(
+    ctx: &Ctx,
+    conn: &mut DbConn,
+    need: &Need,
+    pin: Option<&HostId>,
+    except: Option<&HostId>,
+) -> ApiResult<Host> {
     let cfg = &ctx.cfg.placement;
     for _ in 0..RETRIES {
         let hosts = q::all(conn)?;
-        let ranked = rank(&hosts, need, cfg, pin).map_err(|why| refusal(need, &why, pin))?;
+        let ranked =
+            rank_except(&hosts, need, cfg, pin, except).map_err(|why| refusal(need, &why, pin))?;
         for h in ranked {
             let lim = limits(h, cfg);
             if q::reserve(

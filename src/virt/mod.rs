@@ -5,9 +5,11 @@
 
 mod events;
 mod host;
+mod migrate;
 
 pub use events::{Change, Event};
 pub use host::{Facts, Hosts};
+pub use migrate::Progress;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;

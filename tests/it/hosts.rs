@@ -663,3 +663,173 @@ async fn concurrent_placements_never_overcommit_a_host() {
     .await
     .ok();
 }
+
+/// The instance's host, from its row.
+fn host_id_of(t: &TestApp, id: &str) -> String {
+    api_web::service::load::<api_web::db::instances::Instance>(
+        &mut t.ctx.conn().unwrap(),
+        &api_web::model::InstanceId::new(id),
+    )
+    .unwrap()
+    .host_id
+    .to_string()
+}
+
+/// Waits until the instance is no longer `migrating`; returns its progress view.
+async fn migrated(app: &impl App, id: &str) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = get(app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
+        let p = p.ok().clone();
+        if p["status"] != "migrating" {
+            return p;
+        }
+        assert!(Instant::now() < end, "still migrating: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A booted guest migrates live to the second host (peer-to-peer: a TCP URI) and back
+/// (managed: the configured host's URI is a local socket), keeps running, and its console keeps
+/// answering on the target: a volume mounted there (the mount goes to its new host) shows up in
+/// the guest's report. Stopped, it moves cold. Both hosts' XML, the rows and the reservations
+/// agree after each move; a host with it is emptied by host/evacuate.
+#[actix_web::test]
+async fn a_booted_guest_migrates_live_and_back_and_a_host_is_evacuated() {
+    let t = TestApp::new();
+    let app = test::init_service(api::app(t.ctx.clone())).await;
+    let uri1 = t.ctx.cfg.libvirt.uri.clone();
+    let uri2 = second_host_uri();
+    let first = hosts(&app, "").await.items.remove(0);
+    let second = host_of(
+        &post(
+            &app,
+            "/api/v1/host/add",
+            json!({"uri": uri2, "host_name": "second"}),
+        )
+        .await,
+    );
+    let image = crate::instances::test_image(&app, &t).await;
+    let i = instance_of(&create_on(&app, &image, "mover", Some(first.host_id.as_str())).await);
+    let id = i.instance_id.to_string();
+    assert_eq!(
+        crate::instances::wait_created(&app, &id).await["status"],
+        "running"
+    );
+    crate::instances::wait_console(&app, &id, "API-WEB-GUEST-REPORT 1").await;
+
+    // Live to the second host.
+    let t0 = Instant::now();
+    let r = post(
+        &app,
+        "/api/v1/instance/migrate",
+        json!({"instance_id": id, "target_host_id": second.host_id}),
+    )
+    .await;
+    assert_eq!(r.ok()["status"], "migrating", "{}", r.body);
+    let p = migrated(&app, &id).await;
+    eprintln!("live migration to the second host took {:?}", t0.elapsed());
+    assert_eq!(p["status"], "running", "{p}");
+    assert_eq!(host_id_of(&t, &id), second.host_id.as_str());
+    assert_eq!(domstate(&uri2, &id).as_deref(), Some("running"));
+    assert_eq!(domstate(&uri1, &id), None, "undefined on the source");
+    assert_eq!(reserved(&t, second.host_id.as_str()), (1, 256));
+    assert_eq!(reserved(&t, first.host_id.as_str()), (0, 0));
+    // The guest runs on: a volume mounted now (on its new host) shows in its next report.
+    let vol = crate::volumes::new_volume(&app, "after-move", 1).await;
+    post(
+        &app,
+        "/api/v1/volume/mount",
+        json!({"volume_id": vol, "instance_id": id}),
+    )
+    .await
+    .ok();
+    crate::instances::wait_console(&app, &id, "API-WEB-GUEST-REPORT 2").await;
+    let out = crate::instances::wait_console(&app, &id, &format!("serial={vol}")).await;
+    assert!(
+        out.contains("API-WEB-GUEST-BOOTED"),
+        "one console across both hosts"
+    );
+
+    // Back, live (placement picks the only other host).
+    let r = post(&app, "/api/v1/instance/migrate", json!({"instance_id": id})).await;
+    r.ok();
+    let p = migrated(&app, &id).await;
+    assert_eq!(p["status"], "running", "{p}");
+    assert_eq!(host_id_of(&t, &id), first.host_id.as_str());
+    assert_eq!(domstate(&uri1, &id).as_deref(), Some("running"));
+    assert_eq!(domstate(&uri2, &id), None);
+    let r = api_web::service::reconcile::pass(&t.ctx).unwrap();
+    assert!(
+        r.unrepaired.iter().all(|f| f.id != id),
+        "drift after migrating: {r:#?}"
+    );
+
+    // Refused: to where it is, by a member, while busy.
+    post(
+        &app,
+        "/api/v1/instance/migrate",
+        json!({"instance_id": id, "target_host_id": first.host_id}),
+    )
+    .await
+    .assert_error(400, "invalid_param");
+
+    // Stopped: it moves cold, and starts on the second host.
+    post(
+        &app,
+        "/api/v1/instance/turnoff",
+        json!({"instance_id": id, "force": true}),
+    )
+    .await
+    .ok();
+    post(&app, "/api/v1/instance/migrate", json!({"instance_id": id}))
+        .await
+        .ok();
+    let p = migrated(&app, &id).await;
+    assert_eq!(p["status"], "stopped", "{p}");
+    assert_eq!(domstate(&uri2, &id).as_deref(), Some("shut off"));
+    assert_eq!(domstate(&uri1, &id), None);
+    let r = post(&app, "/api/v1/instance/turnon", json!({"instance_id": id})).await;
+    assert_eq!(r.ok()["status"], "running");
+    assert_eq!(domstate(&uri2, &id).as_deref(), Some("running"));
+
+    // Evacuation: the second host in maintenance, then emptied (live, to the first).
+    post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": second.host_id, "enabled": false}),
+    )
+    .await
+    .ok();
+    let r = post(
+        &app,
+        "/api/v1/host/evacuate",
+        json!({"host_id": second.host_id}),
+    )
+    .await;
+    let e = r.ok().clone();
+    assert_eq!(e["instances"][0]["instance_id"], id.as_str(), "{e}");
+    assert_eq!(e["instances"][0]["host_id"], first.host_id.as_str(), "{e}");
+    assert_eq!(
+        host_of(
+            &get(
+                &app,
+                &format!("/api/v1/host/detail?host_id={}", second.host_id)
+            )
+            .await
+        )
+        .instances,
+        0
+    );
+    assert_eq!(domstate(&uri1, &id).as_deref(), Some("running"));
+    post(
+        &app,
+        "/api/v1/host/remove",
+        json!({"host_id": second.host_id}),
+    )
+    .await
+    .ok();
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+}

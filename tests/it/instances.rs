@@ -555,6 +555,20 @@ async fn create_is_refused_while_libvirt_is_down() {
         c.libvirt.uri = "qemu+tcp://127.0.0.1:9/system".into();
     });
     let app_down = test::init_service(api::app(down.ctx.clone())).await;
+    // The database's other host (`t`'s, which answers) in maintenance: the only host in service
+    // is the one that does not answer.
+    let page = get(&app, "/api/v1/host/list").await;
+    let first = page.ok()["items"][0]["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(
+        &app,
+        "/api/v1/host/update",
+        json!({"host_id": first, "enabled": false}),
+    )
+    .await
+    .ok();
     let t0 = Instant::now();
     let r = post(
         &app_down,

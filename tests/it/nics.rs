@@ -447,31 +447,36 @@ async fn instance_create_with_nics() {
     .ok();
     drop_image(&app, &image).await;
 
-    // The default bridge does not exist on the hypervisor: the start fails, nothing is left.
+    // The default bridge does not exist on the hypervisor: placement finds no host with it
+    // (the probe looks for every configured bridge), the create is refused naming the bridge,
+    // and nothing is recorded.
     let t = TestApp::with_config(|c| {
         c.network.bridges.push("nosuchbr8".into());
         c.network.default_bridge = "nosuchbr8".into();
     });
     let app = test::init_service(api::app(t.ctx.clone())).await;
     let image = test_image(&app, &t).await;
-    let inst = create(&app, &image, "no bridge").await;
-    let p = wait_created(&app, &inst).await;
-    assert_eq!(p["status"], "error");
-    assert!(
-        p["error_message"].as_str().unwrap().contains("nosuchbr8"),
-        "{p}"
-    );
-    assert_eq!(
-        count(&t.db, "SELECT COUNT(*) AS n FROM network_interface"),
-        0
-    );
-    assert_eq!(count(&t.db, "SELECT COUNT(*) AS n FROM volume"), 0);
-    post(
+    let r = post(
         &app,
-        "/api/v1/instance/destroy",
-        json!({"instance_id": inst}),
+        "/api/v1/instance/create",
+        json!({"instance_name": "no bridge", "image_id": image, "cpu": 1, "memory": 256}),
     )
-    .await
-    .ok();
+    .await;
+    r.assert_error(409, "no_valid_host");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no bridge nosuchbr8"),
+        "{}",
+        r.body
+    );
+    for table in ["instance", "network_interface", "volume"] {
+        assert_eq!(
+            count(&t.db, &format!("SELECT COUNT(*) AS n FROM {table}")),
+            0,
+            "{table}"
+        );
+    }
     drop_image(&app, &image).await;
 }

@@ -29,6 +29,7 @@ const SUBSET: &[&str] = &[
     "instance.turnon:starting_the_domain",
     "instance.turnoff:finishing",
     "instance.pause:suspending_the_domain",
+    "instance.migrate:migrating",
     "snapshot.create:resuming_the_domain",
     "snapshot.delete:removing_the_RBD_snapshots",
     "instance.restore:rolling_back_the_disks",
@@ -84,7 +85,7 @@ fn unsettled(t: &TestApp) -> i64 {
     count(
         &t.db,
         "SELECT (SELECT COUNT(*) FROM operation WHERE status = 'running') \
-         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'rebooting', 'snapshotting', 'restoring')) \
+         + (SELECT COUNT(*) FROM instance WHERE status IN ('creating', 'destroying', 'starting', 'stopping', 'pausing', 'resuming', 'migrating', 'rebooting', 'snapshotting', 'restoring')) \
          + (SELECT COUNT(*) FROM snapshot WHERE status IN ('creating', 'deleting', 'restoring')) \
          + (SELECT COUNT(*) FROM volume WHERE status IN ('creating', 'deleting', 'attaching', 'detaching', 'restoring')) \
          + (SELECT COUNT(*) FROM network_interface WHERE status IN ('attaching', 'detaching')) \
@@ -124,7 +125,7 @@ async fn stopped_instance<A: App>(c: &Client<A>, image: &str) -> String {
     id
 }
 
-async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
+async fn prepare<A: App>(c: &Client<A>, kind: &str, step: &str, image: &str) -> Request {
     if kind == "image.upload" {
         return Request {
             path: "/api/v1/images/upload?image_name=swept&os_type=Linux",
@@ -144,6 +145,26 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, image: &str) -> Request {
         "instance.destroy" => {
             let id = running_instance(c, image).await;
             ("/api/v1/instance/destroy", json!({"instance_id": id}))
+        }
+        "instance.migrate" => {
+            // A second host (the dev stack's first extra libvirtd), once per database.
+            let hosts: Value = c.get("/api/v1/host/list").await.good();
+            if hosts["total"] == 1 {
+                let uri = env("API_WEB_EXTRA_HOST_URIS");
+                let uri = uri
+                    .split_whitespace()
+                    .next()
+                    .expect("scripts/dev-stack.sh up --hosts 2");
+                c.post::<Value>("/api/v1/host/add", json!({"uri": uri}))
+                    .await
+                    .good();
+            }
+            let id = if step == "moving the definition" {
+                stopped_instance(c, image).await
+            } else {
+                running_instance(c, image).await
+            };
+            ("/api/v1/instance/migrate", json!({"instance_id": id}))
         }
         "instance.turnon" => {
             let id = stopped_instance(c, image).await;
@@ -513,7 +534,7 @@ async fn kill_at<A: App>(
     step: &str,
 ) -> Duration {
     let at = failpoint(kind, step);
-    let req = prepare(c, kind, image).await;
+    let req = prepare(c, kind, step, image).await;
     // What `prepare` made is settled (a create's operation ends a moment after its row says
     // `running`).
     let end = Instant::now() + Duration::from_secs(10);

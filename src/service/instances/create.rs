@@ -63,8 +63,6 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
         memory_mib: req.memory,
         bridges,
     };
-    // Hosts never reached yet (a fresh database, a host just added) are probed first.
-    hosts::probe_now(&ctx, |h| h.last_contact.is_none())?;
     // The quota check, the host's reservation, the row and the device reservations in one
     // transaction: concurrent creates of a project pass the check one at a time, concurrent
     // creates on a host take its room one at a time, and a failure anywhere leaves nothing.
@@ -79,18 +77,21 @@ pub fn create(ctx: Arc<Ctx>, req: NewInstance) -> ApiResult<Instance> {
             Ok((id, nics, host))
         });
         match placed {
-            // Every host found offline: the probe may lag; ask them now, once.
+            // Every host in service found offline (or not reached yet: a fresh database's
+            // first host): the probe may lag; ask them now, once, holding no connection.
             Err(e) if e.code() == ErrorCode::LibvirtUnavailable && tries == 0 => {
                 tries += 1;
+                drop(conn);
                 hosts::probe_now(&ctx, |h| !h.online)?;
+                conn = ctx.conn()?;
             }
             r => break r?,
         }
     };
     // The chosen host must answer now: else refused at once, rather than failed in the build.
-    if let Err(e) = hosts::connection(&ctx, &host.host_id).and_then(|hv| Ok(hv.ping()?)) {
+    if let Err(e) = hosts::connection_of(&ctx, &host).ping() {
         unrecord(&mut conn, &id, &nics);
-        return Err(e);
+        return Err(e.into());
     }
     // From here the create is an operation: if this process dies, another one undoes it.
     let state = build::CreateState::new(nics);

@@ -10,6 +10,7 @@ mod console;
 mod create;
 pub mod destroy;
 pub mod guest;
+pub mod migrate;
 pub mod power;
 mod update;
 
