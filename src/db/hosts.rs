@@ -195,6 +195,22 @@ pub fn reserve(
     Ok(n == 1)
 }
 
+/// Counts an instance found running on a host behind placement's back (moved outside
+/// api-web): no capacity check, it is there already.
+pub fn add(
+    conn: &mut MysqlConnection,
+    id: &HostId,
+    vcpus: u32,
+    memory_mib: u64,
+) -> QueryResult<usize> {
+    diesel::update(host::table.find(id))
+        .set((
+            host::vcpus_used.eq(host::vcpus_used + vcpus),
+            host::memory_used_mib.eq(host::memory_used_mib + memory_mib),
+        ))
+        .execute(conn)
+}
+
 /// Gives back what `reserve` took (an instance row deleted or moved away); never below 0.
 pub fn release(
     conn: &mut MysqlConnection,

@@ -108,6 +108,32 @@ pub fn on_host(
         .load(conn)
 }
 
+/// A settled instance whose domain was found on another host than its row's (moved outside
+/// api-web): recorded there if its row is still on `from` in `status` (compare-and-set).
+pub fn found_on(
+    conn: &mut MysqlConnection,
+    id: &InstanceId,
+    from: &crate::model::HostId,
+    status: crate::model::InstanceStatus,
+    to: &crate::model::HostId,
+    host_ip: &str,
+    now: u64,
+) -> QueryResult<bool> {
+    let n = diesel::update(
+        instance::table
+            .find(id)
+            .filter(instance::host_id.eq(from))
+            .filter(instance::status.eq(status)),
+    )
+    .set((
+        instance::host_id.eq(to),
+        instance::host_ip.eq(host_ip),
+        instance::update_time.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
 pub fn lock(conn: &mut MysqlConnection, id: &InstanceId) -> QueryResult<Option<Instance>> {
     instance::table
         .find(id)

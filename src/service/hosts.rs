@@ -203,6 +203,73 @@ pub fn of_id(ctx: &Ctx, id: &crate::model::InstanceId) -> ApiResult<Arc<Hypervis
     of(ctx, &inst)
 }
 
+/// Where a settled instance whose domain its own host does not have really is: the other
+/// online hosts are asked (a migration done outside api-web, or one a crash cut short).
+/// Returns the host and the domain's power there.
+pub fn find_elsewhere(
+    ctx: &Ctx,
+    inst: &crate::db::instances::Instance,
+) -> ApiResult<Option<(Host, crate::virt::Power)>> {
+    let others: Vec<Host> = q::all(&mut *ctx.conn()?)?
+        .into_iter()
+        .filter(|h| h.online && h.host_id != inst.host_id)
+        .collect();
+    for h in others {
+        if let Ok(Some(p)) = connection_of(ctx, &h).power(inst.instance_id.as_str()) {
+            return Ok(Some((h, p)));
+        }
+    }
+    Ok(None)
+}
+
+/// Records a settled instance on the host its domain was found on (`find_elsewhere`), its
+/// status what libvirt says there, its reservation moved with it: one transaction,
+/// compare-and-set on its host and status. Returns whether the row changed.
+pub fn record_found(
+    ctx: &Ctx,
+    inst: &crate::db::instances::Instance,
+    to: &Host,
+    power: crate::virt::Power,
+) -> ApiResult<bool> {
+    let id = &inst.instance_id;
+    let status = super::instances::power::status_of(power);
+    let changed = super::record(ctx, "recording where the instance is", |c| {
+        super::quotas::in_transaction(c, |c| {
+            if !crate::db::instances::found_on(
+                c,
+                id,
+                &inst.host_id,
+                inst.status,
+                &to.host_id,
+                &to.address,
+                db::now(),
+            )? {
+                return Ok(false);
+            }
+            q::release(c, &inst.host_id, inst.cpu, inst.memory)?;
+            q::add(c, &to.host_id, inst.cpu, inst.memory)?;
+            if status != inst.status {
+                super::transition::<crate::db::instances::Instance>(
+                    c,
+                    id,
+                    inst.status,
+                    status,
+                    None,
+                )?;
+            }
+            Ok(true)
+        })
+    })?;
+    if changed {
+        log::warn!(
+            "instance {id}: its domain is on host {} (the row said host {}): recorded there, {status}",
+            to.host_id,
+            inst.host_id
+        );
+    }
+    Ok(changed)
+}
+
 /// The id of the host of `libvirt.uri`, recorded on first use (a fresh database gets it at
 /// once; a database migrated from one host has it from the migration). Cached: the configured
 /// host cannot be removed.

@@ -252,16 +252,27 @@ impl Inventory {
         self.read.values().map(|(_, d)| d.len()).sum()
     }
 
-    /// The domains the rows are compared with: each instance's on its own host. A domain
-    /// named like an instance on another host than its row's is a finding (a migration cut
-    /// short leaves one); a domain with no row is the caller's (orphans).
-    fn placed(&self, rows: &Rows, plans: &mut Vec<Plan>) -> Vec<DomainView> {
+    /// The domains the rows are compared with: each instance's on its own host; and the
+    /// instances whose own host (read) does not have their domain while another host does
+    /// (moved outside api-web, or by a migration a crash cut short), with that host and the
+    /// domain's power there. A domain on its row's host and on another too is a finding.
+    fn placed(
+        &self,
+        rows: &Rows,
+        plans: &mut Vec<Plan>,
+    ) -> (Vec<DomainView>, Vec<(InstanceId, HostId, Power)>) {
         let host_of: HashMap<&str, &HostId> = rows
             .instances
             .iter()
             .map(|i| (i.instance_id.as_str(), &i.host_id))
             .collect();
+        let has: HashSet<(&HostId, &str)> = self
+            .read
+            .iter()
+            .flat_map(|(h, (_, ds))| ds.iter().map(move |d| (h, d.name.as_str())))
+            .collect();
         let mut out = vec![];
+        let mut found = vec![];
         for (host, (_, domains)) in &self.read {
             for d in domains {
                 match host_of.get(d.name.as_str()) {
@@ -270,8 +281,12 @@ impl Inventory {
                         if rows.busy.contains(d.name.as_str()) {
                             continue;
                         }
+                        if self.read.contains_key(*h) && !has.contains(&(*h, d.name.as_str())) {
+                            found.push((InstanceId::new(d.name.as_str()), host.clone(), d.power));
+                            continue;
+                        }
                         let what = format!(
-                            "defined on host {host}, but instance {} is recorded on host {h}",
+                            "defined on host {host}, but instance {} is recorded on host {h} (which has it too)",
                             d.name
                         );
                         plans.push(Plan::new(&d.name, finding("domain", &d.name, what), None));
@@ -280,7 +295,7 @@ impl Inventory {
                 }
             }
         }
-        out
+        (out, found)
     }
 }
 
@@ -330,7 +345,9 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
     // inventory did not see yet: the next pass takes it.
     let settled = |update_time: u64| update_time < started;
     let mut plans = vec![];
-    let domains = inv.placed(&rows, &mut plans);
+    let (domains, mut found) = inv.placed(&rows, &mut plans);
+    rows.unread
+        .extend(found.iter().map(|(id, _, _)| id.clone()));
     plans.extend(plan(&rows, &domains, &settled));
     // The inventory may have answered from its cache: every domain a repair or a report
     // would rest on is read again first, and the plan made again on what it holds now.
@@ -338,12 +355,40 @@ pub fn pass(ctx: &Ctx) -> ApiResult<Report> {
         let names: HashSet<String> = plans.iter().map(|p| p.domain.clone()).collect();
         if inv.refresh(&names)? {
             plans.clear();
-            let domains = inv.placed(&rows, &mut plans);
+            let (domains, again) = inv.placed(&rows, &mut plans);
+            rows.unread
+                .extend(again.iter().map(|(id, _, _)| id.clone()));
+            found = again;
             plans.extend(plan(&rows, &domains, &settled));
         }
     }
     for p in plans {
         apply(ctx, p, &mut r);
+    }
+    // Instances found on another host than their row's: recorded there.
+    for (id, host, power) in found {
+        let (Some(inst), Some(to)) = (
+            rows.instances.iter().find(|i| i.instance_id == id),
+            hosts.iter().find(|h| h.host_id == host),
+        ) else {
+            continue;
+        };
+        if !inst.status.is_settled() || !settled(inst.update_time) {
+            continue;
+        }
+        let what = format!(
+            "its domain is on host {host}, not on host {} its row names: recorded there",
+            inst.host_id
+        );
+        match super::hosts::record_found(ctx, inst, to, power) {
+            Ok(true) => r.repaired.push(finding("instance", &id, what)),
+            Ok(false) => {}
+            Err(e) => r.unrepaired.push(finding(
+                "instance",
+                &id,
+                format!("{what} (the repair failed: {e})"),
+            )),
+        }
     }
     // Placement's reservations against the instance rows they stand for.
     match db::hosts::resum(&mut *ctx.conn()?) {

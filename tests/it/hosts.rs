@@ -765,7 +765,47 @@ async fn a_booted_guest_migrates_live_and_back_and_a_host_is_evacuated() {
         "drift after migrating: {r:#?}"
     );
 
-    // Refused: to where it is, by a member, while busy.
+    // Moved behind api-web's back (virsh migrate --live): the row follows to where the domain
+    // runs (libvirt's events, or the pass that reads every host), with its reservation.
+    let ok = std::process::Command::new("virsh")
+        .args([
+            "-c",
+            &uri1,
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+            &id,
+            &uri2,
+            "--migrateuri",
+            "tcp://127.0.0.1",
+            "--listen-address",
+            "127.0.0.1",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "virsh migrate");
+    let until = Instant::now() + Duration::from_secs(15);
+    while host_id_of(&t, &id) != second.host_id.as_str() {
+        if Instant::now() > until - Duration::from_secs(5) {
+            api_web::service::reconcile::pass(&t.ctx).unwrap();
+        }
+        assert!(Instant::now() < until, "the row never followed the domain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let d = get(&app, &format!("/api/v1/instance/detail?instance_id={id}")).await;
+    assert_eq!(d.ok()["status"], "running", "{}", d.body);
+    assert_eq!(reserved(&t, second.host_id.as_str()), (1, 256));
+    assert_eq!(reserved(&t, first.host_id.as_str()), (0, 0));
+    post(&app, "/api/v1/instance/migrate", json!({"instance_id": id}))
+        .await
+        .ok();
+    assert_eq!(migrated(&app, &id).await["status"], "running");
+    assert_eq!(host_id_of(&t, &id), first.host_id.as_str());
+
+    // Refused: to where it is.
     post(
         &app,
         "/api/v1/instance/migrate",

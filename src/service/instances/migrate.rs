@@ -175,10 +175,16 @@ fn watch(
 ) {
     let t0 = Instant::now();
     let mut last = None;
+    let mut ticks: u64 = 0;
     while !ended.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(500));
+        // Short naps: the migration's end must not wait for this thread.
+        std::thread::sleep(Duration::from_millis(50));
+        ticks += 1;
         if ended.load(Ordering::Relaxed) {
             return;
+        }
+        if !ticks.is_multiple_of(10) && t0.elapsed() < timeout {
+            continue;
         }
         if t0.elapsed() >= timeout {
             aborted.store(true, Ordering::Relaxed);

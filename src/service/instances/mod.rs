@@ -236,7 +236,14 @@ pub fn observe_one(ctx: &Ctx, id: &InstanceId) -> ApiResult<bool> {
     }
     drop(conn);
     let hv = crate::service::hosts::of(ctx, &row)?;
-    let Some((to, msg)) = follow(id, from, hv.power(id.as_str())?) else {
+    let power = hv.power(id.as_str())?;
+    // Gone from its host: perhaps moved to another one outside api-web.
+    if power.is_none() {
+        if let Some((h, p)) = crate::service::hosts::find_elsewhere(ctx, &row)? {
+            return crate::service::hosts::record_found(ctx, &row, &h, p);
+        }
+    }
+    let Some((to, msg)) = follow(id, from, power) else {
         return Ok(false);
     };
     let changed = crate::service::record(ctx, "recording a power change", |c| {
