@@ -77,7 +77,7 @@ impl Ctx {
         );
         let ceph = Ceph::new(&cfg.ceph);
         let hv = std::sync::Arc::new(Hypervisor::new(&cfg.libvirt.uri, cfg.libvirt.events));
-        let hosts = crate::virt::Hosts::new(hv.clone(), cfg.libvirt.events);
+        let hosts = crate::virt::Hosts::new(hv.clone());
         let ops = operations::Runner::new(Duration::from_secs(cfg.operations.lease_secs));
         Ok(Ctx {
             ops,

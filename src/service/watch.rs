@@ -17,9 +17,10 @@ use std::time::Duration;
 /// How often a lost connection to libvirtd is tried again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
-/// Subscribes to every host's events (each connection `ctx.hosts` makes, the configured
-/// host's first) and handles each host's on a thread of its own; does nothing when
-/// `libvirt.events` is off. A host's thread ends when its connection is dropped (host removed).
+/// Subscribes to the events of every connection `ctx.hosts` makes that has them (today the
+/// configured host's; `virt::Hosts::get` says why the others do not) and handles each on a
+/// thread of its own; does nothing when `libvirt.events` is off. A thread ends when its
+/// connection is dropped.
 pub fn start(ctx: &Arc<Ctx>) {
     let weak = Arc::downgrade(ctx);
     ctx.hosts.on_open(move |hv| watch(&weak, hv));
@@ -28,8 +29,8 @@ pub fn start(ctx: &Arc<Ctx>) {
 fn watch(weak: &Weak<Ctx>, hv: &Arc<Hypervisor>) {
     let (tx, rx) = mpsc::channel();
     if !hv.subscribe(tx) {
-        log::info!(
-            "libvirt events are off for {}: out-of-band changes reach rows by the periodic pass",
+        log::debug!(
+            "no libvirt events from {}: out-of-band changes reach rows by the periodic pass",
             hv.uri()
         );
         return;

@@ -220,20 +220,17 @@ type OnOpen = Box<dyn Fn(&Arc<Hypervisor>) + Send + Sync>;
 pub struct Hosts {
     /// The configured host's URI: its connection is never dropped.
     first: String,
-    /// Whether new connections subscribe to domain events (`libvirt.events`).
-    events: bool,
     by_uri: Mutex<HashMap<String, Arc<Hypervisor>>>,
     on_open: std::sync::OnceLock<OnOpen>,
 }
 
 impl Hosts {
-    pub fn new(first: Arc<Hypervisor>, events: bool) -> Hosts {
+    pub fn new(first: Arc<Hypervisor>) -> Hosts {
         let first_uri = first.uri.clone();
         let mut m = HashMap::new();
         m.insert(first_uri.clone(), first);
         Hosts {
             first: first_uri,
-            events,
             by_uri: Mutex::new(m),
             on_open: std::sync::OnceLock::new(),
         }
@@ -254,14 +251,16 @@ impl Hosts {
         self.by_uri.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The connection to `uri` (not opened yet if new).
+    /// The connection to `uri` (not opened yet if new). Other hosts than the configured one do
+    /// not subscribe to libvirt's events: with them on, the test process died of SIGSEGV at
+    /// exit once in a full run (not understood yet); the periodic pass covers those hosts.
     pub fn get(&self, uri: &str) -> Arc<Hypervisor> {
         let made = {
             let mut m = self.lock();
             if let Some(hv) = m.get(uri) {
                 return hv.clone();
             }
-            let hv = Arc::new(Hypervisor::new(uri, self.events));
+            let hv = Arc::new(Hypervisor::new(uri, false));
             m.insert(uri.to_string(), hv.clone());
             hv
         };

@@ -558,7 +558,12 @@ async fn create_is_refused_while_libvirt_is_down() {
     // The database's other host (`t`'s, which answers) in maintenance: the only host in service
     // is the one that does not answer.
     let page = get(&app, "/api/v1/host/list").await;
-    let first = page.ok()["items"][0]["host_id"]
+    let first = page.ok()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["uri"] == t.ctx.cfg.libvirt.uri.as_str())
+        .expect("t's host")["host_id"]
         .as_str()
         .unwrap()
         .to_string();
