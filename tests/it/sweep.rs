@@ -147,24 +147,41 @@ async fn prepare<A: App>(c: &Client<A>, kind: &str, step: &str, image: &str) -> 
             ("/api/v1/instance/destroy", json!({"instance_id": id}))
         }
         "instance.migrate" => {
-            // A second host (the dev stack's first extra libvirtd), once per database.
+            // A second host (the dev stack's first extra libvirtd), once per database, in
+            // maintenance: the other kill points' instances stay on the configured host (their
+            // checks ask its libvirtd); the migration pins it as its target.
+            let uri = env("API_WEB_EXTRA_HOST_URIS");
+            let uri = uri
+                .split_whitespace()
+                .next()
+                .expect("scripts/dev-stack.sh up --hosts 2")
+                .to_string();
             let hosts: Value = c.get("/api/v1/host/list").await.good();
-            if hosts["total"] == 1 {
-                let uri = env("API_WEB_EXTRA_HOST_URIS");
-                let uri = uri
-                    .split_whitespace()
-                    .next()
-                    .expect("scripts/dev-stack.sh up --hosts 2");
-                c.post::<Value>("/api/v1/host/add", json!({"uri": uri}))
-                    .await
-                    .good();
-            }
+            let known = hosts["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["uri"] == uri.as_str())
+                .map(|h| h["host_id"].as_str().unwrap().to_string());
+            let target = match known {
+                Some(h) => h,
+                None => {
+                    let h: Value = c
+                        .post("/api/v1/host/add", json!({"uri": uri, "enabled": false}))
+                        .await
+                        .good();
+                    h["host_id"].as_str().unwrap().to_string()
+                }
+            };
             let id = if step == "moving the definition" {
                 stopped_instance(c, image).await
             } else {
                 running_instance(c, image).await
             };
-            ("/api/v1/instance/migrate", json!({"instance_id": id}))
+            (
+                "/api/v1/instance/migrate",
+                json!({"instance_id": id, "target_host_id": target}),
+            )
         }
         "instance.turnon" => {
             let id = stopped_instance(c, image).await;
