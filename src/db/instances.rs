@@ -71,28 +71,34 @@ pub fn update(
         .execute(conn)
 }
 
-/// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a power change's
-/// compare-and-set waits for it.
-/// A migrating instance now on host `host` (its `host_ip` that host's address); the caller
-/// then moves its status on, in the same transaction.
-pub fn moved(
+/// Records the instance on host `to` (its `host_ip` that host's address) if its row is still
+/// in `status` (and, with `from`, on that host): a compare-and-set. A finished migration
+/// (`migrating`, the caller then moves the status on in the same transaction) and a domain
+/// found on another host (moved outside api-web) both come here.
+#[allow(clippy::too_many_arguments)]
+pub fn set_host(
     conn: &mut MysqlConnection,
     id: &InstanceId,
-    host: &crate::model::HostId,
+    status: crate::model::InstanceStatus,
+    from: Option<&crate::model::HostId>,
+    to: &crate::model::HostId,
     host_ip: &str,
     now: u64,
 ) -> QueryResult<bool> {
-    let n = diesel::update(
-        instance::table
-            .find(id)
-            .filter(instance::status.eq(crate::model::InstanceStatus::Migrating)),
-    )
-    .set((
-        instance::host_id.eq(host),
-        instance::host_ip.eq(host_ip),
-        instance::update_time.eq(now),
-    ))
-    .execute(conn)?;
+    let mut q = diesel::update(instance::table)
+        .filter(instance::instance_id.eq(id))
+        .filter(instance::status.eq(status))
+        .into_boxed();
+    if let Some(from) = from {
+        q = q.filter(instance::host_id.eq(from));
+    }
+    let n = q
+        .set((
+            instance::host_id.eq(to),
+            instance::host_ip.eq(host_ip),
+            instance::update_time.eq(now),
+        ))
+        .execute(conn)?;
     Ok(n == 1)
 }
 
@@ -108,32 +114,8 @@ pub fn on_host(
         .load(conn)
 }
 
-/// A settled instance whose domain was found on another host than its row's (moved outside
-/// api-web): recorded there if its row is still on `from` in `status` (compare-and-set).
-pub fn found_on(
-    conn: &mut MysqlConnection,
-    id: &InstanceId,
-    from: &crate::model::HostId,
-    status: crate::model::InstanceStatus,
-    to: &crate::model::HostId,
-    host_ip: &str,
-    now: u64,
-) -> QueryResult<bool> {
-    let n = diesel::update(
-        instance::table
-            .find(id)
-            .filter(instance::host_id.eq(from))
-            .filter(instance::status.eq(status)),
-    )
-    .set((
-        instance::host_id.eq(to),
-        instance::host_ip.eq(host_ip),
-        instance::update_time.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
-}
-
+/// The row, locked until the transaction ends (`SELECT ... FOR UPDATE`): a power change's
+/// compare-and-set waits for it.
 pub fn lock(conn: &mut MysqlConnection, id: &InstanceId) -> QueryResult<Option<Instance>> {
     instance::table
         .find(id)

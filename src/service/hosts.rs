@@ -169,18 +169,10 @@ pub fn connection(ctx: &Ctx, id: &HostId) -> ApiResult<Arc<Hypervisor>> {
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
         .cloned();
-    let uri = match known {
-        Some(uri) => uri,
-        None => {
-            let host = load::<Host>(&mut ctx.conn()?, id)?;
-            ctx.host_uris
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), host.uri.clone());
-            host.uri
-        }
-    };
-    Ok(ctx.hosts.get(&uri))
+    match known {
+        Some(uri) => Ok(ctx.hosts.get(&uri)),
+        None => Ok(connection_of(ctx, &load::<Host>(&mut ctx.conn()?, id)?)),
+    }
 }
 
 /// The connection to a host whose row is at hand (no query; its URI remembered).
@@ -235,11 +227,11 @@ pub fn record_found(
     let status = super::instances::power::status_of(power);
     let changed = super::record(ctx, "recording where the instance is", |c| {
         super::quotas::in_transaction(c, |c| {
-            if !crate::db::instances::found_on(
+            if !crate::db::instances::set_host(
                 c,
                 id,
-                &inst.host_id,
                 inst.status,
+                Some(&inst.host_id),
                 &to.host_id,
                 &to.address,
                 db::now(),

@@ -164,7 +164,17 @@ async fn the_configured_host_comes_first_with_its_facts() {
     .assert_error(400, "invalid_param");
 
     // Members see no hosts.
-    let member = auth::create_key(
+    let member = member_key(&t);
+    let req = test::TestRequest::get()
+        .uri("/api/v1/host/list")
+        .insert_header(("authorization", format!("Bearer {member}")))
+        .to_request();
+    send(&app, req).await.assert_error(403, "forbidden");
+}
+
+/// A member's API key in project "default" (members may not see hosts or pin instances).
+fn member_key(t: &TestApp) -> String {
+    auth::create_key(
         &mut t.ctx.conn().unwrap(),
         "m",
         Role::Member,
@@ -172,12 +182,7 @@ async fn the_configured_host_comes_first_with_its_facts() {
         None,
     )
     .unwrap()
-    .secret;
-    let req = test::TestRequest::get()
-        .uri("/api/v1/host/list")
-        .insert_header(("authorization", format!("Bearer {member}")))
-        .to_request();
-    send(&app, req).await.assert_error(403, "forbidden");
+    .secret
 }
 
 /// Runs scripts/dev-stack.sh (to stop or start an extra host).
@@ -505,15 +510,7 @@ async fn instances_are_placed_across_hosts_pinned_and_kept_off_hosts_in_maintena
     let msg = r.body["message"].as_str().unwrap().to_string();
     assert!(msg.contains("1 of 2 vCPUs free"), "{msg}");
     // Only admins pin.
-    let member = auth::create_key(
-        &mut t.ctx.conn().unwrap(),
-        "m",
-        Role::Member,
-        "default",
-        None,
-    )
-    .unwrap()
-    .secret;
+    let member = member_key(&t);
     let req = test::TestRequest::post()
         .uri("/api/v1/instance/create")
         .insert_header(("authorization", format!("Bearer {member}")))

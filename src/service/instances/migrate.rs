@@ -275,7 +275,7 @@ fn settle(ctx: &Ctx, id: &InstanceId, st: &MigrateState, why: Option<&str>) -> A
             }
             let given_back = match &address {
                 Some(ip) => {
-                    db::instances::moved(c, id, &st.target, ip, db::now())?;
+                    db::instances::set_host(c, id, St::Migrating, None, &st.target, ip, db::now())?;
                     &st.source
                 }
                 None => &st.target,
