@@ -378,14 +378,14 @@ async fn truth_wins_over_stale_state() {
     r.assert_error(409, "instance_still_running");
     assert!(r.body["message"].as_str().unwrap().contains("force=true"));
     let p = get(&app, &format!("/api/v1/instance/progress?instance_id={id}")).await;
-    assert_eq!(p.ok()["status"], "running");
+    assert_eq!(p.ok()["status"], "running", "{}", p.body);
     let r = post(
         &app,
         "/api/v1/instance/turnoff",
         json!({"instance_id": id, "force": true}),
     )
     .await;
-    assert_eq!(r.ok()["status"], "stopped");
+    assert_eq!(r.ok()["status"], "stopped", "{}", r.body);
     assert_eq!(domstate(&id), "shut off");
 
     // Another api-web process (new state, same database) sees the same instance.
@@ -396,8 +396,8 @@ async fn truth_wins_over_stale_state() {
         &format!("/api/v1/instance/progress?instance_id={id}"),
     )
     .await;
-    assert_eq!(p.ok()["status"], "stopped");
-    assert_eq!(p.ok()["progress"], 100);
+    assert_eq!(p.ok()["status"], "stopped", "{}", p.body);
+    assert_eq!(p.ok()["progress"], 100, "{}", p.body);
 
     // The domain vanishes behind our back: turnon says so (409, not an outage) and marks the
     // instance error; destroy still cleans everything.
@@ -411,7 +411,7 @@ async fn truth_wins_over_stale_state() {
         &format!("/api/v1/instance/progress?instance_id={id}"),
     )
     .await;
-    assert_eq!(p.ok()["status"], "error");
+    assert_eq!(p.ok()["status"], "error", "{}", p.body);
     let msg = p.ok()["error_message"].as_str().unwrap().to_string();
     assert!(msg.contains("no longer exists"), "{msg}");
     post(
@@ -441,7 +441,7 @@ async fn truth_wins_over_stale_state() {
         &format!("/api/v1/instance/progress?instance_id={id2}"),
     )
     .await;
-    assert_eq!(p.ok()["status"], "running");
+    assert_eq!(p.ok()["status"], "running", "{}", p.body);
     post(
         &app,
         "/api/v1/instance/destroy",
