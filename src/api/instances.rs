@@ -8,6 +8,7 @@ use crate::db::instances::Instance;
 use crate::error::ApiResult;
 use crate::model::{ImageId, InstanceId, InstanceStatus, NicId, VolumeId};
 use crate::service::auth::Access;
+use crate::service::hosts::HostState;
 use crate::service::instances::{self as svc, NewInstance};
 use crate::service::Ctx;
 use actix_web::web::{Data, Json, Query};
@@ -18,6 +19,9 @@ use validator::Validate;
 pub struct ListItem {
     #[serde(flatten)]
     instance: InstanceView,
+    /// `up`, `maintenance`, `unreachable` (the host does not answer: the instance is not lost,
+    /// calls on it answer 503 until it is back) or `unknown`.
+    host_status: HostState,
     volumes: Vec<VolumeId>,
     network_interfaces: Vec<NicId>,
 }
@@ -49,6 +53,7 @@ pub async fn list(
     let items = rows
         .into_iter()
         .map(|l| ListItem {
+            host_status: l.host,
             instance: l.instance.into(),
             volumes: l.volumes.into_iter().map(|v| v.volume_id).collect(),
             network_interfaces: l.nics.into_iter().map(|n| n.network_interface_id).collect(),
@@ -68,6 +73,8 @@ pub struct IdQuery {
 pub struct DetailView {
     #[serde(flatten)]
     instance: InstanceView,
+    /// As in instance/list.
+    host_status: HostState,
     image: Option<ImageView>,
     volumes: Vec<VolumeView>,
     network_interfaces: Vec<NicView>,
@@ -90,6 +97,7 @@ pub async fn detail(
     )]
     .into();
     Ok(Success(DetailView {
+        host_status: d.host,
         instance: d.instance.into(),
         image: d
             .image

@@ -29,6 +29,35 @@ const ADD_DEADLINE: Duration = Duration::from_secs(15);
 const ID_TRIES: usize = 5;
 pub const MAX_TAGS: usize = 32;
 
+/// How an instance's host stands, shown with the instance (`host_status` in instance/list and
+/// instance/detail, as Nova's): on a host that does not answer, an instance is `unreachable`,
+/// not lost: its row stays as it was, calls on it answer 503 until the host is back, and the
+/// reconciliation pass leaves it alone meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Online and enabled.
+    Up,
+    /// Online, in maintenance (no new instances; what runs there runs on).
+    Maintenance,
+    /// It answered once and does not now (`online` false since its last probe).
+    Unreachable,
+    /// Not reached yet (a new database before the first probe), or no such host row.
+    Unknown,
+}
+
+impl HostState {
+    pub fn of(h: Option<&Host>) -> HostState {
+        match h {
+            None => HostState::Unknown,
+            Some(h) if !h.online && h.last_contact.is_none() => HostState::Unknown,
+            Some(h) if !h.online => HostState::Unreachable,
+            Some(h) if h.status == HostStatus::Disabled => HostState::Maintenance,
+            Some(_) => HostState::Up,
+        }
+    }
+}
+
 /// A host row with what runs there.
 #[derive(Debug, Clone)]
 pub struct Detail {

@@ -1,10 +1,10 @@
 //! Hosts: the configured libvirt.uri is the first host, probed for its facts; a second libvirtd
 //! (scripts/dev-stack.sh up --hosts 2) is added by URI, taken into maintenance and removed;
-//! its libvirtd killed, it is reported offline, and back online when started again; bad URIs,
-//! unreachable hosts and a second URI of a known libvirtd are refused. Placement across the two
-//! hosts (spread, pins, maintenance, no room), concurrent reservations, live and cold
-//! migration there and back with the guest still running, a move made behind api-web's back,
-//! and evacuation.
+//! its libvirtd killed, it is reported offline (its instance shown unreachable, not lost), and
+//! back online when started again; bad URIs, unreachable hosts and a second URI of a known
+//! libvirtd are refused. Placement across the two hosts (spread, pins, maintenance, no room),
+//! concurrent reservations, live and cold migration there and back with the guest still
+//! running, a move made behind api-web's back, and evacuation.
 
 use crate::common::*;
 use actix_web::test;
@@ -212,6 +212,25 @@ async fn until_host(app: &impl App, id: &str, ok: impl Fn(&HostView) -> bool) ->
     }
 }
 
+/// An instance's status and `host_status`, as instance/list shows them (instance/detail says
+/// the same).
+async fn shown(app: &impl App, id: &str) -> (String, String) {
+    let l = get(app, "/api/v1/instance/list?page_size=100").await;
+    let i = l.ok()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance_id"] == id)
+        .unwrap_or_else(|| panic!("{id} listed: {}", l.body))
+        .clone();
+    let d = get(app, &format!("/api/v1/instance/detail?instance_id={id}")).await;
+    assert_eq!(d.ok()["host_status"], i["host_status"], "{}", d.body);
+    (
+        i["status"].as_str().unwrap().to_string(),
+        i["host_status"].as_str().unwrap().to_string(),
+    )
+}
+
 /// The first extra libvirtd of the dev stack (`up --hosts 2`).
 fn second_host_uri() -> String {
     let uris = env("API_WEB_EXTRA_HOST_URIS");
@@ -307,6 +326,19 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // An instance there (pinned: the host is in maintenance), shown with its host's state.
+    let image = crate::instances::test_image(&app, &t).await;
+    let on = instance_of(&create_on(&app, &image, "on-second", Some(h.host_id.as_str())).await);
+    let on = on.instance_id.to_string();
+    assert_eq!(
+        crate::instances::wait_created(&app, &on).await["status"],
+        "running"
+    );
+    assert_eq!(
+        shown(&app, &on).await,
+        ("running".into(), "maintenance".into())
+    );
+
     // Its libvirtd dies: the probe reports it offline with libvirt's reason, the facts as last
     // read; started again, it is back online by itself.
     dev_stack(&["kill", "host2"]);
@@ -319,6 +351,30 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
     assert!(down.error_message.is_some(), "{down:?}");
     assert_eq!(down.host_uuid, h.host_uuid);
     assert!(down.cpus > 0);
+    // Its instance is unreachable, not lost: its row stays running, a call on it answers 503
+    // (nothing changed), the reconciliation pass skips the host and names it instead of
+    // marking the instance error.
+    assert_eq!(
+        shown(&app, &on).await,
+        ("running".into(), "unreachable".into())
+    );
+    post(
+        &app,
+        "/api/v1/instance/turnoff",
+        json!({"instance_id": on, "force": true}),
+    )
+    .await
+    .assert_error(503, "libvirt_unavailable");
+    let r = api_web::service::reconcile::pass(&t.ctx).unwrap();
+    assert!(
+        r.hosts_skipped.iter().any(|(id, _)| *id == h.host_id),
+        "{r:#?}"
+    );
+    assert!(r.unrepaired.iter().all(|f| f.id != on), "{r:#?}");
+    assert_eq!(
+        shown(&app, &on).await,
+        ("running".into(), "unreachable".into())
+    );
     dev_stack(&["up", "--hosts", "2"]);
     let started = Instant::now();
     let up = until_host(&app, h.host_id.as_str(), |h| h.online).await;
@@ -327,6 +383,16 @@ async fn a_second_host_is_added_by_uri_and_removed_when_empty() {
         started.elapsed()
     );
     assert!(up.error_message.is_none(), "{up:?}");
+    // Its guest ran on through the outage (QEMU outlives libvirtd) and is reachable again.
+    assert_eq!(
+        shown(&app, &on).await,
+        ("running".into(), "maintenance".into())
+    );
+    assert_eq!(domstate(&uri, &on).as_deref(), Some("running"));
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": on}))
+        .await
+        .ok();
+    crate::instances::drop_image(&app, &image).await;
 
     let r = post(&app, "/api/v1/host/remove", json!({"host_id": h.host_id})).await;
     assert_eq!(r.ok()["host_id"], h.host_id.as_str());
@@ -730,7 +796,7 @@ async fn a_booted_guest_migrates_live_and_back_and_a_host_is_evacuated() {
     let p = migrated(&app, &id).await;
     eprintln!("live migration to the second host took {:?}", t0.elapsed());
     assert_eq!(p["status"], "running", "{p}");
-    assert_eq!(host_id_of(&t, &id), second.host_id.as_str());
+    assert_eq!(host_id_of(&t, &id), second.host_id.as_str(), "{p}");
     assert_eq!(domstate(&uri2, &id).as_deref(), Some("running"));
     assert_eq!(domstate(&uri1, &id), None, "undefined on the source");
     assert_eq!(reserved(&t, second.host_id.as_str()), (1, 256));
@@ -756,7 +822,7 @@ async fn a_booted_guest_migrates_live_and_back_and_a_host_is_evacuated() {
     r.ok();
     let p = migrated(&app, &id).await;
     assert_eq!(p["status"], "running", "{p}");
-    assert_eq!(host_id_of(&t, &id), first.host_id.as_str());
+    assert_eq!(host_id_of(&t, &id), first.host_id.as_str(), "{p}");
     assert_eq!(domstate(&uri1, &id).as_deref(), Some("running"));
     assert_eq!(domstate(&uri2, &id), None);
     let r = api_web::service::reconcile::pass(&t.ctx).unwrap();

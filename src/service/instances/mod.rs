@@ -34,6 +34,7 @@ pub use guest::GuestConfig;
 pub use power::{pause, reboot, reset, resume, turnoff, turnon, Rebooted};
 pub use update::{update, Changes};
 
+use super::hosts::HostState;
 use super::{load, transition, Ctx, Resource};
 use crate::db::images::Image;
 use crate::db::instances::Instance;
@@ -59,6 +60,7 @@ impl Resource for Instance {
 /// An instance with what hangs from it.
 pub struct Detail {
     pub instance: Instance,
+    pub host: HostState,
     pub image: Option<Image>,
     pub volumes: Vec<Volume>,
     pub nics: Vec<Nic>,
@@ -67,6 +69,7 @@ pub struct Detail {
 /// An instance of a list, with its volumes and NICs.
 pub struct Listed {
     pub instance: Instance,
+    pub host: HostState,
     pub volumes: Vec<Volume>,
     pub nics: Vec<Nic>,
 }
@@ -132,9 +135,14 @@ pub fn list(
             nics.entry(i).or_default().push(n);
         }
     }
+    let hosts: HashMap<_, _> = db::hosts::all(&mut conn)?
+        .into_iter()
+        .map(|h| (h.host_id.clone(), h))
+        .collect();
     let out = rows
         .into_iter()
         .map(|r| Listed {
+            host: HostState::of(hosts.get(&r.host_id)),
             volumes: vols.remove(&r.instance_id).unwrap_or_default(),
             nics: nics.remove(&r.instance_id).unwrap_or_default(),
             instance: r,
@@ -149,8 +157,10 @@ pub fn detail(ctx: &Ctx, id: &InstanceId) -> ApiResult<Detail> {
     let image = db::images::get(&mut conn, &instance.image_id)?;
     let volumes = db::volumes::of_instance(&mut conn, id)?;
     let nics = db::nics::of_instance(&mut conn, id)?;
+    let host = HostState::of(db::hosts::get(&mut conn, &instance.host_id)?.as_ref());
     Ok(Detail {
         instance,
+        host,
         image,
         volumes,
         nics,
