@@ -18,6 +18,7 @@ mod outages;
 mod provision;
 mod quotas;
 mod reconcile;
+mod replicas;
 mod schema;
 mod secrets;
 mod server;

@@ -77,6 +77,11 @@ impl ApiWeb {
         http(&self.addr, key, method, path, body)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its `host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
