@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks on the real stack (release build): scripts/bench.sh [images|instances|volumes|nics|burst|events|reconcile|rss|auth|quota|metrics|snapshots|uploads|placement|migrate]
+# Benchmarks on the real stack (release build): scripts/bench.sh [images|instances|volumes|nics|burst|events|reconcile|rss|auth|quota|metrics|snapshots|uploads|placement|migrate|replicas]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/dev-stack.sh up --hosts 2

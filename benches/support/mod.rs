@@ -197,6 +197,11 @@ pub struct Server {
 impl Server {
     /// Starts it (its log in `log`) and waits until it accepts connections.
     pub fn start(url: &str, log: &std::path::Path) -> Server {
+        Self::start_with(url, log, &[])
+    }
+
+    /// `start` with more environment (`API_WEB_CONFIG`, ...).
+    pub fn start_with(url: &str, log: &std::path::Path, env: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -209,6 +214,7 @@ impl Server {
             .env("DATABASE_URL", url)
             .env("API_WEB_LISTEN", addr.to_string())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
