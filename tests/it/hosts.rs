@@ -170,6 +170,14 @@ async fn the_configured_host_comes_first_with_its_facts() {
         .insert_header(("authorization", format!("Bearer {member}")))
         .to_request();
     send(&app, req).await.assert_error(403, "forbidden");
+
+    // Destroyed once built: a create still building when the test ends would define its
+    // domain after the cleanup, left behind on the shared host.
+    crate::instances::wait_created(&app, &id).await;
+    post(&app, "/api/v1/instance/destroy", json!({"instance_id": id}))
+        .await
+        .ok();
+    crate::instances::drop_image(&app, &image).await;
 }
 
 /// A member's API key in project "default" (members may not see hosts or pin instances).
