@@ -144,36 +144,57 @@ fn steps(ctx: &Ctx, op: &Op, id: &InstanceId, st: &MigrateState) -> Result<(), S
     op.save(ctx, "migrating", st).map_err(s)?;
     let p2p = network_uri(&target.uri);
     let timeout = Duration::from_secs(ctx.cfg.libvirt.migration_timeout_secs);
-    let ended = AtomicBool::new(false);
-    let aborted = AtomicBool::new(false);
-    let r = std::thread::scope(|scope| {
-        scope.spawn(|| watch(ctx, id, &src, timeout, &ended, &aborted));
-        let r = src.migrate_live(name, &dst, &target.address, p2p);
-        ended.store(true, Ordering::Relaxed);
-        r
-    });
-    match r {
-        Ok(()) => Ok(()),
-        Err(_) if aborted.load(Ordering::Relaxed) => Err(format!(
-            "the live migration did not end within {}s (libvirt.migration_timeout_secs) and was aborted; the guest stays on host {}",
-            timeout.as_secs(),
-            st.source
-        )),
-        Err(e) => Err(format!("libvirt: {}", e.message())),
+    let deadline = Instant::now() + timeout;
+    let mut first: Option<String> = None;
+    loop {
+        let ended = AtomicBool::new(false);
+        let aborted = AtomicBool::new(false);
+        let r = std::thread::scope(|scope| {
+            scope.spawn(|| watch(ctx, id, &src, deadline, &ended, &aborted));
+            let r = src.migrate_live(name, &dst, &target.address, p2p);
+            ended.store(true, Ordering::Relaxed);
+            r
+        });
+        let why = match r {
+            Ok(()) => return Ok(()),
+            Err(_) if aborted.load(Ordering::Relaxed) => {
+                return Err(format!(
+                    "the live migration did not end within {}s (libvirt.migration_timeout_secs) and was aborted; the guest stays on host {}",
+                    timeout.as_secs(),
+                    st.source
+                ))
+            }
+            Err(e) => format!("libvirt: {}", e.message()),
+        };
+        // libvirt rolled back: the guest runs on the source alone. A failure of the moment
+        // (a port, a busy daemon) is tried once more; the second failure is the answer.
+        let rolled_back =
+            active(src.power(name).ok().flatten()) && dst.power(name).ok().flatten().is_none();
+        match first {
+            None if rolled_back && Instant::now() < deadline => {
+                log::warn!(
+                    "instance {id}: live migration to host {} failed ({why}); trying once more",
+                    st.target
+                );
+                first = Some(why);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            None => return Err(why),
+            Some(f) => return Err(format!("{why} (and before, {f})")),
+        }
     }
 }
 
 /// While the migration runs: its progress into the row every half second, and its abort once
-/// `timeout` has passed.
+/// `deadline` has passed.
 fn watch(
     ctx: &Ctx,
     id: &InstanceId,
     src: &Hypervisor,
-    timeout: Duration,
+    deadline: Instant,
     ended: &AtomicBool,
     aborted: &AtomicBool,
 ) {
-    let t0 = Instant::now();
     let mut last = None;
     let mut ticks: u64 = 0;
     while !ended.load(Ordering::Relaxed) {
@@ -183,10 +204,11 @@ fn watch(
         if ended.load(Ordering::Relaxed) {
             return;
         }
-        if !ticks.is_multiple_of(10) && t0.elapsed() < timeout {
+        let late = Instant::now() >= deadline;
+        if !ticks.is_multiple_of(10) && !late {
             continue;
         }
-        if t0.elapsed() >= timeout {
+        if late {
             aborted.store(true, Ordering::Relaxed);
             if let Err(e) = src.abort_job(id.as_str()) {
                 log::warn!("instance {id}: cannot abort its migration: {}", e.message());
