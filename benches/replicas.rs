@@ -46,10 +46,16 @@ fn main() {
             std::env::temp_dir().join(format!("api-web-replica-{}-{i}.log", std::process::id()))
         })
         .collect();
+    // Each replica's start-up reconciliation pass (every host's domains, both pools' RBD
+    // images) is over before a round begins: it would fall on the two-replica rounds twice.
     let start = |n: usize| -> Vec<Server> {
-        (0..n)
+        let servers: Vec<Server> = (0..n)
             .map(|i| Server::start_with(&url, &logs[i], &[("API_WEB_CONFIG", toml_s.as_str())]))
-            .collect()
+            .collect();
+        for s in &servers {
+            wait_first_pass(s.addr);
+        }
+        servers
     };
     let image = format!("replicas-{}", std::process::id());
     {
@@ -102,6 +108,30 @@ fn main() {
         let _ = std::fs::remove_file(l);
     }
     drop_db(&dbname);
+}
+
+/// Waits until the replica's metrics count one reconciliation pass.
+fn wait_first_pass(addr: std::net::SocketAddr) {
+    let mut h = Http::connect(addr);
+    let t0 = Instant::now();
+    loop {
+        let (s, b) = h.call("GET", "/metrics", None);
+        assert_eq!(s, 200, "{b}");
+        let passes = b
+            .lines()
+            .find(|l| l.contains("reconcile{") && l.contains("what=\"passes\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if passes >= 1.0 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no reconciliation pass"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One round: 50 creates at once, client `i` to replica `i % n`; then everything destroyed.
