@@ -37,21 +37,11 @@ fn main() {
     for i in 0..CLIENTS {
         let (barrier, answers, image) = (barrier.clone(), answers.clone(), image.clone());
         threads.push(std::thread::spawn(move || {
-            let mut h = Http::connect(addr);
             let body = format!(
                 r#"{{"instance_name":"burst {i}","image_id":"{image}","cpu":1,"memory":128}}"#
             );
-            barrier.wait();
-            let t = Instant::now();
-            let (status, b) = h.call("POST", "/api/v1/instance/create", Some(&body));
-            let took = t.elapsed();
-            let id = (status == 200).then(|| {
-                json(&b)["data"]["instance_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            });
-            answers.lock().unwrap().push((status, took, id, b));
+            let answer = create_at(addr, &body, &barrier);
+            answers.lock().unwrap().push(answer);
         }));
     }
     // list latency while the burst and its background work run
@@ -139,29 +129,8 @@ fn main() {
     }
 
     // Clean up: destroy everything (10 at a time), then the image.
-    let ids = Arc::new(Mutex::new(accepted));
-    let mut cleaners = vec![];
-    for _ in 0..10 {
-        let ids = ids.clone();
-        cleaners.push(std::thread::spawn(move || {
-            let mut h = Http::connect(addr);
-            loop {
-                let Some(id) = ids.lock().unwrap().pop() else {
-                    return;
-                };
-                let body = format!(r#"{{"instance_id":"{id}","delete_attached":true}}"#);
-                for _ in 0..900 {
-                    let (s, _) = h.call("POST", "/api/v1/instance/destroy", Some(&body));
-                    if s == 200 || s == 404 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        }));
-    }
-    for c in cleaners {
-        c.join().unwrap();
+    for (id, b) in destroy_all(addr, accepted) {
+        println!("  not destroyed: {id}: {b}");
     }
     let body = format!(r#"{{"image_id":"{image}","del_file":true}}"#);
     let (s, b) = http.call("POST", "/api/v1/images/delete", Some(&body));

@@ -146,18 +146,8 @@ fn burst(addrs: &[std::net::SocketAddr], image: &str, replicas: usize) -> Round 
             r#"{{"instance_name":"replicas {i}","image_id":"{image}","cpu":1,"memory":128}}"#
         );
         threads.push(std::thread::spawn(move || {
-            let mut h = Http::connect(addr);
-            barrier.wait();
-            let t = Instant::now();
-            let (status, b) = h.call("POST", "/api/v1/instance/create", Some(&body));
-            let took = t.elapsed();
-            let id = (status == 200).then(|| {
-                json(&b)["data"]["instance_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            });
-            answers.lock().unwrap().push((status, took, id, b));
+            let answer = create_at(addr, &body, &barrier);
+            answers.lock().unwrap().push(answer);
         }));
     }
     barrier.wait();
@@ -177,7 +167,7 @@ fn burst(addrs: &[std::net::SocketAddr], image: &str, replicas: usize) -> Round 
     println!("  answers by status: {by_status:?}");
     let ids: Vec<String> = answers.iter().filter_map(|a| a.2.clone()).collect();
     let accepted = ids.len();
-    destroy_all(addrs[0], ids);
+    destroy(addrs[0], ids);
     Round {
         replicas,
         accepted,
@@ -186,36 +176,10 @@ fn burst(addrs: &[std::net::SocketAddr], image: &str, replicas: usize) -> Round 
     }
 }
 
-/// Destroys every instance (10 at a time), retrying while one is still being built.
-fn destroy_all(addr: std::net::SocketAddr, ids: Vec<String>) {
+/// Destroys every instance, retrying while one is still being built.
+fn destroy(addr: std::net::SocketAddr, ids: Vec<String>) {
     let t0 = Instant::now();
-    let ids = Arc::new(Mutex::new(ids));
-    let mut cleaners = vec![];
-    for _ in 0..10 {
-        let ids = ids.clone();
-        cleaners.push(std::thread::spawn(move || {
-            let mut h = Http::connect(addr);
-            loop {
-                let Some(id) = ids.lock().unwrap().pop() else {
-                    return;
-                };
-                let body = format!(r#"{{"instance_id":"{id}","delete_attached":true}}"#);
-                let mut last = String::new();
-                for _ in 0..900 {
-                    let (s, b) = h.call("POST", "/api/v1/instance/destroy", Some(&body));
-                    if s == 200 || s == 404 {
-                        last.clear();
-                        break;
-                    }
-                    last = b;
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                assert!(last.is_empty(), "instance {id} not destroyed: {last}");
-            }
-        }));
-    }
-    for c in cleaners {
-        c.join().unwrap();
-    }
+    let failed = destroy_all(addr, ids);
+    assert!(failed.is_empty(), "not destroyed: {failed:?}");
     println!("  destroyed in {:.1} s", t0.elapsed().as_secs_f64());
 }

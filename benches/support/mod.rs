@@ -370,3 +370,62 @@ pub fn insert_instance_rows(conn: &mut MysqlConnection, n: usize, tag: &str) {
     })
     .unwrap();
 }
+
+/// One client of a burst: connects, waits at `barrier`, asks `instance/create` with `body`;
+/// the answer's status, how long it took, the instance id when accepted, and the body.
+pub fn create_at(
+    addr: std::net::SocketAddr,
+    body: &str,
+    barrier: &std::sync::Barrier,
+) -> (u16, Duration, Option<String>, String) {
+    let mut h = Http::connect(addr);
+    barrier.wait();
+    let t = Instant::now();
+    let (status, b) = h.call("POST", "/api/v1/instance/create", Some(body));
+    let took = t.elapsed();
+    let id = (status == 200).then(|| {
+        json(&b)["data"]["instance_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    (status, took, id, b)
+}
+
+/// Destroys every instance with what is attached (10 at a time), retrying for up to 15 minutes
+/// while one is still being built; returns those not destroyed, with the last answer.
+pub fn destroy_all(addr: std::net::SocketAddr, ids: Vec<String>) -> Vec<(String, String)> {
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(ids));
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let mut cleaners = vec![];
+    for _ in 0..10 {
+        let (ids, failed) = (ids.clone(), failed.clone());
+        cleaners.push(std::thread::spawn(move || {
+            let mut h = Http::connect(addr);
+            loop {
+                let Some(id) = ids.lock().unwrap().pop() else {
+                    return;
+                };
+                let body = format!(r#"{{"instance_id":"{id}","delete_attached":true}}"#);
+                let mut last = None;
+                for _ in 0..900 {
+                    let (s, b) = h.call("POST", "/api/v1/instance/destroy", Some(&body));
+                    if s == 200 || s == 404 {
+                        last = None;
+                        break;
+                    }
+                    last = Some(b);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                if let Some(b) = last {
+                    failed.lock().unwrap().push((id, b));
+                }
+            }
+        }));
+    }
+    for c in cleaners {
+        c.join().unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    failed
+}
